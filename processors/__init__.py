@@ -1,0 +1,1 @@
+"""Stateful stream processors (loyalty, audiences, journeys, delivery) on `processors.runtime`."""

@@ -1,0 +1,219 @@
+"""The program definition (YAML -> pydantic): event types, rewards, tiers, campaigns, audiences,
+journeys, webhooks and destinations. Applied with `loyalty config apply program.yaml` to the
+compacted `program.config` topic; every processor and ingest read it as a global table.
+
+Each section belongs to one component; keep a component's options in its own model here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RESERVED_EVENT_TYPES = ("PURCHASE", "REGISTRATION")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventType(Model):
+    """A behaviour event type. `tracking` types bypass the loyalty processor."""
+
+    name: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    path: Literal["loyalty", "tracking"] = "loyalty"
+    description: str = ""
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Reward(Model):
+    id: str
+    name: str = ""
+    kind: Literal["points", "other"] = "points"
+    expires_after_days: int | None = Field(default=None, gt=0)
+
+
+class Tier(Model):
+    id: str
+    name: str
+    level: int = Field(ge=0)
+    entry: str = "true"  # CEL over `profile` (lifetime_points, period_purchases, ...)
+    multiplier: float = 1.0
+
+
+class Tiers(Model):
+    levels: list[Tier] = Field(default_factory=list)
+    reporting_period_days: int = Field(default=365, gt=0)
+
+
+class PunchCard(Model):
+    punches: int = Field(gt=0)
+
+
+class Streak(Model):
+    period: Literal["day", "week"] = "day"
+    length: int = Field(gt=1)
+
+
+class Referral(Model):
+    referrer_points: float = 0
+    referee_points: float = 0
+
+
+class Coupon(Model):
+    codes: list[str] = Field(default_factory=list)
+    single_use: Literal["per_customer", "global"] = "per_customer"
+
+
+class Campaign(Model):
+    id: str
+    name: str = ""
+    kind: Literal["behavior", "punch_card", "streak", "referral", "coupon"] = "behavior"
+    triggers: list[str] = Field(default_factory=lambda: ["PURCHASE"])
+    condition: str = "true"  # CEL over `properties`, `event`, `profile`
+    formula: str = "0"  # CEL giving the amount of `reward_id`
+    reward_id: str = "POINTS"
+    tier_multipliers: bool = True
+    start: str | None = None  # ISO 8601
+    end: str | None = None
+    budget: float | None = None
+    per_customer_limit: int | None = None
+    enabled: bool = True
+    punch_card: PunchCard | None = None
+    streak: Streak | None = None
+    referral: Referral | None = None
+    coupon: Coupon | None = None
+
+
+class Trait(Model):
+    name: str
+    expression: str  # CEL over `profile`
+
+
+class Rfm(Model):
+    """Score boundaries (ascending) for 1..5 scores; recency in days (lower is better)."""
+
+    recency_days: list[float] = Field(default_factory=lambda: [7, 30, 90, 180])
+    frequency: list[float] = Field(default_factory=lambda: [2, 5, 10, 20])
+    monetary: list[float] = Field(default_factory=lambda: [50, 200, 500, 1000])
+
+
+class Scheduled(Model):
+    """Internal events produced by timers so campaigns can reward them."""
+
+    birthday: bool = False
+    anniversary: bool = False
+    inactivity_days: int | None = None
+
+
+class Audience(Model):
+    id: str
+    name: str = ""
+    condition: str | None = None  # CEL over `profile`
+    members: list[str] = Field(default_factory=list)  # static list
+
+
+class JourneyNode(Model):
+    id: str
+    kind: Literal["start", "wait", "action", "end"]
+    action: Literal["email", "push", "webhook", "destination"] | None = None
+    template: str = ""
+    target: str | None = None  # webhook/destination id for those actions
+
+
+class JourneyEdge(Model):
+    from_: str = Field(alias="from")
+    to: str
+    event_type: str | None = None  # None: a timed edge taken after `wait_minutes`
+    condition: str = "true"  # CEL over `event` and `profile`
+    wait_minutes: float = Field(default=0, ge=0)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Journey(Model):
+    id: str
+    name: str = ""
+    entry_event: str | None = None
+    entry_audience: str | None = None
+    reentry: Literal["never", "after_exit", "always"] = "after_exit"
+    exit_events: list[str] = Field(default_factory=list)
+    nodes: list[JourneyNode]
+    edges: list[JourneyEdge] = Field(default_factory=list)
+    enabled: bool = True
+
+
+class Webhook(Model):
+    id: str
+    url: str
+    events: list[str]
+    secret: str = ""
+    previous_secrets: list[str] = Field(default_factory=list)  # signatures during rotation
+    enabled: bool = True
+
+
+class Destination(Model):
+    id: str
+    kind: Literal["http"] = "http"
+    url: str
+    events: list[str] = Field(default_factory=list)  # event types and audience ids; empty = all
+    secret: str = ""
+    batch_size: int = Field(default=100, gt=0)
+    linger_ms: int = Field(default=1000, ge=0)
+    enabled: bool = True
+
+
+class Delivery(Model):
+    timeout_s: float = Field(default=10, gt=0)
+    retry_tiers: list[str] = Field(default_factory=lambda: ["5s", "1m", "5m", "30m", "2h", "6h"])
+    allow_http_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    allow_private: bool = False
+    max_concurrency_per_endpoint: int = Field(default=8, gt=0)
+
+
+class Program(Model):
+    version: int = 0  # assigned by `loyalty config apply`
+    name: str = "program"
+    rounding: Literal["floor", "round", "ceil"] = "floor"
+    event_types: list[EventType] = Field(default_factory=list)
+    rewards: list[Reward] = Field(default_factory=lambda: [Reward(id="POINTS", name="Points")])
+    tiers: Tiers = Field(default_factory=Tiers)
+    campaigns: list[Campaign] = Field(default_factory=list)
+    traits: list[Trait] = Field(default_factory=list)
+    rfm: Rfm = Field(default_factory=Rfm)
+    scheduled: Scheduled = Field(default_factory=Scheduled)
+    audiences: list[Audience] = Field(default_factory=list)
+    journeys: list[Journey] = Field(default_factory=list)
+    webhooks: list[Webhook] = Field(default_factory=list)
+    destinations: list[Destination] = Field(default_factory=list)
+    delivery: Delivery = Field(default_factory=Delivery)
+
+    @field_validator("event_types")
+    @classmethod
+    def _add_reserved_types(cls, types: list[EventType]) -> list[EventType]:
+        names = {t.name for t in types}
+        if len(names) != len(types):
+            raise ValueError("event type names must be unique")
+        extra = [EventType(name=n) for n in RESERVED_EVENT_TYPES if n not in names]
+        return extra + types
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Program:
+        rewards = {r.id for r in self.rewards}
+        for c in self.campaigns:
+            if c.reward_id not in rewards:
+                raise ValueError(f"campaign {c.id}: unknown reward_id {c.reward_id!r}")
+        return self
+
+    def event_type(self, name: str) -> EventType | None:
+        return next((t for t in self.event_types if t.name == name), None)
+
+
+def load_program(path: str | Path) -> Program:
+    """Read and validate a program YAML file (raises pydantic.ValidationError)."""
+    return Program.model_validate(yaml.safe_load(Path(path).read_text()) or {})

@@ -1,0 +1,97 @@
+"""Topic names, their Avro value schema and their settings: the single source of truth.
+
+Every customer-scoped topic is keyed by `customer_id` and has the same partition count
+(co-partitioning), so one customer's state lives in one partition of each processor.
+A `TOPIC_PREFIX` lets several isolated deployments (or test runs) share one cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A logical topic: its base name, the schema of its values and how it is kept."""
+
+    name: str
+    schema: str | None  # Avro record name in schemas/avro; None for raw bytes (changelogs)
+    compacted: bool = False
+    key: str = "customer_id"
+    config: dict[str, str] = field(default_factory=dict)
+
+    def kafka_config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if not self.compacted:
+            cfg["retention.ms"] = str(7 * 24 * 3600 * 1000)
+        cfg.update(self.config)
+        return cfg
+
+
+EVENTS_LOYALTY = "events.loyalty"
+EVENTS_TRACKING = "events.tracking"
+LOYALTY_RESULTS = "loyalty.results"
+PROFILES_CHANGES = "profiles.changes"
+NOTIFICATIONS = "notifications"
+AUDIENCES_MEMBERSHIP = "audiences.membership"
+JOURNEYS_ACTIVITY = "journeys.activity"
+DELIVERY_DLQ = "delivery.dlq"
+DELIVERIES = "deliveries"
+PROGRAM_CONFIG = "program.config"
+LOYALTY_REFERRALS = "loyalty.referrals"  # re-keyed by referral code -> owner
+COUPON_CLAIMS = "coupons.claims"  # keyed by coupon code: decides global single use
+
+# Delay tiers for webhook retries (name suffix, delay seconds). Configurable in the program;
+# these are the default topics created by the stack.
+RETRY_TIERS: tuple[tuple[str, int], ...] = (
+    ("5s", 5),
+    ("1m", 60),
+    ("5m", 300),
+    ("30m", 1800),
+    ("2h", 7200),
+    ("6h", 21600),
+)
+
+
+def retry_topic(tier: str) -> str:
+    return f"delivery.retry.{tier}"
+
+
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in [
+        TopicSpec(EVENTS_LOYALTY, "Event"),
+        TopicSpec(EVENTS_TRACKING, "Event"),
+        TopicSpec(LOYALTY_RESULTS, "Result"),
+        TopicSpec(PROFILES_CHANGES, "Profile"),
+        TopicSpec(NOTIFICATIONS, "Notification"),
+        TopicSpec(AUDIENCES_MEMBERSHIP, "Membership"),
+        TopicSpec(JOURNEYS_ACTIVITY, "JourneyActivity"),
+        TopicSpec(DELIVERY_DLQ, "Notification"),
+        TopicSpec(DELIVERIES, "DeliveryAttempt"),
+        TopicSpec(PROGRAM_CONFIG, "ProgramConfig", compacted=True, key="program"),
+        TopicSpec(LOYALTY_REFERRALS, "Event", key="referral_code"),
+        TopicSpec(COUPON_CLAIMS, "Event", key="coupon_code"),
+        *[TopicSpec(retry_topic(t), "Notification") for t, _ in RETRY_TIERS],
+    ]
+}
+
+
+def topic_name(base: str, settings: Settings | None = None) -> str:
+    """The physical Kafka topic name for a logical one (applies TOPIC_PREFIX)."""
+    prefix = (settings or Settings.from_env()).topic_prefix
+    return f"{prefix}{base}"
+
+
+def base_name(physical: str, settings: Settings | None = None) -> str:
+    """Inverse of `topic_name`."""
+    prefix = (settings or Settings.from_env()).topic_prefix
+    return physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
+
+
+def schema_for(base: str) -> str | None:
+    """The Avro record name carried by a logical topic (changelogs carry raw JSON bytes)."""
+    spec = TOPICS.get(base)
+    return spec.schema if spec else None

@@ -1,0 +1,51 @@
+"""Shared fixtures: a real Kafka broker and a real PostgreSQL server for the whole session.
+
+`KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` when set; otherwise the local stack
+(deploy/local) starts a throwaway broker and cluster under .local/ for the test session.
+Each test gets an isolated TOPIC_PREFIX (and may ask for a fresh database) so tests never
+see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.topics import ensure_topics
+from schemas.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    from deploy.local import kafka
+
+    with kafka.test_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    from deploy.local import postgres
+
+    with postgres.test_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with a unique topic prefix; the topics of schemas.topics already exist."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("TOPIC_PREFIX", prefix)
+    s = Settings.from_env()
+    ensure_topics(s)
+    return s
