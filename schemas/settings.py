@@ -36,7 +36,7 @@ def sqlalchemy_url(url: str) -> str:
     """Accept plain `postgresql://` URLs and make SQLAlchemy use psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

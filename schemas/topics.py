@@ -88,7 +88,7 @@ def topic_name(base: str, settings: Settings | None = None) -> str:
 def base_name(physical: str, settings: Settings | None = None) -> str:
     """Inverse of `topic_name`."""
     prefix = (settings or Settings.from_env()).topic_prefix
-    return physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
+    return physical[len(prefix) :] if prefix and physical.startswith(prefix) else physical
 
 
 def schema_for(base: str) -> str | None:

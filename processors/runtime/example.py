@@ -1,0 +1,42 @@
+"""The smallest useful processor: a per-key count and sum, with a timer per key.
+
+Used by the docs (docs/runtime.md), the reliability tests and the runtime benchmark.
+Input `counter.input` carries JSON {"amount": number}; every record updates the key's
+{"count", "sum"} and emits it to `counter.output`. A record with {"remind_in_ms": N} also
+schedules a timer that emits {"reminder": true} for that key once.
+"""
+
+from __future__ import annotations
+
+from processors.runtime.api import Context, Processor, Record, Timer
+from schemas.topics import TopicSpec
+
+INPUT = "counter.input"
+OUTPUT = "counter.output"
+TOPICS = [TopicSpec(INPUT, None), TopicSpec(OUTPUT, None)]
+
+
+class CounterProcessor(Processor):
+    name = "counter"
+    inputs = [INPUT]
+    outputs = [OUTPUT]
+    stores = ["totals"]
+
+    def process(self, ctx: Context, record: Record) -> None:
+        totals = ctx.store("totals")
+        state = totals.get(record.key, {"count": 0, "sum": 0})
+        state["count"] += 1
+        state["sum"] += record.value.get("amount", 0)
+        totals.put(record.key, state)
+        ctx.emit(OUTPUT, record.key, {"key": record.key, **state})
+        if "remind_in_ms" in record.value:
+            ctx.schedule(
+                ctx.now() + record.value["remind_in_ms"], record.key, {}, f"remind-{record.key}"
+            )
+
+    def on_timer(self, ctx: Context, timer: Timer) -> None:
+        ctx.emit(OUTPUT, timer.key, {"key": timer.key, "reminder": True, "at": timer.at})
+
+
+def build() -> Processor:
+    return CounterProcessor()

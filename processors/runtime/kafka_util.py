@@ -1,0 +1,42 @@
+"""Small confluent-kafka helpers shared by the runtime, the config table and the sinks."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets, retrying while a fresh topic's leader is still being elected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        except KafkaException as exc:
+            if (
+                time.monotonic() > deadline
+                or not exc.args[0].retriable()
+                and exc.args[0].name()
+                not in (
+                    "NOT_LEADER_FOR_PARTITION",
+                    "LEADER_NOT_AVAILABLE",
+                    "UNKNOWN_TOPIC_OR_PART",
+                    "_TRANSPORT",
+                    "_TIMED_OUT",
+                )
+            ):
+                raise
+            time.sleep(0.1)
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[int]:
+    """Partition ids of a topic, waiting for its metadata to appear."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            return sorted(meta.partitions)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} has no metadata")
+        time.sleep(0.1)

@@ -1,0 +1,77 @@
+"""Prometheus metrics of the runtime and a tiny HTTP server for /healthz and /metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+RECORDS_IN = Counter("stream_records_in_total", "Records consumed", ["processor", "topic"])
+RECORDS_OUT = Counter("stream_records_out_total", "Records produced", ["processor", "topic"])
+PROCESS_LATENCY = Histogram(
+    "stream_process_seconds",
+    "Handler time per record",
+    ["processor"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
+)
+COMMIT_LATENCY = Histogram(
+    "stream_commit_seconds",
+    "Transaction commit time",
+    ["processor"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ABORTS = Counter("stream_transactions_aborted_total", "Aborted transactions", ["processor"])
+LAG = Gauge("stream_consumer_lag", "Records behind the end", ["processor", "topic", "partition"])
+RESTORE_RECORDS = Counter(
+    "stream_restore_records_total", "Changelog records restored", ["processor", "store"]
+)
+RESTORE_SECONDS = Counter(
+    "stream_restore_seconds_total", "Time spent restoring", ["processor", "store"]
+)
+TIMER_BACKLOG = Gauge("stream_timers_due", "Timers due and not yet fired", ["processor"])
+TIMERS_FIRED = Counter("stream_timers_fired_total", "Timers fired", ["processor"])
+ASSIGNED = Gauge("stream_assigned_partitions", "Partitions (tasks) owned", ["processor"])
+
+
+class HealthServer:
+    """Serves /healthz (200 when `healthy()`, else 503) and /metrics on a loopback port."""
+
+    def __init__(self, port: int, healthy: Callable[[], bool], host: str = "127.0.0.1") -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                if self.path.startswith("/metrics"):
+                    self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                elif self.path.startswith("/healthz"):
+                    ok = outer.healthy()
+                    self._send(
+                        200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"unhealthy"}'
+                    )
+                else:
+                    self._send(404, b'{"error":"not found"}')
+
+            def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.healthy = healthy
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="health")
+
+    def start(self) -> HealthServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

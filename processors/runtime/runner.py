@@ -1,0 +1,559 @@
+"""The processing loop: consume -> process -> produce, exactly once, with Kafka transactions.
+
+One transactional producer per process (`transactional.id` = group + instance id, stable across
+restarts so a restarted instance fences its zombie and aborts its open transaction at once).
+Every ~100 ms or N records the loop sends the consumed offsets with the consumer group metadata
+and commits; only then do store writes reach RocksDB. On a failed commit the transaction is
+aborted, the stores' overlays dropped and the consumer rewound to the committed offsets.
+
+Assignment is eager with the `range` assignor: co-partitioned input topics give partition N of
+every input to the same instance, which owns the task (stores, timers) for N. On assignment a
+task restores its stores from their changelogs before any record of it is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from deploy.topics import create
+from processors.runtime import observability as m
+from processors.runtime.api import Processor, Record
+from processors.runtime.clock import Clock, SystemClock
+from processors.runtime.config_table import ProgramTable
+from processors.runtime.kafka_util import watermarks
+from processors.runtime.store import RocksBackend
+from processors.runtime.task import TIMERS_STORE, PartitionTask
+from schemas.codec import default_codec
+from schemas.program import Program
+from schemas.settings import Settings
+from schemas.topics import base_name, schema_for, topic_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeOptions:
+    state_dir: Path = Path(".local/state")
+    instance_id: str = field(default_factory=socket.gethostname)
+    clock: Clock = field(default_factory=SystemClock)
+    metrics_port: int | None = None  # None: no HTTP server; 0: any free port
+    commit_interval_ms: int = 100
+    commit_every: int = 1000
+    static_membership: bool = False  # group.instance.id = instance_id: no rebalance on restart
+    transaction_timeout_ms: int = 10_000
+    session_timeout_ms: int = 6_000
+    poll_batch: int = 500
+    consumer_config: dict[str, Any] = field(default_factory=dict)
+    producer_config: dict[str, Any] = field(default_factory=dict)
+
+
+class FatalError(RuntimeError):
+    """The producer was fenced or hit a fatal error: this instance must stop."""
+
+
+class Runner:
+    """Runs one Processor; `run()` blocks, `start()` runs it in a thread, `stop()` ends it."""
+
+    def __init__(
+        self, processor: Processor, settings: Settings, options: RuntimeOptions | None = None
+    ):
+        self.processor = processor
+        self.settings = settings
+        self.options = options or RuntimeOptions()
+        self.group = topic_name(processor.name, settings)
+        self.codec = default_codec()
+        self.tasks: dict[int, PartitionTask] = {}
+        self.positions: dict[tuple[str, int], int] = {}
+        self.in_txn = False
+        self.txn_records = 0
+        self.txn_started = 0.0
+        self.config_version = -1
+        self.changelog_offsets: dict[tuple[str, int], int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_loop = time.monotonic()
+        self._lag_updated = 0.0
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._topics = {b: topic_name(b, settings) for b in {*processor.inputs, *processor.outputs}}
+        self._out_counters: dict[str, Any] = {}
+        self._in_counters: dict[str, Any] = {}
+        self.health: m.HealthServer | None = None
+        self.program_table = ProgramTable(settings)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Runner:
+        self._thread = threading.Thread(
+            target=self._run_catching, name=f"runner-{self.group}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _run_catching(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # surfaced to the thread's owner via .error
+            self.error = exc
+            log.exception("runner stopped with an error")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: finish the current transaction, close stores, leave the group."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+
+    def healthy(self) -> bool:
+        return self.error is None and time.monotonic() - self._last_loop < 30
+
+    def run(self) -> None:
+        self._ensure_changelogs()
+        self.program_table.start()
+        if self.options.metrics_port is not None:
+            self.health = m.HealthServer(self.options.metrics_port, self.healthy).start()
+            log.info("health and metrics served", extra={"port": self.health.port})
+        self.producer = self._producer()
+        self.producer.init_transactions(30)
+        self.consumer = self._consumer()
+        self.consumer.subscribe(
+            [self._topics[t] for t in self.processor.inputs],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "processor started",
+            extra={"processor": self.group, "instance": self.options.instance_id},
+        )
+        try:
+            self._loop()
+            self._commit()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            if self.in_txn:
+                self.producer.abort_transaction(10)
+        except KafkaException:
+            pass
+        self.consumer.close()
+        for task in self.tasks.values():
+            task.close()
+        self.tasks.clear()
+        self.program_table.stop()
+        if self.health:
+            self.health.stop()
+        log.info("processor stopped", extra={"processor": self.group})
+
+    # -- Kafka clients ----------------------------------------------------------------------
+    def _producer(self) -> Producer:
+        return Producer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                "transactional.id": f"{self.group}-{self.options.instance_id}",
+                "transaction.timeout.ms": self.options.transaction_timeout_ms,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+                "queue.buffering.max.messages": 500_000,
+                **self.options.producer_config,
+            }
+        )
+
+    def _consumer(self) -> Consumer:
+        cfg = {
+            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            "group.id": self.group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": self.options.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.options.session_timeout_ms // 6),
+            "max.poll.interval.ms": 300_000,
+            "fetch.wait.max.ms": 50,
+            **self.options.consumer_config,
+        }
+        if self.options.static_membership:
+            cfg["group.instance.id"] = f"{self.group}-{self.options.instance_id}"
+        return Consumer(cfg)
+
+    def _changelog(self, store: str) -> str:
+        return f"{self.group}-{store}-changelog"
+
+    def _store_names(self) -> list[str]:
+        return [*self.processor.stores, TIMERS_STORE]
+
+    def _ensure_changelogs(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        existing = set(admin.list_topics(timeout=30).topics)
+        new = [
+            NewTopic(
+                self._changelog(s),
+                num_partitions=self.settings.partitions,
+                replication_factor=self.settings.replication_factor,
+                config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            )
+            for s in self._store_names()
+            if self._changelog(s) not in existing
+        ]
+        create(admin, new)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        opts = self.options
+        while not self._stop.is_set():
+            self._last_loop = time.monotonic()
+            msgs = self.consumer.consume(opts.poll_batch, 0.02 if self.in_txn else 0.1)
+            for msg in msgs:
+                if msg.error():
+                    if msg.error().fatal():
+                        raise FatalError(str(msg.error()))
+                    continue
+                self._process(msg)
+            self._punctuate()
+            self._check_config()
+            if self.in_txn and (
+                self.txn_records >= opts.commit_every
+                or (time.monotonic() - self.txn_started) * 1000 >= opts.commit_interval_ms
+            ):
+                self._commit()
+
+    def _begin(self) -> None:
+        if not self.in_txn:
+            self.producer.begin_transaction()
+            self.in_txn = True
+            self.txn_records = 0
+            self.txn_started = time.monotonic()
+
+    def _process(self, msg: Any) -> None:
+        partition = msg.partition()
+        task = self.tasks.get(partition)
+        if task is None:  # not ours any more (revoked mid-batch)
+            return
+        self._begin()
+        topic = base_name(msg.topic(), self.settings)
+        schema = schema_for(topic)
+        raw = msg.value()
+        if raw is None:
+            value = {}
+        else:
+            value = self.codec.decode(raw, schema) if schema else orjson.loads(raw)
+        key = msg.key().decode() if msg.key() is not None else None
+        ts = msg.timestamp()[1]
+        started = time.perf_counter()
+        task.process(Record(topic, partition, msg.offset(), key, value, ts))
+        m.PROCESS_LATENCY.labels(self.processor.name).observe(time.perf_counter() - started)
+        counter = self._in_counters.get(topic)
+        if counter is None:
+            counter = self._in_counters[topic] = m.RECORDS_IN.labels(self.processor.name, topic)
+        counter.inc()
+        self.positions[(msg.topic(), partition)] = msg.offset() + 1
+        self.txn_records += 1
+
+    def _emit(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        schema = schema_for(topic)
+        data = self.codec.encode(schema, value) if schema else orjson.dumps(value)
+        self._produce(self._topics[topic], key.encode(), data)
+        counter = self._out_counters.get(topic)
+        if counter is None:
+            counter = self._out_counters[topic] = m.RECORDS_OUT.labels(self.processor.name, topic)
+        counter.inc()
+
+    def _produce(self, topic: str, key: bytes, value: bytes | None, **kwargs: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _punctuate(self) -> None:
+        if not self.tasks:
+            return
+        now = self.options.clock.now_ms()
+        backlog = 0
+        for task in list(self.tasks.values()):
+            if now >= task.next_due:
+                self._begin()
+                fired = task.fire_due(now)
+                m.TIMERS_FIRED.labels(self.processor.name).inc(fired)
+                self.txn_records += fired
+                backlog += task.due_count(now)
+        m.TIMER_BACKLOG.labels(self.processor.name).set(backlog)
+
+    def _check_config(self) -> None:
+        program = self.program_table.current()
+        if program.version == self.config_version or not self.tasks:
+            return
+        if self.config_version >= 0:  # a new version while running: let tasks react
+            self._begin()
+            for task in self.tasks.values():
+                task.on_config(program)
+        self.config_version = program.version
+
+    def _current_program(self) -> Program:
+        return self.program_table.current()
+
+    # -- transactions -----------------------------------------------------------------------
+    def _commit(self) -> None:
+        if not self.in_txn:
+            return
+        started = time.monotonic()
+        try:
+            pending = self._produce_changelogs()
+            self.producer.flush(30)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), 30
+                )
+            self.producer.commit_transaction(30)
+        except KafkaException as exc:
+            self._abort(exc)
+            return
+        self.in_txn = False
+        for partition, task in self.tasks.items():
+            task.commit(
+                {
+                    s: pending[(s, partition)]
+                    for s in self._store_names()
+                    if (s, partition) in pending
+                }
+            )
+        self.positions.clear()
+        m.COMMIT_LATENCY.labels(self.processor.name).observe(time.monotonic() - started)
+        self._update_lag()
+
+    def _produce_changelogs(self) -> dict[tuple[str, int], int]:
+        """Write each dirty key's final value once; return the offsets they landed at."""
+        self.changelog_offsets = {}
+        for partition, task in self.tasks.items():
+            for name, store in task.stores.items():
+                dirty = store.dirty()
+                if not dirty:
+                    continue
+                topic = self._changelog(name)
+                last = len(dirty) - 1
+                for i, (key, value) in enumerate(dirty.items()):
+                    if i == last:
+                        self._produce(
+                            topic,
+                            key,
+                            value,
+                            partition=partition,
+                            on_delivery=self._delivered(name),
+                        )
+                    else:
+                        self._produce(topic, key, value, partition=partition)
+        return self.changelog_offsets
+
+    def _delivered(self, store: str) -> Any:
+        def callback(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                self.changelog_offsets[(store, msg.partition())] = msg.offset()
+
+        return callback
+
+    def _abort(self, exc: KafkaException) -> None:
+        error = exc.args[0]
+        m.ABORTS.labels(self.processor.name).inc()
+        if error.fatal() or not error.txn_requires_abort() and not error.retriable():
+            log.error("transaction failed fatally", extra={"error": str(error)})
+            raise FatalError(str(error)) from exc
+        log.warning("transaction aborted, rewinding", extra={"error": str(error)})
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as abort_exc:
+            raise FatalError(str(abort_exc)) from abort_exc
+        self.in_txn = False
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Drop uncommitted state and seek back to the committed offsets."""
+        for task in self.tasks.values():
+            task.abort()
+        self.positions.clear()
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        for tp in self.consumer.committed(assigned, timeout=30):
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(tp)
+
+    def _update_lag(self) -> None:
+        """Refresh the lag gauges from cached watermarks, at most every few seconds."""
+        now = time.monotonic()
+        if now - self._lag_updated < 5:
+            return
+        self._lag_updated = now
+        for tp in self.consumer.position(self.consumer.assignment()):
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and tp.offset >= 0:
+                base = base_name(tp.topic, self.settings)
+                m.LAG.labels(self.processor.name, base, str(tp.partition)).set(
+                    max(0, high - tp.offset)
+                )
+
+    # -- rebalancing ------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self._assign(partitions)
+        except BaseException as exc:  # librdkafka swallows callback errors: stop the loop
+            log.exception("assignment failed")
+            self.error = exc
+            self._stop.set()
+
+    def _assign(self, partitions: list[TopicPartition]) -> None:
+        for partition in sorted({tp.partition for tp in partitions}):
+            if partition not in self.tasks:
+                self.tasks[partition] = self._open_task(partition)
+        m.ASSIGNED.labels(self.processor.name).set(len(self.tasks))
+        log.info("partitions assigned", extra={"partitions": sorted(self.tasks)})
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.in_txn:
+            self._commit()
+        self._close_tasks({tp.partition for tp in partitions})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.in_txn:
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException:
+                pass
+            self.in_txn = False
+            for task in self.tasks.values():
+                task.abort()
+        self._close_tasks({tp.partition for tp in partitions})
+
+    def _close_tasks(self, partitions: set[int]) -> None:
+        still = {tp.partition for tp in self.consumer.assignment()} - partitions
+        for partition in partitions - still:
+            task = self.tasks.pop(partition, None)
+            if task:
+                task.close()
+        self.positions = {k: v for k, v in self.positions.items() if k[1] in self.tasks}
+        m.ASSIGNED.labels(self.processor.name).set(len(self.tasks))
+
+    # -- state restore ----------------------------------------------------------------------
+    def _open_task(self, partition: int) -> PartitionTask:
+        backends = {}
+        for store in self._store_names():
+            path = Path(self.options.state_dir) / self.group / store / str(partition)
+            backends[store] = self._restore(store, partition, path)
+        return PartitionTask(
+            self.processor,
+            partition,
+            backends,
+            self._emit,
+            self.options.clock.now_ms,
+            self._current_program,
+        )
+
+    def _restore(self, store: str, partition: int, path: Path) -> RocksBackend:
+        """Bring a store up to the end of its changelog partition, wiping it if untrusted."""
+        started = time.monotonic()
+        backend = RocksBackend(path)
+        restorer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                "group.id": f"{self.group}-restore",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            tp = TopicPartition(self._changelog(store), partition)
+            low, high = watermarks(restorer, tp)
+            checkpoint = backend.checkpoint()
+            if checkpoint is not None and not (low - 1 <= checkpoint < high):
+                log.warning(
+                    "store checkpoint untrusted, rebuilding from changelog",
+                    extra={
+                        "store": store,
+                        "partition": partition,
+                        "checkpoint": checkpoint,
+                        "high": high,
+                    },
+                )
+                backend.close()
+                RocksBackend.wipe(path)
+                backend = RocksBackend(path)
+                checkpoint = None
+            start = checkpoint + 1 if checkpoint is not None else low
+            restored = (
+                self._read_changelog(restorer, tp, start, high, backend) if start < high else 0
+            )
+        finally:
+            restorer.close()
+        seconds = time.monotonic() - started
+        m.RESTORE_RECORDS.labels(self.processor.name, store).inc(restored)
+        m.RESTORE_SECONDS.labels(self.processor.name, store).inc(seconds)
+        if restored:
+            log.info(
+                "store restored",
+                extra={
+                    "store": store,
+                    "partition": partition,
+                    "records": restored,
+                    "seconds": round(seconds, 3),
+                },
+            )
+        return backend
+
+    def _read_changelog(
+        self, restorer: Consumer, tp: TopicPartition, start: int, high: int, backend: RocksBackend
+    ) -> int:
+        restorer.assign([TopicPartition(tp.topic, tp.partition, start)])
+        batch: dict[bytes, bytes | None] = {}
+        last = -1
+        count = 0
+        while True:
+            msgs = restorer.consume(1000, 1.0)
+            eof = False
+            for msg in msgs:
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        eof = True
+                        continue
+                    raise KafkaException(msg.error())
+                batch[msg.key()] = msg.value()
+                last = msg.offset()
+                count += 1
+            if batch:
+                backend.write(batch, last)
+                batch = {}
+            if eof or (last >= high - 1):
+                position = restorer.position([tp])[0].offset
+                if eof or position >= high:
+                    return count

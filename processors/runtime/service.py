@@ -1,0 +1,53 @@
+"""Run a processor as a long-lived service: `loyalty process <name>`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+from pathlib import Path
+
+from processors.runtime.api import Processor
+from processors.runtime.logs import configure_logging
+from processors.runtime.runner import Runner, RuntimeOptions
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def parse_options(argv: list[str], name: str) -> RuntimeOptions:
+    parser = argparse.ArgumentParser(prog=f"loyalty process {name}")
+    parser.add_argument("--state-dir", default=os.environ.get("STATE_DIR", ".local/state"))
+    parser.add_argument(
+        "--instance-id", default=os.environ.get("INSTANCE_ID", f"{socket.gethostname()}-{name}")
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0"))
+    )
+    parser.add_argument("--commit-interval-ms", type=int, default=100)
+    parser.add_argument("--commit-every", type=int, default=1000)
+    parser.add_argument("--static-membership", action="store_true")
+    args = parser.parse_args(argv)
+    return RuntimeOptions(
+        state_dir=Path(args.state_dir),
+        instance_id=args.instance_id,
+        metrics_port=args.metrics_port,
+        commit_interval_ms=args.commit_interval_ms,
+        commit_every=args.commit_every,
+        static_membership=args.static_membership,
+    )
+
+
+def run_service(processor: Processor, argv: list[str]) -> int:
+    """Run until SIGTERM; exit 0 on a clean stop, 1 when the runtime failed (e.g. fenced)."""
+    configure_logging(f"process-{processor.name}")
+    options = parse_options(argv, processor.name)
+    runner = Runner(processor, Settings.from_env(), options)
+    runner.install_signal_handlers()
+    try:
+        runner.run()
+    except Exception:
+        log.exception("processor failed")
+        return 1
+    return 0

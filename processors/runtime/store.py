@@ -1,0 +1,154 @@
+"""State stores: a transactional overlay on a backend (RocksDB via rocksdict, or memory).
+
+Writes go to an overlay that the handler reads back immediately; they reach the backend only
+when the Kafka transaction that carries their changelog records has committed (`commit`), and
+vanish on abort (`abort`). The backend keeps the changelog offset it has applied (the
+checkpoint) in the same atomic write batch as the data, so data and checkpoint never disagree.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from rocksdict import Options, Rdict, WriteBatch
+
+CHECKPOINT_KEY = b"\x00checkpoint"
+_DELETED = object()
+
+
+class Backend(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int | None) -> None: ...
+
+    def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def checkpoint(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """Backend for unit tests (processors.runtime.testing)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self._checkpoint: int | None = None
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        if checkpoint is not None:
+            self._checkpoint = checkpoint
+
+    def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(self.data):
+            if key >= start and (end is None or key < end):
+                yield key, self.data[key]
+
+    def checkpoint(self) -> int | None:
+        return self._checkpoint
+
+    def close(self) -> None:
+        pass
+
+
+class RocksBackend:
+    """One RocksDB per store per partition, raw bytes keys and values."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        if checkpoint is not None:
+            batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
+        self.db.write(batch)
+
+    def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        it = self.db.iter()
+        it.seek(max(start, b"\x01"))
+        while it.valid():
+            key = it.key()
+            if end is not None and key >= end:
+                break
+            yield key, it.value()
+            it.next()
+
+    def checkpoint(self) -> int | None:
+        raw = self.db.get(CHECKPOINT_KEY)
+        return int(raw) if raw is not None else None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @staticmethod
+    def wipe(path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class TransactionalStore:
+    """The `Store` a handler sees: JSON values, read-your-writes, commit/abort with the txn."""
+
+    def __init__(self, name: str, backend: Backend) -> None:
+        self.name = name
+        self.backend = backend
+        self.overlay: dict[bytes, bytes | None] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self.overlay.get(k := key.encode(), _DELETED)
+        if raw is _DELETED:
+            raw = self.backend.get(k)
+        return default if raw is None else orjson.loads(raw)
+
+    def put(self, key: str, value: Any) -> None:
+        self.overlay[key.encode()] = orjson.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.overlay[key.encode()] = None
+
+    def range(self, start: str | None = None, end: str | None = None) -> Iterator[tuple[str, Any]]:
+        lo = (start or "").encode() or b"\x01"
+        hi = end.encode() if end is not None else None
+        merged = dict(self.backend.items(lo, hi))
+        for key, raw in self.overlay.items():
+            if key >= lo and (hi is None or key < hi):
+                merged[key] = raw
+        for key in sorted(merged):
+            if merged[key] is not None:
+                yield key.decode(), orjson.loads(merged[key])
+
+    def dirty(self) -> dict[bytes, bytes | None]:
+        return self.overlay
+
+    def commit(self, checkpoint: int | None) -> None:
+        if self.overlay or checkpoint is not None:
+            self.backend.write(self.overlay, checkpoint)
+        self.overlay = {}
+
+    def abort(self) -> None:
+        self.overlay = {}
+
+    def apply_restored(self, key: bytes, value: bytes | None, offset: int) -> None:
+        """Apply one changelog record during restore (no overlay, no new changelog)."""
+        self.backend.write({key: value}, offset)

@@ -1,0 +1,155 @@
+"""A task = one input partition number: its stores, its durable timers and the handler context.
+
+Timers live in the task's `timers` store (so they have a changelog and move with the
+partition): `t/<at>/<id>` -> timer, `i/<id>` -> at. The task remembers the earliest due time so
+the punctuator costs nothing while no timer is due.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from processors.runtime.api import Context, Processor, Record, Timer
+from processors.runtime.store import Backend, TransactionalStore
+from schemas.program import Program
+
+TIMERS_STORE = "timers"
+_NEVER = 1 << 62
+
+Emit = Callable[[str, str, dict[str, Any]], None]
+
+
+def timer_key(at: int, timer_id: str) -> str:
+    return f"t/{at:015d}/{timer_id}"
+
+
+class PartitionTask:
+    """Owns the stores of one partition and runs handlers against them."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        partition: int,
+        backends: dict[str, Backend],
+        emit: Emit,
+        now: Callable[[], int],
+        config: Callable[[], Program],
+    ) -> None:
+        self.processor = processor
+        self.partition = partition
+        self.stores = {name: TransactionalStore(name, b) for name, b in backends.items()}
+        self.context = TaskContext(self, emit, now, config)
+        self.next_due = _NEVER
+        self.reload_timers()
+
+    # -- timers -----------------------------------------------------------------------------
+    @property
+    def timers(self) -> TransactionalStore:
+        return self.stores[TIMERS_STORE]
+
+    def reload_timers(self) -> None:
+        first = next(self.timers.range("t/", "t0"), None)
+        self.next_due = first[1]["at"] if first else _NEVER
+
+    def schedule(self, at: int, key: str, payload: dict[str, Any], timer_id: str | None) -> str:
+        timer_id = timer_id or uuid.uuid4().hex
+        self.cancel(timer_id)
+        self.timers.put(
+            timer_key(at, timer_id), {"id": timer_id, "key": key, "at": at, "payload": payload}
+        )
+        self.timers.put(f"i/{timer_id}", at)
+        self.next_due = min(self.next_due, at)
+        return timer_id
+
+    def cancel(self, timer_id: str) -> None:
+        at = self.timers.get(f"i/{timer_id}")
+        if at is not None:
+            self.timers.delete(timer_key(at, timer_id))
+            self.timers.delete(f"i/{timer_id}")
+
+    def due_count(self, now: int) -> int:
+        if now < self.next_due:
+            return 0
+        return sum(1 for _ in self.timers.range("t/", f"t/{now + 1:015d}"))
+
+    def fire_due(self, now: int, limit: int = 1000) -> int:
+        """Run on_timer for due timers (oldest first) inside the current transaction."""
+        if now < self.next_due:
+            return 0
+        fired = 0
+        while fired < limit:
+            due = list(self.timers.range("t/", f"t/{now + 1:015d}"))[: limit - fired]
+            if not due:
+                break
+            for key, t in due:
+                self.timers.delete(key)
+                self.timers.delete(f"i/{t['id']}")
+                self.processor.on_timer(
+                    self.context, Timer(t["id"], t["key"], t["at"], t["payload"])
+                )
+                fired += 1
+        self.reload_timers()
+        return fired
+
+    # -- handlers and transaction edges ------------------------------------------------------
+    def process(self, record: Record) -> None:
+        self.processor.process(self.context, record)
+
+    def on_config(self, program: Program) -> None:
+        self.processor.on_config(self.context, program)
+
+    def commit(self, checkpoints: dict[str, int]) -> None:
+        for name, store in self.stores.items():
+            store.commit(checkpoints.get(name))
+
+    def abort(self) -> None:
+        for store in self.stores.values():
+            store.abort()
+        self.reload_timers()
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.backend.close()
+
+
+class TaskContext(Context):
+    """The `ctx` handlers receive; everything it does joins the current transaction."""
+
+    def __init__(
+        self, task: PartitionTask, emit: Emit, now: Callable[[], int], config: Callable[[], Program]
+    ) -> None:
+        self._task = task
+        self._emit = emit
+        self._now = now
+        self._config = config
+        self.partition = task.partition
+
+    @property
+    def config(self) -> Program:
+        return self._config()
+
+    def now(self) -> int:
+        return self._now()
+
+    def store(self, name: str) -> TransactionalStore:
+        try:
+            return self._task.stores[name]
+        except KeyError:
+            raise KeyError(
+                f"store {name!r} is not declared by {self._task.processor.name}"
+            ) from None
+
+    def emit(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        if topic not in self._task.processor.outputs:
+            raise ValueError(f"{topic!r} is not an output of {self._task.processor.name}")
+        self._emit(topic, key, value)
+
+    def schedule(
+        self, at: int, key: str, payload: dict[str, Any], timer_id: str | None = None
+    ) -> str:
+        return self._task.schedule(int(at), key, payload, timer_id)
+
+    def cancel(self, timer_id: str) -> None:
+        self._task.cancel(timer_id)
