@@ -71,9 +71,7 @@ class Context(Protocol):
         """Produce `value` (encoded with the topic's Avro schema) to a declared output topic."""
         ...
 
-    def schedule(
-        self, at: int, key: str, payload: dict[str, Any], timer_id: str | None = None
-    ) -> str:
+    def schedule(self, at: int, key: str, payload: dict[str, Any], timer_id: str | None = None) -> str:
         """Fire `on_timer` at epoch ms `at` (once); reusing `timer_id` replaces that timer."""
         ...
 

@@ -30,9 +30,7 @@ class CounterProcessor(Processor):
         totals.put(record.key, state)
         ctx.emit(OUTPUT, record.key, {"key": record.key, **state})
         if "remind_in_ms" in record.value:
-            ctx.schedule(
-                ctx.now() + record.value["remind_in_ms"], record.key, {}, f"remind-{record.key}"
-            )
+            ctx.schedule(ctx.now() + record.value["remind_in_ms"], record.key, {}, f"remind-{record.key}")
 
     def on_timer(self, ctx: Context, timer: Timer) -> None:
         ctx.emit(OUTPUT, timer.key, {"key": timer.key, "reminder": True, "at": timer.at})
@@ -40,3 +38,11 @@ class CounterProcessor(Processor):
 
 def build() -> Processor:
     return CounterProcessor()
+
+
+if __name__ == "__main__":  # python -m processors.runtime.example --state-dir ... --instance-id ...
+    import sys
+
+    from processors.runtime.service import run_service
+
+    sys.exit(run_service(build(), sys.argv[1:]))

@@ -27,9 +27,7 @@ LAG = Gauge("stream_consumer_lag", "Records behind the end", ["processor", "topi
 RESTORE_RECORDS = Counter(
     "stream_restore_records_total", "Changelog records restored", ["processor", "store"]
 )
-RESTORE_SECONDS = Counter(
-    "stream_restore_seconds_total", "Time spent restoring", ["processor", "store"]
-)
+RESTORE_SECONDS = Counter("stream_restore_seconds_total", "Time spent restoring", ["processor", "store"])
 TIMER_BACKLOG = Gauge("stream_timers_due", "Timers due and not yet fired", ["processor"])
 TIMERS_FIRED = Counter("stream_timers_fired_total", "Timers fired", ["processor"])
 ASSIGNED = Gauge("stream_assigned_partitions", "Partitions (tasks) owned", ["processor"])
@@ -47,9 +45,7 @@ class HealthServer:
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif self.path.startswith("/healthz"):
                     ok = outer.healthy()
-                    self._send(
-                        200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"unhealthy"}'
-                    )
+                    self._send(200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"unhealthy"}')
                 else:
                     self._send(404, b'{"error":"not found"}')
 

@@ -72,9 +72,7 @@ class FatalError(RuntimeError):
 class Runner:
     """Runs one Processor; `run()` blocks, `start()` runs it in a thread, `stop()` ends it."""
 
-    def __init__(
-        self, processor: Processor, settings: Settings, options: RuntimeOptions | None = None
-    ):
+    def __init__(self, processor: Processor, settings: Settings, options: RuntimeOptions | None = None):
         self.processor = processor
         self.settings = settings
         self.options = options or RuntimeOptions()
@@ -101,9 +99,7 @@ class Runner:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Runner:
-        self._thread = threading.Thread(
-            target=self._run_catching, name=f"runner-{self.group}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run_catching, name=f"runner-{self.group}", daemon=True)
         self._thread.start()
         return self
 
@@ -339,11 +335,7 @@ class Runner:
         self.in_txn = False
         for partition, task in self.tasks.items():
             task.commit(
-                {
-                    s: pending[(s, partition)]
-                    for s in self._store_names()
-                    if (s, partition) in pending
-                }
+                {s: pending[(s, partition)] for s in self._store_names() if (s, partition) in pending}
             )
         self.positions.clear()
         m.COMMIT_LATENCY.labels(self.processor.name).observe(time.monotonic() - started)
@@ -418,9 +410,7 @@ class Runner:
                 continue
             if high >= 0 and tp.offset >= 0:
                 base = base_name(tp.topic, self.settings)
-                m.LAG.labels(self.processor.name, base, str(tp.partition)).set(
-                    max(0, high - tp.offset)
-                )
+                m.LAG.labels(self.processor.name, base, str(tp.partition)).set(max(0, high - tp.offset))
 
     # -- rebalancing ------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -511,9 +501,7 @@ class Runner:
                 backend = RocksBackend(path)
                 checkpoint = None
             start = checkpoint + 1 if checkpoint is not None else low
-            restored = (
-                self._read_changelog(restorer, tp, start, high, backend) if start < high else 0
-            )
+            restored = self._read_changelog(restorer, tp, start, high, backend) if start < high else 0
         finally:
             restorer.close()
         seconds = time.monotonic() - started

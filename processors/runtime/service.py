@@ -22,9 +22,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
     parser.add_argument(
         "--instance-id", default=os.environ.get("INSTANCE_ID", f"{socket.gethostname()}-{name}")
     )
-    parser.add_argument(
-        "--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0"))
-    )
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0")))
     parser.add_argument("--commit-interval-ms", type=int, default=100)
     parser.add_argument("--commit-every", type=int, default=1000)
     parser.add_argument("--static-membership", action="store_true")

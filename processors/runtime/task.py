@@ -56,9 +56,7 @@ class PartitionTask:
     def schedule(self, at: int, key: str, payload: dict[str, Any], timer_id: str | None) -> str:
         timer_id = timer_id or uuid.uuid4().hex
         self.cancel(timer_id)
-        self.timers.put(
-            timer_key(at, timer_id), {"id": timer_id, "key": key, "at": at, "payload": payload}
-        )
+        self.timers.put(timer_key(at, timer_id), {"id": timer_id, "key": key, "at": at, "payload": payload})
         self.timers.put(f"i/{timer_id}", at)
         self.next_due = min(self.next_due, at)
         return timer_id
@@ -86,9 +84,7 @@ class PartitionTask:
             for key, t in due:
                 self.timers.delete(key)
                 self.timers.delete(f"i/{t['id']}")
-                self.processor.on_timer(
-                    self.context, Timer(t["id"], t["key"], t["at"], t["payload"])
-                )
+                self.processor.on_timer(self.context, Timer(t["id"], t["key"], t["at"], t["payload"]))
                 fired += 1
         self.reload_timers()
         return fired
@@ -137,18 +133,14 @@ class TaskContext(Context):
         try:
             return self._task.stores[name]
         except KeyError:
-            raise KeyError(
-                f"store {name!r} is not declared by {self._task.processor.name}"
-            ) from None
+            raise KeyError(f"store {name!r} is not declared by {self._task.processor.name}") from None
 
     def emit(self, topic: str, key: str, value: dict[str, Any]) -> None:
         if topic not in self._task.processor.outputs:
             raise ValueError(f"{topic!r} is not an output of {self._task.processor.name}")
         self._emit(topic, key, value)
 
-    def schedule(
-        self, at: int, key: str, payload: dict[str, Any], timer_id: str | None = None
-    ) -> str:
+    def schedule(self, at: int, key: str, payload: dict[str, Any], timer_id: str | None = None) -> str:
         return self._task.schedule(int(at), key, payload, timer_id)
 
     def cancel(self, timer_id: str) -> None:

@@ -1,0 +1,106 @@
+"""The runtime's exactly-once promise under process faults, on the real broker.
+
+Every test asserts exact numbers: per key, the counter processor's committed outputs are
+exactly 1..n (n = records sent for that key): nothing lost, nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.topics import ensure_topics
+from processors.runtime.example import TOPICS
+from tests.reliability.harness import Load, Outputs, ProcessorProcess, assert_exactly_once
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+
+
+@pytest.fixture
+def counter(settings, tmp_path: Path):
+    ensure_topics(settings, TOPICS)
+    outputs = Outputs(settings)
+    yield settings, tmp_path, outputs
+    outputs.close()
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_kill_minus_9_repeatedly_under_load_loses_and_doubles_nothing(counter):
+    settings, tmp, outputs = counter
+    load = Load(settings, total=20_000, keys=50, rate=1_500)
+    proc = ProcessorProcess(settings, tmp / "state", "a", tmp).start()
+    load.start()
+    rng = random.Random(7)
+    for _ in range(5):
+        outputs.poll(rng.uniform(1.0, 2.5))  # let it work a while, at a random moment...
+        proc.kill()  # ...SIGKILL, mid-transaction or not
+        proc.start()
+    load.join()
+    outputs.wait_for(load.sent, timeout=120)
+    assert sum(load.sent.values()) == 20_000
+    assert_exactly_once(outputs, load.sent)
+    assert proc.terminate() == 0
+
+
+def test_second_instance_joins_and_leaves_mid_stream(counter):
+    settings, tmp, outputs = counter
+    load = Load(settings, total=12_000, keys=40, rate=1_500)
+    first = ProcessorProcess(settings, tmp / "state-a", "a", tmp).start()
+    load.start()
+    outputs.poll(2.0)
+    second = ProcessorProcess(settings, tmp / "state-b", "b", tmp).start()
+    wait_until(lambda: "partitions assigned" in second.log(), 60, "the second instance's assignment")
+    outputs.poll(2.0)
+    assert second.terminate() == 0  # graceful leave: its partitions move back to the first
+    load.join()
+    outputs.wait_for(load.sent, timeout=120)
+    assert_exactly_once(outputs, load.sent)
+    assert "store restored" in second.log() or "store restored" in first.log()
+    assert first.terminate() == 0
+
+
+def test_state_dir_deleted_between_runs_is_rebuilt_from_changelog(counter):
+    settings, tmp, outputs = counter
+    state = tmp / "state"
+    first = Load(settings, total=3_000, keys=30, rate=5_000)
+    proc = ProcessorProcess(settings, state, "a", tmp).start()
+    first.start()
+    first.join()
+    outputs.wait_for(first.sent, timeout=60)
+    assert proc.terminate() == 0
+    shutil.rmtree(state)
+    second = Load(settings, total=3_000, keys=30, rate=5_000)
+    proc.start()
+    second.start()
+    second.join()
+    sent = {k: first.sent[k] + second.sent[k] for k in first.sent}
+    outputs.wait_for(sent, timeout=60)
+    assert_exactly_once(outputs, sent)
+    assert "store restored" in proc.log()
+    assert proc.terminate() == 0
+
+
+def test_timers_scheduled_before_a_kill_fire_after_restart_once(counter):
+    settings, tmp, outputs = counter
+    load = Load(settings, total=20, keys=20, rate=1_000, extra={"remind_in_ms": 4_000})
+    proc = ProcessorProcess(settings, tmp / "state", "a", tmp).start()
+    load.start()
+    load.join()
+    outputs.wait_for(load.sent, timeout=60)  # timers are committed with these outputs
+    proc.kill()
+    assert not outputs.reminders
+    proc.start()
+    wait_until(lambda: outputs.poll(0.3) or len(outputs.reminders) == 20, 60, "20 reminders")
+    outputs.poll(2.0)  # and no second firing afterwards
+    assert dict(outputs.reminders) == {f"key-{i}": 1 for i in range(20)}
+    assert proc.terminate() == 0
