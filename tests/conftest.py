@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from deploy.topics import ensure_topics
 from schemas.settings import Settings
@@ -41,11 +42,29 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings with a unique topic prefix; the topics of schemas.topics already exist."""
+def settings(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings with a unique topic prefix; the topics of schemas.topics already exist.
+
+    Tests use 3 partitions (TEST_TOPIC_PARTITIONS) to keep the session's broker light, and the
+    prefix's topics (changelogs included) are deleted afterwards.
+    """
     prefix = f"t{uuid.uuid4().hex[:8]}."
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("TOPIC_PARTITIONS", os.environ.get("TEST_TOPIC_PARTITIONS", "3"))
     s = Settings.from_env()
     ensure_topics(s)
-    return s
+    yield s
+    delete_topics(kafka_bootstrap, prefix)
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Best-effort removal of every topic whose name starts with `prefix`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result(30)
+            except Exception:  # noqa: BLE001 - cleanup must not fail a test
+                pass

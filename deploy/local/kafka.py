@@ -171,7 +171,7 @@ class BrokerProcess:
                 raise RuntimeError(f"Kafka: port {port} is already in use by another process")
         props = self._configure()
         log4j = self.home / "log4j.properties"
-        cmd = ["java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+        cmd = ["java", "-Xms256m", "-Xmx2g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
         cmd += [f"-Dlog4j.configuration=file:{log4j}", f"-Dkafka.logs.dir={self.home}"]
         cmd += ["-cp", f"{ensure_jars()}/*", "kafka.Kafka", str(props)]
         with open(self.home / "kafka.out", "ab") as out:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 from schemas.program import Program
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One input record; `topic` is the logical name (no TOPIC_PREFIX), `value` is decoded."""
 

@@ -1,7 +1,8 @@
 """The smallest useful processor: a per-key count and sum, with a timer per key.
 
 Used by the docs (docs/runtime.md), the reliability tests and the runtime benchmark.
-Input `counter.input` carries JSON {"amount": number}; every record updates the key's
+Input `counter.input` carries JSON {"amount": number} (and an optional "ts", passed through
+for latency measurements); every record updates the key's
 {"count", "sum"} and emits it to `counter.output`. A record with {"remind_in_ms": N} also
 schedules a timer that emits {"reminder": true} for that key once.
 """
@@ -28,7 +29,8 @@ class CounterProcessor(Processor):
         state["count"] += 1
         state["sum"] += record.value.get("amount", 0)
         totals.put(record.key, state)
-        ctx.emit(OUTPUT, record.key, {"key": record.key, **state})
+        passthrough = {"ts": record.value["ts"]} if "ts" in record.value else {}
+        ctx.emit(OUTPUT, record.key, {"key": record.key, **state, **passthrough})
         if "remind_in_ms" in record.value:
             ctx.schedule(ctx.now() + record.value["remind_in_ms"], record.key, {}, f"remind-{record.key}")
 

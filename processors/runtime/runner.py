@@ -56,7 +56,7 @@ class RuntimeOptions:
     clock: Clock = field(default_factory=SystemClock)
     metrics_port: int | None = None  # None: no HTTP server; 0: any free port
     commit_interval_ms: int = 100
-    commit_every: int = 1000
+    commit_every: int = 10_000
     static_membership: bool = False  # group.instance.id = instance_id: no rebalance on restart
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 6_000
@@ -92,8 +92,11 @@ class Runner:
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._topics = {b: topic_name(b, settings) for b in {*processor.inputs, *processor.outputs}}
-        self._out_counters: dict[str, Any] = {}
-        self._in_counters: dict[str, Any] = {}
+        self._schemas = {t: schema_for(t) for t in processor.outputs}
+        self._inputs: dict[str, tuple[str, str | None]] = {}
+        self._in_counts: dict[str, int] = {}
+        self._out_counts: dict[str, int] = {}
+        self._latency = m.PROCESS_LATENCY.labels(processor.name)
         self.health: m.HealthServer | None = None
         self.program_table = ProgramTable(settings)
 
@@ -252,33 +255,44 @@ class Runner:
         if task is None:  # not ours any more (revoked mid-batch)
             return
         self._begin()
-        topic = base_name(msg.topic(), self.settings)
-        schema = schema_for(topic)
+        physical = msg.topic()
+        topic, schema = self._inputs.get(physical) or self._input_info(physical)
         raw = msg.value()
         if raw is None:
             value = {}
         else:
             value = self.codec.decode(raw, schema) if schema else orjson.loads(raw)
-        key = msg.key().decode() if msg.key() is not None else None
-        ts = msg.timestamp()[1]
+        key = msg.key()
+        offset = msg.offset()
+        record = Record(topic, partition, offset, key.decode() if key else None, value, msg.timestamp()[1])
         started = time.perf_counter()
-        task.process(Record(topic, partition, msg.offset(), key, value, ts))
-        m.PROCESS_LATENCY.labels(self.processor.name).observe(time.perf_counter() - started)
-        counter = self._in_counters.get(topic)
-        if counter is None:
-            counter = self._in_counters[topic] = m.RECORDS_IN.labels(self.processor.name, topic)
-        counter.inc()
-        self.positions[(msg.topic(), partition)] = msg.offset() + 1
+        task.process(record)
+        self._latency.observe(time.perf_counter() - started)
+        self._count(self._in_counts, topic)
+        self.positions[(physical, partition)] = offset + 1
         self.txn_records += 1
 
+    def _input_info(self, physical: str) -> tuple[str, str | None]:
+        topic = base_name(physical, self.settings)
+        self._inputs[physical] = (topic, schema_for(topic))
+        return self._inputs[physical]
+
+    @staticmethod
+    def _count(counts: dict[str, int], topic: str) -> None:
+        counts[topic] = counts.get(topic, 0) + 1
+
+    def _flush_counts(self) -> None:
+        """Move the per-topic record counts into prometheus (cheaper than per record)."""
+        for counts, metric in ((self._in_counts, m.RECORDS_IN), (self._out_counts, m.RECORDS_OUT)):
+            for topic, n in counts.items():
+                metric.labels(self.processor.name, topic).inc(n)
+            counts.clear()
+
     def _emit(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        schema = schema_for(topic)
+        schema = self._schemas.get(topic) or schema_for(topic)
         data = self.codec.encode(schema, value) if schema else orjson.dumps(value)
         self._produce(self._topics[topic], key.encode(), data)
-        counter = self._out_counters.get(topic)
-        if counter is None:
-            counter = self._out_counters[topic] = m.RECORDS_OUT.labels(self.processor.name, topic)
-        counter.inc()
+        self._count(self._out_counts, topic)
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, **kwargs: Any) -> None:
         while True:
@@ -339,6 +353,7 @@ class Runner:
             )
         self.positions.clear()
         m.COMMIT_LATENCY.labels(self.processor.name).observe(time.monotonic() - started)
+        self._flush_counts()
         self._update_lag()
 
     def _produce_changelogs(self) -> dict[tuple[str, int], int]:

@@ -1,0 +1,192 @@
+"""Runtime benchmark: a stateful count/sum per key over 200k events, side by side with
+(a) a bare confluent-kafka consume->produce loop (no state, no EOS: the ceiling for Python) and
+(b) faust-streaming 0.15 doing the same stateful work with a table.
+
+Each system runs as its own process against the same real broker in the same run.
+Throughput: 200k records preloaded; events/s = outputs / (last - first output's produce
+timestamp), so process start-up and reader lag do not count.
+Latency: then 5,000 more at 1,000/s; p50/p99 of (output visible to a read_committed reader
+- input produce time). `python -m bench runtime` (BENCH_EVENTS overrides the count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from deploy.topics import ensure_topics
+from processors.runtime.example import TOPICS
+from schemas.settings import Settings
+from schemas.topics import TopicSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = 1000
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    from deploy.local.kafka import test_broker
+
+    with test_broker() as bootstrap:
+        yield bootstrap
+
+
+def produce(settings: Settings, count: int, rate: int | None = None) -> None:
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",
+        }
+    )
+    topic = f"{settings.topic_prefix}counter.input"
+    started = time.monotonic()
+    for i in range(count):
+        body = orjson.dumps({"amount": 2, "ts": time.time()})
+        while True:
+            try:
+                producer.produce(topic, body, f"k{i % KEYS}".encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if rate and i % 50 == 0:
+            producer.poll(0)
+            ahead = i / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush(60)
+
+
+class Reader:
+    """Counts outputs on one topic (read_committed) and their end-to-end latencies."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": uuid.uuid4().hex,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self.consumer.subscribe([f"{settings.topic_prefix}{topic}"])
+        self.count = 0
+        self.first = self.last = 0.0
+        self.latencies: list[float] = []
+
+    def read_until(self, total: int, timeout: float, record_latency: bool = False) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.count < total and time.monotonic() < deadline:
+            for msg in self.consumer.consume(1000, 0.2):
+                if msg.error():
+                    continue
+                now = time.time()
+                stamp = msg.timestamp()[1] / 1000
+                self.first = min(self.first or stamp, stamp)
+                self.last = max(self.last, stamp)
+                self.count += 1
+                if record_latency:
+                    self.latencies.append(now - orjson.loads(msg.value())["ts"])
+        return self.count >= total
+
+
+def start(name: str, settings: Settings, state: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "BENCH_PREFIX": settings.topic_prefix,
+        "LOG_LEVEL": "WARNING",
+    }
+    cmd = {
+        "runtime": [
+            sys.executable,
+            "-m",
+            "processors.runtime.example",
+            "--state-dir",
+            str(state),
+            "--instance-id",
+            "bench",
+        ],
+        "bare": [sys.executable, str(ROOT / "bench" / "bare_loop.py")],
+        "faust": [sys.executable, str(ROOT / "bench" / "faust_counter.py"), "worker", "-l", "error"],
+    }[name]
+    return subprocess.Popen(
+        cmd, env=env, cwd=state, stdout=subprocess.DEVNULL, stderr=open(state / f"{name}.log", "w")
+    )
+
+
+def measure(name: str, output: str, settings: Settings, total: int, state: Path) -> dict:
+    reader = Reader(settings, output)
+    proc = start(name, settings, state)
+    try:
+        done = reader.read_until(total, timeout=600)
+        eps = total / max(reader.last - reader.first, 1e-9) if done else reader.count / 600
+        paced = threading.Thread(target=produce, args=(settings, 5_000, 1_000))
+        paced.start()
+        reader.read_until(total + 5_000, timeout=120, record_latency=True)
+        paced.join()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    lat = sorted(reader.latencies) or [float("nan")]
+    return {
+        "system": name,
+        "events_s": eps,
+        "complete": done,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    total = int(os.environ.get("BENCH_EVENTS", "200000"))
+    with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        results = []
+        for name, output in (
+            ("bare", "bare.output"),
+            ("runtime", "counter.output"),
+            ("faust", "faust.output"),
+        ):
+            settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
+            ensure_topics(settings)
+            ensure_topics(
+                settings, [*TOPICS, TopicSpec("bare.output", None), TopicSpec("faust.output", None)]
+            )
+            produce(settings, total)
+            state = Path(tmp) / name
+            state.mkdir()
+            results.append(measure(name, output, settings, total, state))
+            r = results[-1]
+            print(
+                f"{name:8s} {r['events_s']:10,.0f} events/s  p50 {r['p50_ms']:7.1f} ms  "
+                f"p99 {r['p99_ms']:7.1f} ms  complete={r['complete']}",
+                flush=True,
+            )
+    by = {r["system"]: r for r in results}
+    print(f"runtime / bare loop = {by['runtime']['events_s'] / by['bare']['events_s']:.2f} (goal >= 0.50)")
+    faust_eps = by["faust"]["events_s"] or float("nan")
+    print(f"runtime / faust     = {by['runtime']['events_s'] / faust_eps:.2f} (goal >= 5)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
