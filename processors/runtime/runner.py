@@ -152,18 +152,25 @@ class Runner:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        """Abort an unfinished transaction (after a failure), leave the group, close stores."""
         try:
             if self.in_txn:
+                self.in_txn = False
+                for task in self.tasks.values():
+                    task.abort()
                 self.producer.abort_transaction(10)
         except KafkaException:
-            pass
-        self.consumer.close()
-        for task in self.tasks.values():
-            task.close()
-        self.tasks.clear()
-        self.program_table.stop()
-        if self.health:
-            self.health.stop()
+            log.warning("abort on shutdown failed; the broker will time the transaction out")
+        finally:
+            try:
+                self.consumer.close()
+            finally:
+                for task in self.tasks.values():
+                    task.close()
+                self.tasks.clear()
+                self.program_table.stop()
+                if self.health:
+                    self.health.stop()
         log.info("processor stopped", extra={"processor": self.group})
 
     # -- Kafka clients ----------------------------------------------------------------------

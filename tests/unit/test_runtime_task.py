@@ -1,0 +1,75 @@
+"""Runtime logic without Kafka: transactional stores and durable timers."""
+
+from __future__ import annotations
+
+from processors.runtime.api import Context, Processor, Record, Timer
+from processors.runtime.example import INPUT, OUTPUT, CounterProcessor
+from processors.runtime.store import MemoryBackend, RocksBackend, TransactionalStore
+from processors.runtime.testing import TestDriver
+
+
+def test_store_reads_its_own_writes_and_commits_atomically():
+    backend = MemoryBackend()
+    store = TransactionalStore("s", backend)
+    store.put("a", {"n": 1})
+    store.put("b", 2)
+    assert store.get("a") == {"n": 1} and backend.get(b"a") is None  # invisible until commit
+    store.commit(checkpoint=41)
+    assert backend.get(b"a") == b'{"n":1}' and backend.checkpoint() == 41
+
+
+def test_aborted_writes_leave_no_trace():
+    backend = MemoryBackend()
+    store = TransactionalStore("s", backend)
+    store.put("a", 1)
+    store.commit(None)
+    store.put("a", 2)
+    store.delete("a")
+    store.abort()
+    assert store.get("a") == 1
+
+
+def test_range_merges_committed_and_pending_in_key_order(tmp_path):
+    store = TransactionalStore("s", RocksBackend(tmp_path / "db"))
+    store.put("k1", 1)
+    store.put("k3", 3)
+    store.commit(7)
+    store.put("k2", 2)
+    store.delete("k3")
+    assert list(store.range("k", "l")) == [("k1", 1), ("k2", 2)]
+    assert store.backend.checkpoint() == 7
+
+
+def test_counter_counts_per_key_and_timer_fires_once_when_due():
+    driver = TestDriver(CounterProcessor())
+    driver.send(INPUT, "a", {"amount": 2})
+    out = driver.send(INPUT, "a", {"amount": 3, "remind_in_ms": 1000})
+    assert out == [(OUTPUT, "a", {"key": "a", "count": 2, "sum": 5})]
+    assert driver.advance(999) == []
+    fired = driver.advance(1)
+    assert [v.get("reminder") for _, _, v in fired] == [True]
+    assert driver.advance(10_000) == []
+
+
+class Rescheduler(Processor):
+    name = "r"
+    inputs = ["in"]
+    outputs = ["out"]
+
+    def process(self, ctx: Context, record: Record) -> None:
+        ctx.schedule(ctx.now() + record.value["in_ms"], record.key, {}, timer_id="only")
+        if record.value.get("cancel"):
+            ctx.cancel("only")
+
+    def on_timer(self, ctx: Context, timer: Timer) -> None:
+        ctx.emit("out", timer.key, {"at": timer.at})
+
+
+def test_reusing_a_timer_id_replaces_the_timer_and_cancel_removes_it():
+    driver = TestDriver(Rescheduler())
+    driver.send("in", "k", {"in_ms": 100})
+    driver.send("in", "k", {"in_ms": 500})
+    assert driver.advance(200) == []
+    assert len(driver.advance(300)) == 1
+    driver.send("in", "k", {"in_ms": 100, "cancel": True})
+    assert driver.advance(1000) == []
