@@ -1,0 +1,86 @@
+"""Retry policy: duration parsing, retry tiers, response classification and the next step."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from dataclasses import dataclass
+
+from schemas.program import Delivery
+from schemas.topics import retry_topic
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from "200ms", "5s", "1m", "2h", "1d" or a bare number of seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    delay_s: float
+
+    @property
+    def topic(self) -> str:
+        return retry_topic(self.name)
+
+
+def tiers(delivery: Delivery) -> list[Tier]:
+    """The configured tiers in order; the tier name is its duration text (topic suffix)."""
+    return [Tier(name, parse_duration(name)) for name in delivery.retry_tiers]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a failed message goes next: a tier topic with a not-before time, or the DLQ."""
+
+    tier: Tier | None
+    not_before_ms: int | None = None
+
+    @property
+    def dlq(self) -> bool:
+        return self.tier is None
+
+
+def next_step(attempt: int, tier_list: list[Tier], now_ms: int, retry_after: float | None) -> Step:
+    """After failed attempt number `attempt` (1-based), retry on tier `attempt - 1` or DLQ.
+
+    Retry-After moves the not-before time later (never earlier than the tier's delay).
+    """
+    index = attempt - 1
+    if index >= len(tier_list):
+        return Step(None)
+    tier = tier_list[index]
+    delay = max(tier.delay_s, retry_after or 0.0)
+    return Step(tier, now_ms + int(delay * 1000))
+
+
+def is_success(status: int | None) -> bool:
+    return status is not None and 200 <= status < 300
+
+
+def honours_retry_after(status: int | None) -> bool:
+    return status in (429, 503)

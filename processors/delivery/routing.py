@@ -1,0 +1,207 @@
+"""Which endpoints get what: webhooks by notification event type, destinations by event type or
+audience id, journey actions by their target. Pure functions over the program and decoded records.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from schemas.program import Program
+from schemas.topics import (
+    AUDIENCES_MEMBERSHIP,
+    EVENTS_LOYALTY,
+    EVENTS_TRACKING,
+    JOURNEYS_ACTIVITY,
+    NOTIFICATIONS,
+)
+
+BATCH_EVENT = "DESTINATION_BATCH"  # Notification.event of a destination batch (body = data)
+JOURNEY_EVENT = "JOURNEY_ACTION"  # default webhook event type of a journey action
+
+Kind = Literal["webhook", "destination"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A delivery target resolved from the program (webhook or destination)."""
+
+    kind: Kind
+    id: str
+    url: str
+    secrets: tuple[str, ...]
+    events: frozenset[str]
+    enabled: bool = True
+    batch_size: int = 1
+    linger_ms: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+    def wants(self, names: set[str]) -> bool:
+        return not self.events or "*" in self.events or bool(self.events & names)
+
+
+_cache: list = [None, {}]
+
+
+def endpoints(program: Program) -> dict[str, Endpoint]:
+    """All endpoints of a program by key (`webhook:<id>` / `destination:<id>`); cached per
+    program object, since the program is swapped, never mutated."""
+    if _cache[0] is not program:
+        _cache[:] = [program, _build(program)]
+    return _cache[1]
+
+
+def _build(program: Program) -> dict[str, Endpoint]:
+    found = [
+        Endpoint(
+            "webhook",
+            w.id,
+            w.url,
+            tuple(s for s in (w.secret, *w.previous_secrets) if s),
+            frozenset(w.events),
+            w.enabled,
+        )
+        for w in program.webhooks
+    ] + [
+        Endpoint(
+            "destination",
+            d.id,
+            d.url,
+            (d.secret,) if d.secret else (),
+            frozenset(d.events),
+            d.enabled,
+            d.batch_size,
+            d.linger_ms,
+        )
+        for d in program.destinations
+    ]
+    return {e.key: e for e in found}
+
+
+def endpoint_key(note: dict[str, Any]) -> str | None:
+    """The endpoint a fanned-out Notification (retry tier, DLQ, replay) belongs to."""
+    if not note.get("endpoint_id"):
+        return None
+    kind = "destination" if note["event"] == BATCH_EVENT else "webhook"
+    return f"{kind}:{note['endpoint_id']}"
+
+
+def webhook_targets(program: Program, note: dict[str, Any]) -> list[Endpoint]:
+    """Enabled webhooks for a Notification: its pinned endpoint, or those wanting its event."""
+    all_eps = endpoints(program)
+    pinned = endpoint_key(note)
+    if pinned:
+        ep = all_eps.get(pinned)
+        return [ep] if ep else []
+    return [
+        e
+        for e in all_eps.values()
+        if e.kind == "webhook" and e.enabled and e.events and e.wants({note["event"]})
+    ]
+
+
+def fan_out(note: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
+    """The per-endpoint copy of a notification (what goes to retry tiers and the DLQ)."""
+    return {**note, "endpoint_id": endpoint.id}
+
+
+def journey_notification(activity: dict[str, Any]) -> tuple[Kind, dict[str, Any]] | None:
+    """A journey ACTION webhook/destination as (kind, Notification); None for other activity.
+
+    `data` JSON may hold "target" (endpoint id), "event" (webhook event type when a string;
+    the journeys processor puts the trigger event object there) and "payload"; without
+    "payload" the rest of the data object is sent.
+    """
+    if activity.get("kind") != "ACTION" or activity.get("action") not in ("webhook", "destination"):
+        return None
+    data = json.loads(activity.get("data") or "{}")
+    target = data.get("target")
+    event = data["event"] if isinstance(data.get("event"), str) else JOURNEY_EVENT
+    rest = {k: v for k, v in data.items() if k != "target" and not (k == "event" and v == event)}
+    payload = data["payload"] if isinstance(data.get("payload"), dict) else rest
+    payload = {**payload, "journey_id": activity["journey_id"], "customer_id": activity["customer_id"]}
+    note = {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"journey:{activity['id']}:{target}")),
+        "event": event,
+        "customer_id": activity["customer_id"],
+        "data": json.dumps(payload),
+        "created_at": activity["at"],
+        "config_version": activity.get("config_version", 0),
+        "endpoint_id": target,
+        "attempt": 0,
+        "not_before": None,
+        "last_error": None,
+    }
+    return activity["action"], note
+
+
+def destination_item(topic: str, value: dict[str, Any]) -> tuple[set[str], dict[str, Any]] | None:
+    """The filter names and JSON item a destination receives for an input record."""
+    if topic in (EVENTS_LOYALTY, EVENTS_TRACKING):
+        if value.get("kind", "EVENT") != "EVENT":
+            return None
+        item = {
+            "id": value["id"],
+            "type": "event",
+            "event": value["type"],
+            "customer_id": value["customer_id"],
+            "issued_at": value["issued_at"],
+            "properties": json.loads(value.get("properties") or "{}"),
+            "path": value.get("path", "loyalty"),
+        }
+        return {value["type"]}, item
+    if topic == AUDIENCES_MEMBERSHIP:
+        item = {
+            "id": f"{value['audience_id']}:{value['customer_id']}:{value['action']}:{value['at']}",
+            "type": "audience",
+            "event": f"AUDIENCE_{value['action']}",
+            "audience_id": value["audience_id"],
+            "customer_id": value["customer_id"],
+            "at": value["at"],
+        }
+        return {value["audience_id"], item["event"]}, item
+    return None
+
+
+def destination_targets(program: Program, names: set[str]) -> list[Endpoint]:
+    return [
+        e for e in endpoints(program).values() if e.kind == "destination" and e.enabled and e.wants(names)
+    ]
+
+
+def batch_notification(endpoint: Endpoint, items: list[dict[str, Any]], now_ms: int) -> dict[str, Any]:
+    """A destination batch as a Notification; its id is stable for the same items."""
+    batch_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{endpoint.id}:" + ",".join(i["id"] for i in items))
+    return {
+        "id": str(batch_id),
+        "event": BATCH_EVENT,
+        "customer_id": items[0].get("customer_id", "") if items else "",
+        "data": json.dumps({"events": items}),
+        "created_at": now_ms,
+        "config_version": 0,
+        "endpoint_id": endpoint.id,
+        "attempt": 0,
+        "not_before": None,
+        "last_error": None,
+    }
+
+
+def request_body(note: dict[str, Any]) -> bytes:
+    """Webhooks get {"event", "data"}; a destination batch is sent as its {"events": [...]}."""
+    if note["event"] == BATCH_EVENT:
+        return note["data"].encode()
+    return json.dumps({"event": note["event"], "data": json.loads(note["data"])}).encode()
+
+
+INPUT_TOPICS = (
+    NOTIFICATIONS,
+    JOURNEYS_ACTIVITY,
+    EVENTS_LOYALTY,
+    EVENTS_TRACKING,
+    AUDIENCES_MEMBERSHIP,
+)

@@ -1,0 +1,201 @@
+"""One delivery attempt: sign, POST, classify, then record it and move the message on
+(delivered, next retry tier, DLQ, or endpoint disabled on 410)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+
+from processors.delivery import metrics
+from processors.delivery.disabled import DisabledTable
+from processors.delivery.policy import (
+    Step,
+    honours_retry_after,
+    is_success,
+    next_step,
+    parse_retry_after,
+    tiers,
+)
+from processors.delivery.routing import Endpoint, endpoints, request_body
+from processors.delivery.urlguard import RefusedTarget, UrlGuard
+from processors.delivery.verify import signature_header
+from schemas.program import Program
+from schemas.topics import DELIVERY_DLQ
+
+log = logging.getLogger(__name__)
+USER_AGENT = "loyalty-webhooks/1"
+
+
+class Outbox(Protocol):
+    """Where results go: `send` returns once the write is durable (acks=all)."""
+
+    async def send(self, topic: str, key: str, value: dict[str, Any]) -> None: ...
+
+    def record(self, attempt: dict[str, Any]) -> None: ...
+
+
+class Deliverer:
+    """Performs attempts against the current program's endpoints."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        outbox: Outbox,
+        program: Callable[[], Program],
+        disabled: DisabledTable,
+        guard: UrlGuard | None = None,
+    ) -> None:
+        self.client = client
+        self.outbox = outbox
+        self.program = program
+        self.disabled = disabled
+        self.guard = guard or UrlGuard()
+
+    async def deliver(self, key: str, note: dict[str, Any]) -> str:
+        """Attempt one delivery of `note` (already fanned out to endpoint `key`); the outcome."""
+        program = self.program()
+        ep = _lookup(program, key)
+        attempt = note.get("attempt", 0) + 1
+        if ep is None:
+            return await self._dlq(note, key.split(":", 1)[1], attempt, None, "unknown endpoint")
+        if not ep.enabled or self.disabled.is_disabled(ep):
+            return await self._finish(ep, note, attempt, "DISABLED", None, 0.0, "endpoint disabled")
+        try:
+            await self.guard.check(ep.url, program.delivery)
+        except RefusedTarget as exc:
+            return await self._dlq(note, ep.id, attempt, None, f"refused: {exc}")
+        status, error, retry_after, latency = await self._post(ep, note, program.delivery.timeout_s)
+        metrics.LATENCY.labels(ep.id).observe(latency)
+        if is_success(status):
+            return await self._finish(ep, note, attempt, "DELIVERED", status, latency, None)
+        if status == 410:
+            self.disabled.disable(ep, "410 Gone")
+            log.warning("endpoint disabled after 410", extra={"endpoint": ep.key})
+            return await self._finish(ep, note, attempt, "DISABLED", status, latency, "410 Gone")
+        step = next_step(attempt, tiers(program.delivery), _now_ms(), retry_after)
+        return await self._retry(ep, note, attempt, step, status, latency, error)
+
+    async def defer(self, key: str, note: dict[str, Any]) -> None:
+        """Move a message to the first retry tier without an attempt (endpoint backlog full)."""
+        step = next_step(1, tiers(self.program().delivery), _now_ms(), None)
+        if step.dlq:
+            await self.outbox.send(DELIVERY_DLQ, note["customer_id"], {**note, "last_error": "backlog"})
+            return
+        value = {**note, "not_before": step.not_before_ms, "last_error": "endpoint backlog full"}
+        await self.outbox.send(step.tier.topic, note["customer_id"], value)
+
+    async def _post(
+        self, ep: Endpoint, note: dict[str, Any], timeout: float
+    ) -> tuple[int | None, str | None, float | None, float]:
+        body = request_body(note)
+        ts = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": note["id"],
+            "webhook-timestamp": str(ts),
+        }
+        if ep.secrets:
+            headers["webhook-signature"] = signature_header(ep.secrets, note["id"], ts, body)
+        started = time.perf_counter()
+        try:
+            resp = await self.client.post(ep.url, content=body, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500], None, time.perf_counter() - started
+        latency = time.perf_counter() - started
+        error = None if is_success(resp.status_code) else f"HTTP {resp.status_code}"
+        after = None
+        if honours_retry_after(resp.status_code):
+            after = parse_retry_after(resp.headers.get("retry-after"))
+        return resp.status_code, error, after, latency
+
+    async def _retry(
+        self,
+        ep: Endpoint,
+        note: dict[str, Any],
+        attempt: int,
+        step: Step,
+        status: int | None,
+        latency: float,
+        error: str | None,
+    ) -> str:
+        if step.dlq:
+            return await self._dlq(note, ep.id, attempt, status, error, latency)
+        value = {
+            **note,
+            "endpoint_id": ep.id,
+            "attempt": attempt,
+            "not_before": step.not_before_ms,
+            "last_error": error,
+        }
+        await self.outbox.send(step.tier.topic, note["customer_id"], value)
+        return await self._finish(ep, note, attempt, "RETRY", status, latency, error)
+
+    async def _dlq(
+        self,
+        note: dict[str, Any],
+        endpoint_id: str,
+        attempt: int,
+        status: int | None,
+        error: str | None,
+        latency: float = 0.0,
+    ) -> str:
+        value = {**note, "endpoint_id": endpoint_id, "attempt": attempt, "last_error": error}
+        await self.outbox.send(DELIVERY_DLQ, note["customer_id"], value)
+        self._record(endpoint_id, note, attempt, "DLQ", status, latency, error)
+        log.warning("delivery dead-lettered", extra={"endpoint": endpoint_id, "error": error})
+        return "DLQ"
+
+    async def _finish(
+        self,
+        ep: Endpoint,
+        note: dict[str, Any],
+        attempt: int,
+        outcome: str,
+        status: int | None,
+        latency: float,
+        error: str | None,
+    ) -> str:
+        if outcome == "DISABLED":  # keep the message for `loyalty deliveries replay`
+            value = {**note, "endpoint_id": ep.id, "attempt": attempt, "last_error": error}
+            await self.outbox.send(DELIVERY_DLQ, note["customer_id"], value)
+        self._record(ep.id, note, attempt, outcome, status, latency, error)
+        return outcome
+
+    def _record(
+        self,
+        endpoint_id: str,
+        note: dict[str, Any],
+        attempt: int,
+        outcome: str,
+        status: int | None,
+        latency: float,
+        error: str | None,
+    ) -> None:
+        metrics.DELIVERIES.labels(endpoint_id, outcome).inc()
+        self.outbox.record(
+            {
+                "webhook_id": note["id"],
+                "endpoint_id": endpoint_id,
+                "event": note["event"],
+                "customer_id": note["customer_id"],
+                "attempt": attempt,
+                "status_code": status,
+                "latency_ms": round(latency * 1000, 3),
+                "outcome": outcome,
+                "error": error,
+                "at": _now_ms(),
+            }
+        )
+
+
+def _lookup(program: Program, key: str) -> Endpoint | None:
+    return endpoints(program).get(key)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

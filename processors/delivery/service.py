@@ -1,0 +1,344 @@
+"""`loyalty process delivery`: webhooks and destinations over HTTP.
+
+One consumer (group `delivery`) reads notifications, journeys.activity, the event topics,
+audiences.membership and every retry tier topic. Work fans out to per-endpoint lanes; a retry
+message is held (partition paused and rewound) until its not_before time. Offsets are committed
+only up to the lowest unfinished message, so a kill re-sends but never loses a delivery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Message, TopicPartition
+
+from deploy.topics import ensure_topics
+from processors.delivery import metrics
+from processors.delivery.disabled import DisabledTable
+from processors.delivery.dispatcher import Dispatcher
+from processors.delivery.kafka_io import RETRY_PREFIX, KafkaOutbox, consumer, value_schema
+from processors.delivery.offsets import OffsetTracker
+from processors.delivery.policy import tiers
+from processors.delivery.routing import (
+    INPUT_TOPICS,
+    JOURNEYS_ACTIVITY,
+    NOTIFICATIONS,
+    destination_item,
+    destination_targets,
+    endpoint_key,
+    endpoints,
+    fan_out,
+    journey_notification,
+    webhook_targets,
+)
+from processors.delivery.sender import Deliverer
+from schemas.codec import CodecError, decode
+from schemas.program import Program
+from schemas.settings import Settings
+from schemas.topics import TopicSpec, base_name, topic_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Options:
+    group_id: str = "delivery"
+    instance_id: str | None = None
+    state_dir: Path | None = None
+    metrics_port: int | None = None
+    commit_interval_s: float = 0.2
+    max_in_flight: int = 20_000
+    max_queue_per_endpoint: int = 1_000
+    drain_timeout_s: float = 10.0
+
+
+class DeliveryService:
+    """Run with `run()` (blocking, signal-aware) or `start()`/`stop()` (background thread)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        program: Callable[[], Program] | None = None,
+        options: Options | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options or Options()
+        self._program_source = program
+        self._table: Any = None
+        self._stopping = False
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: set[tuple[str, int]] = set()
+        self._topics: list[str] = []
+        self.tracker = OffsetTracker()
+        state = self.options.state_dir
+        self.disabled = DisabledTable(state / "disabled-endpoints.json" if state else None)
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> DeliveryService:
+        self._thread = threading.Thread(target=self.run, name="delivery", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("delivery service did not start")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._request_stop)
+        if self._thread:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+
+    def healthy(self) -> bool:
+        return self._ready.is_set() and not self._stopping
+
+    # main loop -------------------------------------------------------------------------
+
+    def program(self) -> Program:
+        if self._program_source:
+            return self._program_source()
+        return self._table.current()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._request_stop)
+        if self._program_source is None:
+            from processors.runtime.config_table import ProgramTable
+
+            self._table = await asyncio.to_thread(ProgramTable(self.settings).start)
+        http = (
+            metrics.serve(self.options.metrics_port, self.healthy)
+            if self.options.metrics_port is not None
+            else None
+        )
+        outbox = KafkaOutbox(self.settings, self._loop)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        deliverer = Deliverer(client, outbox, self.program, self.disabled)
+        self.dispatcher = Dispatcher(
+            deliverer,
+            lambda: self.program().delivery.max_concurrency_per_endpoint,
+            self.options.max_queue_per_endpoint,
+        )
+        self.consumer = consumer(self.settings, self.options.group_id, self.options.instance_id)
+        pool = _single_thread()
+        try:
+            await self._subscribe()
+            self._ready.set()
+            log.info("delivery service started", extra={"group": self.options.group_id})
+            await self._consume_until_stopped(pool)
+            await self.dispatcher.drain(self.options.drain_timeout_s)
+            self._commit(asynchronous=False)
+        finally:
+            self.dispatcher.close()
+            await client.aclose()
+            await asyncio.to_thread(outbox.close)
+            await self._loop.run_in_executor(pool, self.consumer.close)
+            pool.shutdown()
+            if self._table:
+                self._table.stop()
+            if http:
+                http.shutdown()
+            log.info("delivery service stopped")
+
+    async def _consume_until_stopped(self, pool: Any) -> None:
+        last_commit = time.monotonic()
+        program = self.program()
+        while not self._stopping:
+            if self.program() is not program:
+                program = self.program()
+                await self._resubscribe()
+            metrics.IN_FLIGHT.set(self.tracker.in_flight())
+            if self.tracker.in_flight() >= self.options.max_in_flight:
+                await asyncio.sleep(0.05)
+            else:
+                msgs = await self._loop.run_in_executor(pool, self.consumer.consume, 500, 0.1)
+                for msg in msgs:
+                    self._handle(msg)
+            if time.monotonic() - last_commit >= self.options.commit_interval_s:
+                self._commit(asynchronous=True)
+                last_commit = time.monotonic()
+
+    async def _resubscribe(self) -> None:
+        """After a program change; a failure keeps the old subscription (logged)."""
+        try:
+            await self._subscribe()
+        except Exception:
+            log.exception("retry tier topics not subscribed; keeping the previous tiers")
+
+    async def _subscribe(self) -> None:
+        """(Re)subscribe to the inputs plus the retry topics of the configured tiers."""
+        tier_topics = [t.topic for t in tiers(self.program().delivery)]
+        wanted = [*INPUT_TOPICS, *tier_topics]
+        if wanted == self._topics:
+            return
+        specs = [TopicSpec(t, "Notification") for t in tier_topics]
+        await asyncio.to_thread(ensure_topics, self.settings, specs)
+        physical = [topic_name(t, self.settings) for t in wanted]
+        await asyncio.to_thread(self._await_metadata, physical)
+        self.consumer.subscribe(physical, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._topics = wanted
+
+    def _await_metadata(self, topics: list[str], timeout: float = 15.0) -> None:
+        """Wait until fresh topics show up in metadata: subscribing earlier leaves them
+        unassigned until the next metadata refresh."""
+        deadline = time.monotonic() + timeout
+        for topic in topics:
+            while time.monotonic() < deadline:
+                meta = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
+                if meta and meta.error is None and meta.partitions:
+                    break
+                time.sleep(0.1)
+
+    def _on_assign(self, _consumer: Any, parts: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"count": len(parts)})
+
+    def _on_revoke(self, _consumer: Any, parts: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in parts]
+        self._loop.call_soon_threadsafe(self.tracker.forget, tps)
+
+    def _commit(self, asynchronous: bool) -> None:
+        offsets = self.tracker.committable()
+        if not offsets:
+            return
+        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self.consumer.commit(offsets=parts, asynchronous=asynchronous)
+            self.tracker.mark_committed(offsets)
+        except Exception as exc:  # e.g. a rebalance in progress: the next commit covers it
+            log.warning("offset commit failed", extra={"error": str(exc)})
+
+    # routing ---------------------------------------------------------------------------
+
+    def _handle(self, msg: Message) -> None:
+        if msg.error():
+            log.warning("consume error: %s", msg.error())
+            return
+        tp = (msg.topic(), msg.partition())
+        if tp in self._held:
+            return  # rewound: re-fetched after the hold
+        base = base_name(msg.topic(), self.settings)
+        try:
+            value = decode(msg.value(), value_schema(base))
+        except (CodecError, TypeError) as exc:
+            log.error("undecodable message skipped", extra={"topic": base, "error": str(exc)})
+            self.tracker.add(tp, msg.offset(), 0)
+            return
+        if base.startswith(RETRY_PREFIX) and self._hold(msg, value):
+            return
+        done = self._acker(tp, msg.offset())
+        self._route(base, value, tp, msg.offset(), done)
+
+    def _hold(self, msg: Message, value: dict[str, Any]) -> bool:
+        """Pause a retry partition at this message until its not_before (no busy loop)."""
+        wait_ms = (value.get("not_before") or 0) - int(time.time() * 1000)
+        if wait_ms <= 0:
+            return False
+        part = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+        self.consumer.pause([part])
+        self.consumer.seek(part)
+        tp = (msg.topic(), msg.partition())
+        self._held.add(tp)
+        self._loop.call_later(wait_ms / 1000, self._release, tp)
+        return True
+
+    def _release(self, tp: tuple[str, int]) -> None:
+        self._held.discard(tp)
+        try:
+            self.consumer.resume([TopicPartition(*tp)])
+        except Exception as exc:  # revoked meanwhile
+            log.info("resume skipped", extra={"error": str(exc)})
+
+    def _acker(self, tp: tuple[str, int], offset: int) -> Callable[[], None]:
+        return lambda: self.tracker.done(tp, offset)
+
+    def _route(self, base: str, value: dict[str, Any], tp: Any, offset: int, done: Any) -> None:
+        program = self.program()
+        jobs: list[tuple[str, dict[str, Any]]] = []
+        items: list[tuple[Any, dict[str, Any]]] = []
+        if base == NOTIFICATIONS or base.startswith(RETRY_PREFIX):
+            key = endpoint_key(value)
+            if key and base.startswith(RETRY_PREFIX):
+                jobs = [(key, value)]
+            else:
+                jobs = [(ep.key, fan_out(value, ep)) for ep in webhook_targets(program, value)]
+        elif base == JOURNEYS_ACTIVITY:
+            jobs, items = self._journey(program, value)
+        else:
+            found = destination_item(base, value)
+            if found:
+                names, item = found
+                items = [(ep, item) for ep in destination_targets(program, names)]
+        self.tracker.add(tp, offset, len(jobs) + len(items))
+        for key, note in jobs:
+            self.dispatcher.submit(key, note, done)
+        for ep, item in items:
+            self.dispatcher.add_item(ep, item, done)
+
+    def _journey(self, program: Program, activity: dict[str, Any]) -> tuple[list, list]:
+        found = journey_notification(activity)
+        if not found:
+            return [], []
+        kind, note = found
+        if kind == "webhook":
+            return [(ep.key, fan_out(note, ep)) for ep in webhook_targets(program, note)], []
+        item = {"id": note["id"], "type": "journey", "event": note["event"]}
+        item |= {"customer_id": note["customer_id"], "data": note["data"]}
+        dests = destination_targets(program, {note["event"]})
+        if note["endpoint_id"]:
+            pinned = endpoints(program).get(f"destination:{note['endpoint_id']}")
+            dests = [pinned] if pinned and pinned.enabled else []
+        return [], [(ep, item) for ep in dests]
+
+
+def _single_thread() -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(1, thread_name_prefix="delivery-consume")
+
+
+def parse_args(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="loyalty process delivery")
+    parser.add_argument("--state-dir", type=Path, default=Path(".local/state/delivery"))
+    parser.add_argument("--instance-id", default=None, help="static group membership id")
+    parser.add_argument("--metrics-port", type=int, default=9105)
+    parser.add_argument("--group", default="delivery")
+    args = parser.parse_args(argv)
+    return Options(
+        group_id=args.group,
+        instance_id=args.instance_id,
+        state_dir=args.state_dir,
+        metrics_port=args.metrics_port,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from processors.runtime.logs import configure_logging
+
+    configure_logging("delivery")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # attempts are on the deliveries topic
+    DeliveryService(Settings.from_env(), options=parse_args(argv or [])).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(__import__("sys").argv[1:]))
