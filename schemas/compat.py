@@ -37,7 +37,11 @@ def committed_versions(path: Path) -> list[tuple[str, dict]]:
     rel = path.resolve().relative_to(ROOT)
     try:
         commits = subprocess.run(
-            ["git", "log", "--format=%H", "--", str(rel)], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "log", "--format=%H", "--", str(rel)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return []

@@ -1,0 +1,1 @@
+"""Audiences: CEL conditions over the profile -> audiences.membership ENTER/LEAVE."""

@@ -1,0 +1,1 @@
+"""Journeys: per-customer node graphs driven by events, audiences and durable waits."""

@@ -37,7 +37,9 @@ def wait_for_runner(runner: Runner, timeout: float = 60) -> None:
 
 def test_handler_failure_aborts_the_transaction_and_a_restart_is_exact(settings, tmp_path):
     ensure_topics(settings, TOPICS)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "partitioner": "murmur2_random"})
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "partitioner": "murmur2_random"}
+    )
     sent: dict[str, int] = {}
     for i in range(300):
         key = f"k{i % 3}"
@@ -45,7 +47,9 @@ def test_handler_failure_aborts_the_transaction_and_a_restart_is_exact(settings,
         producer.produce(topic_name(INPUT, settings), orjson.dumps(body), key.encode())
         sent[key] = sent.get(key, 0) + 1
     producer.flush(30)
-    options = RuntimeOptions(state_dir=tmp_path, instance_id="x", clock=ManualClock(), commit_interval_ms=10_000)
+    options = RuntimeOptions(
+        state_dir=tmp_path, instance_id="x", clock=ManualClock(), commit_interval_ms=10_000
+    )
     crashed = Runner(FailsOnce(), settings, options).start()
     wait_for_runner(crashed)
     assert isinstance(crashed.error, RuntimeError)

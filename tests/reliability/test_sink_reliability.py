@@ -65,14 +65,15 @@ def assert_exact(url: str) -> None:
         assert one("SELECT count(*), sum(points) FROM wallets") == (CUSTOMERS, EXPECTED_POINTS)
 
 
-def produce_slowly(settings: Settings, chunks: int = 20) -> threading.Thread:
+def produce_slowly(settings: Settings, chunks: int = 60) -> threading.Thread:
     """Produce the stream in chunks, as traffic would arrive, on a background thread."""
     records = samples.stream(CUSTOMERS, PER_CUSTOMER)
     size = len(records) // chunks + 1
 
     def run() -> None:
+        out = samples.producer(settings)
         for i in range(0, len(records), size):
-            samples.produce(settings, records[i : i + size])
+            samples.produce(settings, records[i : i + size], out)
             time.sleep(0.05)  # pacing the producer, not waiting for a condition
 
     thread = threading.Thread(target=run, daemon=True)
