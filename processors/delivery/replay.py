@@ -39,7 +39,13 @@ def replay(
             "isolation.level": "read_committed",
         }
     )
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+        }
+    )
     try:
         entries, positions = _read_all(consumer, topic_name(DELIVERY_DLQ, settings))
         chosen = [e for e in entries if endpoint is None or e["endpoint_id"] == endpoint]

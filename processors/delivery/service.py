@@ -321,10 +321,10 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--state-dir", type=Path, default=Path(".local/state/delivery"))
     parser.add_argument("--instance-id", default=None, help="static group membership id")
     parser.add_argument("--metrics-port", type=int, default=9105)
-    parser.add_argument("--group", default="delivery")
+    parser.add_argument("--group", default=None, help="consumer group (default: TOPIC_PREFIX + 'delivery')")
     args = parser.parse_args(argv)
     return Options(
-        group_id=args.group,
+        group_id=args.group or topic_name("delivery", Settings.from_env()),
         instance_id=args.instance_id,
         state_dir=args.state_dir,
         metrics_port=args.metrics_port,
