@@ -4,8 +4,8 @@ KAFKA_LIBS := .local/kafka/libs
 
 .PHONY: install jars up down status run demo test bench lint format
 
-install:  ## Python package and dev tools (only when the `loyalty` command is missing)
-	@command -v loyalty >/dev/null 2>&1 || $(PYTHON) -m pip install -q -e '.[dev]'
+install:  ## Python package and dev tools (pip skips what is installed)
+	@$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[dev]'
 
 jars:  ## Kafka broker jars from Maven Central (cached under .local/kafka/libs)
 	@$(PYTHON) -c "from deploy.local.kafka import ensure_jars; ensure_jars()"

@@ -178,3 +178,21 @@ def test_postgres_outage_mid_stream_backs_off_and_resumes_exactly(
     finally:
         sink.stop()
     assert_exact(url)
+
+
+def test_sink_started_while_postgres_is_down_waits_then_catches_up(
+    settings: Settings, own_cluster: Cluster
+) -> None:
+    url = fresh_db(own_cluster.url)
+    cfg = dataclasses.replace(settings, database_url=url)
+    own_cluster.stop()
+    sink = Sink(cfg, SinkOptions(batch_size=300, linger_ms=20, backoff_max_s=0.5)).start()
+    try:
+        produce_slowly(settings).join(60)
+        wait_for(lambda: sink.health()["assigned"] > 0, what="partitions assigned")
+        assert sink.health()["db"] == "down" and sink.committed_records == 0
+        own_cluster.start()
+        wait_for(lambda: committed(url) == CUSTOMERS * PER_CUSTOMER * 2, what="all committed")
+    finally:
+        sink.stop()
+    assert_exact(url)
