@@ -27,14 +27,14 @@ class CodecError(ValueError):
     """Raised for bytes that are not single-object encoded with a known schema."""
 
 
-def schema_fingerprint(parsed: dict) -> bytes:
+def schema_fingerprint(schema: dict) -> bytes:
     """The 8-byte CRC-64-AVRO fingerprint, little-endian, as the spec puts it on the wire."""
-    value = int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
-    return struct.pack("<Q", value)
+    canonical = to_parsing_canonical_form(parse_schema(schema, _write_hint=False))
+    return struct.pack("<Q", int(fingerprint(canonical, "CRC-64-AVRO"), 16))
 
 
 def _load(path: Path) -> dict:
-    return parse_schema(json.loads(path.read_text()), _write_hint=False)
+    return json.loads(path.read_text())
 
 
 class Codec:
@@ -49,8 +49,12 @@ class Codec:
         for path in sorted((avro_dir / "history").glob("*.avsc")):
             self.register(_load(path), current=False)
 
-    def register(self, parsed: dict, current: bool = True) -> None:
-        fp = schema_fingerprint(parsed)
+    def register(self, schema: dict, current: bool = True) -> None:
+        """Know `schema` as a writer; `current` also makes it the one `encode` uses.
+
+        Parsed once with fastavro's write hint, so encoding does not re-parse per record."""
+        fp = schema_fingerprint(schema)
+        parsed = parse_schema(schema)
         self._writers[fp] = parsed
         if current:
             name = parsed["name"].split(".")[-1]

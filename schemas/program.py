@@ -180,7 +180,7 @@ class Program(Model):
     version: int = 0  # assigned by `loyalty config apply`
     name: str = "program"
     rounding: Literal["floor", "round", "ceil"] = "floor"
-    event_types: list[EventType] = Field(default_factory=list)
+    event_types: list[EventType] = Field(default_factory=list, validate_default=True)
     rewards: list[Reward] = Field(default_factory=lambda: [Reward(id="POINTS", name="Points")])
     tiers: Tiers = Field(default_factory=Tiers)
     campaigns: list[Campaign] = Field(default_factory=list)

@@ -1,0 +1,147 @@
+"""The ingest application: create_app wires config, program source, Kafka and lookups.
+
+Every dependency can be injected, so unit tests run without Kafka or PostgreSQL; in production
+(service.py) each worker process builds its own producer and reply listener at startup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from ingest import errors
+from ingest.config import IngestConfig
+from ingest.dependencies import SECURITY, SECURITY_SCHEMES, IngestState, wall_clock_ms
+from ingest.events import EventBuilder
+from ingest.lookup import Lookup, PgLookup
+from ingest.middleware import IngestMiddleware
+from ingest.models import EventIn
+from ingest.producer import EventProducer, KafkaProducer
+from ingest.programs import (
+    ProgramPublisher,
+    ProgramSource,
+    TypeRegistry,
+    table_publisher,
+    table_source,
+)
+from ingest.ratelimit import RateLimiter
+from ingest.replies import ReplyHub, ResultListener
+from ingest.routers import admin, customers, events, health
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def new_instance_id() -> str:
+    """Unique per worker process: results come back to the instance that waits for them."""
+    return f"ingest-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def create_app(
+    settings: Settings | None = None,
+    config: IngestConfig | None = None,
+    *,
+    programs: ProgramSource | None = None,
+    producer: EventProducer | None = None,
+    lookup: Lookup | None = None,
+    publisher: ProgramPublisher | None = None,
+    hub: ReplyHub | None = None,
+    listen_for_results: bool | None = None,
+    clock: Callable[[], int] = wall_clock_ms,
+    instance_id: str | None = None,
+) -> FastAPI:
+    """Build the app; Kafka-backed parts not injected are created when the app starts."""
+    settings = settings or Settings.from_env()
+    config = config or IngestConfig.from_env()
+    listen = producer is None if listen_for_results is None else listen_for_results
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = _build_state(settings, config, programs, producer, lookup, publisher, hub, clock, instance_id)
+        if listen:
+            listener = ResultListener(settings, state.instance_id, state.hub).start()
+            state.closers.append(listener.close)
+        app.state.ingest = state
+        log.info("ingest ready", extra={"instance_id": state.instance_id})
+        try:
+            yield
+        finally:
+            for close in reversed(state.closers):
+                close()
+
+    app = FastAPI(
+        title="Loyalty ingest API",
+        version="1.0.0",
+        description="Front door of the loyalty engine: behaviour events, commands, customers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (events, customers, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        IngestMiddleware, max_body=config.max_body_bytes, max_bulk_body=config.max_bulk_body_bytes
+    )
+    app.openapi = lambda: _openapi_with_security(app)
+    return app
+
+
+def _openapi_with_security(app: FastAPI) -> dict:
+    """Declare the API-key schemes (auth is one plain dependency, see dependencies.require)
+    and EventIn (the event endpoints parse their bodies themselves, for speed)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = SECURITY_SCHEMES
+        event = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.setdefault("schemas", {}).update(event.pop("$defs", {}), EventIn=event)
+        for path, operations in schema["paths"].items():
+            if path != "/healthz":
+                for operation in operations.values():
+                    operation["security"] = SECURITY
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _build_state(
+    settings: Settings,
+    config: IngestConfig,
+    programs: ProgramSource | None,
+    producer: EventProducer | None,
+    lookup: Lookup | None,
+    publisher: ProgramPublisher | None,
+    hub: ReplyHub | None,
+    clock: Callable[[], int],
+    instance_id: str | None,
+) -> IngestState:
+    closers: list[Callable[[], None]] = []
+    programs = programs or table_source(settings)
+    stop = getattr(programs, "stop", None) or getattr(programs, "close", None)
+    if callable(stop):
+        closers.append(stop)
+    if producer is None:
+        kafka = KafkaProducer(settings, config.ack_timeout_s, config.linger_ms).start()
+        closers.append(kafka.close)
+        producer = kafka
+    return IngestState(
+        settings=settings,
+        config=config,
+        instance_id=instance_id or new_instance_id(),
+        programs=programs,
+        builder=EventBuilder(config, TypeRegistry(programs)),
+        producer=producer,
+        hub=hub or ReplyHub(),
+        lookup=lookup or PgLookup(settings.database_url),
+        publisher=publisher or table_publisher(settings),
+        limiter=RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
+        clock=clock,
+        closers=closers,
+    )

@@ -1,0 +1,113 @@
+"""One error body for every failure: {"error": {"code", "message", "fields": [{path, reason}]}}.
+
+Handlers turn framework exceptions into that shape so no input ever produces a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "malformed_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def safe(text: Any) -> str:
+    """Text that always encodes as UTF-8 (inputs may carry lone surrogates)."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class ApiError(Exception):
+    """An error answered with the standard body; `fields` are (path, reason) pairs."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        fields: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.fields = fields or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.fields)
+
+
+def error_body(code: str, message: str, fields: list[tuple[str, str]] = ()) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": safe(message),
+            "fields": [{"path": safe(p), "reason": safe(r)} for p, r in fields],
+        }
+    }
+
+
+def loc_path(loc: tuple | list) -> str:
+    """Pydantic location -> dotted path without the 'body' prefix, e.g. redeem.0.amount."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_fields(errors: list[dict], prefix: str = "") -> list[tuple[str, str]]:
+    fields = []
+    for err in errors:
+        path = loc_path(err.get("loc", ()))
+        fields.append((f"{prefix}{path}" if prefix else path, err.get("msg", "invalid")))
+    return fields
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers that produce the standard error body."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(ApiError(400, "request body is not valid JSON"))
+        return error_response(ApiError(422, "request failed validation", fields=validation_fields(errors)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400:
+            message = f"malformed request body: {message}"
+        return error_response(ApiError(exc.status_code, message, headers=exc.headers or None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "internal error", code="internal"))

@@ -1,0 +1,136 @@
+"""Request and response bodies (pydantic): the shapes published in /openapi.json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+ShortText = Annotated[str, Field(max_length=256)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RedeemItem(Body):
+    reward_id: Id
+    amount: float = Field(gt=0, le=1e12)
+
+
+class EventIn(Body):
+    """One behaviour event as sent by a producer."""
+
+    customer_id: Id
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    reference: Id | None = Field(default=None, description="Idempotency key per customer.")
+    issued_at: datetime | None = Field(
+        default=None, description="ISO 8601; at most 72 h old, not in the future."
+    )
+    brand_id: ShortText | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    fulfilled: bool = True
+    reserve: int | None = Field(default=None, ge=1, le=3650, description="Reservation days.")
+    redeem: list[RedeemItem] = Field(default_factory=list, max_length=100)
+    referral_code: ShortText | None = None
+    coupon_code: ShortText | None = None
+    tags: list[ShortText] = Field(default_factory=list, max_length=100)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandIn(Body):
+    """Fulfil / cancel / reverse an earlier event; customer_id skips the event lookup."""
+
+    reason: ShortText | None = None
+    customer_id: Id | None = None
+
+
+class Purposes(Body):
+    behavioral_campaigns: bool | None = None
+    coupon_campaigns: bool | None = None
+    punchcard_campaigns: bool | None = None
+    email_marketing: bool | None = None
+    push_notifications: bool | None = None
+
+
+class ConsentIn(Body):
+    purposes: Purposes
+
+
+class CustomerIn(Body):
+    """Registration: a REGISTER command of type REGISTRATION."""
+
+    customer_id: Id
+    migrated: bool = Field(default=False, description="Register without the welcome webhook.")
+    anonymous: bool = False
+    reference: Id | None = None
+    brand_id: ShortText | None = None
+    customer: dict[str, Any] = Field(
+        default_factory=dict, description="Profile data: name, email, phone, birthday, ..."
+    )
+
+
+class IdentifyIn(Body):
+    reference: Id | None = None
+
+
+class QueuePosition(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class Accepted(BaseModel):
+    id: str
+    customer_id: str
+    type: str
+    kind: str = "EVENT"
+    reference: str | None = None
+    status: Literal["PENDING"] = "PENDING"
+    queue: QueuePosition
+
+
+class AcceptedResponse(BaseModel):
+    data: Accepted
+    message: str = "Event enqueued for processing"
+
+
+class ProcessedResponse(BaseModel):
+    """?wait=true answer: the loyalty processor's result for the event."""
+
+    data: dict[str, Any]
+    message: str = "Event processed"
+
+
+class BulkItem(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected"]
+    id: str | None = None
+    errors: list[dict[str, str]] = Field(default_factory=list)
+
+
+class BulkResponse(BaseModel):
+    data: list[BulkItem]
+    accepted: int
+    rejected: int
+
+
+class DataResponse(BaseModel):
+    data: dict[str, Any]
+
+
+class ErrorField(BaseModel):
+    path: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[ErrorField] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,128 @@
+"""Synchronous replies (?wait=true) over Kafka: request-reply without a database.
+
+The event carries `reply_to` = this instance's id. Each instance tails every partition of
+loyalty.results from the end with its own consumer (no group, no commits) and completes the
+futures waiting for an event id; results addressed to other instances are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from schemas.codec import CodecError, default_codec
+from schemas.settings import Settings
+from schemas.topics import LOYALTY_RESULTS, topic_name
+
+log = logging.getLogger(__name__)
+
+
+class ReplyHub:
+    """Futures waiting for results, by event id; safe to complete from any thread."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def register(self, event_id: str) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._waiting[event_id].append((loop, future))
+        return future
+
+    def forget(self, event_id: str, future: asyncio.Future) -> None:
+        with self._lock:
+            waiters = self._waiting.get(event_id, [])
+            waiters[:] = [(lp, f) for lp, f in waiters if f is not future]
+            if not waiters:
+                self._waiting.pop(event_id, None)
+
+    def complete(self, event_id: str, result: dict[str, Any]) -> None:
+        with self._lock:
+            waiters = self._waiting.pop(event_id, [])
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_settle, future, result)
+
+    async def wait(self, future: asyncio.Future, event_id: str, timeout: float) -> dict | None:
+        """The result, or None when the timeout passes first."""
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self.forget(event_id, future)
+
+
+def _settle(future: asyncio.Future, result: dict[str, Any]) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+class ResultListener:
+    """Tails loyalty.results from the end and hands results addressed to us to the hub."""
+
+    def __init__(self, settings: Settings, instance_id: str, hub: ReplyHub) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.hub = hub
+        self._running = False
+        self._needle = instance_id.encode()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"ingest-replies-{instance_id}-{uuid.uuid4().hex[:6]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self._thread = threading.Thread(target=self._loop, name="ingest-replies", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> ResultListener:
+        """Assign every partition at its current end before any request may wait on it."""
+        topic = topic_name(LOYALTY_RESULTS, self.settings)
+        meta = self._consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if meta.error is not None:
+            raise RuntimeError(f"topic {topic}: {meta.error}")
+        assignment = []
+        for p in sorted(meta.partitions):
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            assignment.append(TopicPartition(topic, p, high))
+        self._consumer.assign(assignment)
+        self._running = True
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._running = False
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._consumer.close()
+
+    def _loop(self) -> None:
+        codec = default_codec()
+        while self._running:
+            for msg in self._consumer.consume(500, 0.1):
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("results consumer error", extra={"kafka_error": str(msg.error())})
+                    continue
+                self._handle(codec, msg.value())
+
+    def _handle(self, codec, value: bytes | None) -> None:
+        if value is None or self._needle not in value:
+            return  # cheap skip: results for other instances never get decoded
+        try:
+            result = codec.decode(value, "Result")
+        except CodecError:
+            return
+        if result.get("reply_to") == self.instance_id:
+            self.hub.complete(result["event_id"], result)

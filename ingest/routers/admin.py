@@ -1,0 +1,45 @@
+"""/admin/program: read and publish the program (event types, campaigns, ...); admin scope."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ingest.dependencies import Admin
+from ingest.errors import ApiError, validation_fields
+from ingest.models import DataResponse
+from ingest.programs import schema_problems
+from ingest.routers.common import ERRORS
+from ingest.submit import unavailable
+from schemas.program import Program
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/program", response_model=DataResponse, responses=ERRORS)
+async def get_program(state: Admin) -> dict:
+    """The program version this instance currently uses."""
+    return {"data": state.programs.current().model_dump(mode="json", by_alias=True)}
+
+
+@router.put("/program", response_model=DataResponse, responses=ERRORS)
+async def put_program(
+    state: Admin,
+    body: Annotated[dict[str, Any], Body(description="A program definition.")],
+) -> dict:
+    """Validate and publish a program; processors and ingest hot-swap to the new version."""
+    try:
+        program = Program.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid program", fields=validation_fields(exc.errors())) from None
+    problems = schema_problems(program)
+    if problems:
+        raise ApiError(422, "invalid event type schema", fields=problems)
+    try:
+        version = await run_in_threadpool(state.publisher, program)
+    except Exception as exc:  # Kafka errors of any kind: the client may retry
+        raise unavailable(state, f"could not publish the program: {exc}") from None
+    return {"data": {"version": version}}

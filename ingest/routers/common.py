@@ -1,0 +1,29 @@
+"""Bits shared by the routers: documented error responses and path/query parameter types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+from ingest.models import ErrorResponse
+
+ERRORS = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Malformed JSON",
+        401: "Missing or unknown API key",
+        403: "API key without the needed scope",
+        413: "Body over the size limit",
+        422: "Validation failed (fields name the failing paths)",
+        429: "Rate limited (see Retry-After and X-RateLimit-*)",
+        503: "Kafka (or PostgreSQL) unavailable; retry after Retry-After",
+    }.items()
+}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown id"}}
+
+PathId = Annotated[str, Path(min_length=1, max_length=256)]
+Wait = Annotated[bool, Query(description="Wait for the processed result (sync mode).")]
+Timeout = Annotated[
+    float | None, Query(gt=0, le=300, description="Seconds to wait with wait=true (default 5).")
+]

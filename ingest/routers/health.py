@@ -1,0 +1,18 @@
+"""Operational endpoints: liveness and Prometheus metrics (no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> dict:
+    return {"status": "ok", "instance_id": request.app.state.ingest.instance_id}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

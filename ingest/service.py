@@ -1,0 +1,54 @@
+"""`loyalty ingest`: run the API under uvicorn with N worker processes.
+
+Each worker builds its own app (create_app via the factory), so each has its own Kafka
+producer, reply listener and instance id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from processors.runtime.logs import configure_logging
+
+
+def app_factory():
+    from ingest.app import create_app
+
+    configure_logging("ingest")
+    return create_app()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="loyalty ingest", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("INGEST_HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("INGEST_PORT", "8080")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("INGEST_WORKERS", "1")))
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info").lower())
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv if argv is not None else [])
+    configure_logging("ingest")
+    uvicorn.run(
+        "ingest.service:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

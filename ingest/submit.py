@@ -1,0 +1,98 @@
+"""The hot path shared by every write endpoint: encode, produce, await the ack, optionally
+await the processor's result (?wait=true), and shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi.responses import JSONResponse
+
+from ingest.dependencies import IngestState
+from ingest.errors import ApiError
+from ingest.events import topic_for
+from ingest.metrics import EVENTS, SYNC_WAITS
+from ingest.producer import Delivered, Unavailable
+
+
+def unavailable(state: IngestState, message: str) -> ApiError:
+    return ApiError(503, message, headers={"Retry-After": str(state.config.retry_after_s)})
+
+
+def wait_timeout(state: IngestState, timeout: float | None) -> float:
+    if timeout is None:
+        return state.config.wait_timeout_s
+    if not 0 < timeout <= state.config.max_wait_timeout_s:
+        raise ApiError(
+            422,
+            "bad timeout",
+            fields=[("timeout", f"must be in (0, {state.config.max_wait_timeout_s:g}] seconds")],
+        )
+    return timeout
+
+
+async def submit(
+    state: IngestState, record: dict[str, Any], wait: bool = False, timeout: float | None = None
+) -> JSONResponse:
+    """Produce one record; 202 after the ack, or 200 with the result when waiting succeeds."""
+    wait = wait and record["path"] == "loyalty"  # tracking events never get a loyalty result
+    seconds = wait_timeout(state, timeout) if wait else 0.0
+    if wait:
+        record["reply_to"] = state.instance_id
+    value = state.builder.encode(record)
+    future = state.hub.register(record["id"]) if wait else None
+    try:
+        delivered = await state.producer.send(topic_for(record), record["customer_id"], value)
+    except Unavailable as exc:
+        if future is not None:
+            state.hub.forget(record["id"], future)
+        EVENTS.labels("unavailable", record["path"]).inc()
+        raise unavailable(state, str(exc)) from None
+    EVENTS.labels("accepted", record["path"]).inc()
+    accepted = accepted_data(record, delivered)
+    if future is not None:
+        result = await state.hub.wait(future, record["id"], seconds)
+        SYNC_WAITS.labels("result" if result else "timeout").inc()
+        if result is not None:
+            return JSONResponse({"data": processed_data(result, accepted), "message": "Event processed"})
+    return JSONResponse({"data": accepted, "message": "Event enqueued for processing"}, status_code=202)
+
+
+def accepted_data(record: dict[str, Any], delivered: Delivered) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "customer_id": record["customer_id"],
+        "type": record["type"],
+        "kind": record["kind"],
+        "reference": record["reference"],
+        "status": "PENDING",
+        "queue": {
+            "topic": delivered.topic,
+            "partition": delivered.partition,
+            "offset": delivered.offset,
+        },
+    }
+
+
+def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str, Any]:
+    """Flatten a loyalty Result (its `detail` JSON) into the synchronous answer."""
+    try:
+        detail = orjson.loads(result.get("detail") or "{}")
+    except orjson.JSONDecodeError:
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {}
+    return {
+        **accepted,
+        "status": result["status"],
+        "reason": result.get("reason"),
+        "points": result.get("points", 0.0),
+        "rules_applied": detail.get("rules_applied", []),
+        "accumulations": detail.get("accumulations", []),
+        "redemptions": detail.get("redemptions", []),
+        "wallet": detail.get("wallet"),
+        "tier": detail.get("tier"),
+        "duplicate": bool(detail.get("duplicate", False)),
+        "config_version": result.get("config_version", 0),
+        "processed_at": result.get("processed_at"),
+    }

@@ -1,0 +1,83 @@
+"""Reads from the sink tables in a real PostgreSQL (schema made by the sinks' migrations):
+event status, wallets, and the customer lookup behind fulfil/cancel/reverse."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from deploy.local.paths import free_port
+from ingest.app import create_app
+from ingest.config import IngestConfig
+from ingest.lookup import PgLookup
+from ingest.programs import StaticPrograms
+from schemas.settings import Settings, libpq_url
+from sinks.migrate import upgrade
+from tests.unit.test_ingest_fakes import PROGRAM, FakeProducer
+
+pytestmark = pytest.mark.integration
+H = {"X-API-Key": "k"}
+
+
+@pytest.fixture
+def db_url(database_url: str) -> Iterator[str]:
+    name = f"ingest_{uuid.uuid4().hex[:10]}"
+    admin_url = libpq_url(database_url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def make_client(lookup_url: str, producer: FakeProducer) -> TestClient:
+    app = create_app(
+        Settings(),
+        IngestConfig(api_keys={"k": frozenset({"ingest"})}),
+        programs=StaticPrograms(PROGRAM),
+        producer=producer,
+        lookup=PgLookup(lookup_url, timeout_s=2),
+        publisher=lambda p: 0,
+    )
+    return TestClient(app)
+
+
+def test_event_status_wallet_and_command_lookup(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO events (id, customer_id, type, status, points, result, issued_at)"
+            " VALUES ('e1', 'c7', 'PURCHASE', 'RESOLVED', 12, '{\"rules_applied\": [\"x\"]}', now())"
+        )
+        conn.execute(
+            "INSERT INTO wallets (customer_id, points, lifetime, pending, balance, wallet, tier,"
+            " updated_at) VALUES ('c7', 12, 12, 0, '{\"POINTS\": 12}', '{\"points\": 12}', 'gold',"
+            " now())"
+        )
+    producer = FakeProducer()
+    with make_client(db_url, producer) as client:
+        event = client.get("/behavior/events/e1", headers=H).json()["data"]
+        assert event["status"] == "RESOLVED" and event["points"] == 12
+        assert event["result"] == {"rules_applied": ["x"]} and event["customer_id"] == "c7"
+        assert client.get("/behavior/events/nope", headers=H).status_code == 404
+        wallet = client.get("/customers/c7/wallet", headers=H).json()["data"]
+        assert wallet["balance"] == {"POINTS": 12} and wallet["tier"] == "gold"
+        assert client.get("/customers/c8/wallet", headers=H).status_code == 404
+        resp = client.post("/behavior/events/e1/reverse", json={"reason": "refund"}, headers=H)
+        assert resp.status_code == 202
+        _, key, record = producer.sent[-1]
+        assert key == "c7" and record["type"] == "PURCHASE" and record["target_event_id"] == "e1"
+        assert client.patch("/behavior/events/nope/fulfill", headers=H).status_code == 404
+
+
+def test_unreachable_database_is_503():
+    with make_client(f"postgresql://loyalty@127.0.0.1:{free_port()}/x", FakeProducer()) as client:
+        resp = client.get("/customers/c1/wallet", headers=H)
+        assert resp.status_code == 503 and "Retry-After" in resp.headers

@@ -1,0 +1,70 @@
+"""In-memory stand-ins for Kafka, PostgreSQL and the processor, for ingest unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest.lookup import StoreUnavailable
+from ingest.producer import Delivered, Unavailable
+from schemas.codec import decode
+from schemas.program import EventType, Program
+
+PROGRAM = Program(
+    version=3,
+    event_types=[
+        EventType(
+            name="PURCHASE",
+            schema={
+                "type": "object",
+                "properties": {"amount": {"type": "number", "minimum": 0}},
+                "required": ["amount"],
+            },
+        ),
+        EventType(name="PAGE_VIEW", path="tracking"),
+        EventType(name="REVIEW", schema={"type": "object"}),
+    ],
+)
+
+
+class FakeProducer:
+    """Acknowledges instantly (or fails, to simulate an unreachable broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.down = False
+        self.on_send = None  # callback(record) e.g. to play the loyalty processor
+
+    def _one(self, topic: str, key: str, value: bytes) -> Delivered | Exception:
+        if self.down:
+            return Unavailable("Kafka did not acknowledge in time")
+        record = decode(value, "Event")
+        self.sent.append((topic, key, record))
+        if self.on_send:
+            self.on_send(record)
+        return Delivered(f"test.{topic}", 0, len(self.sent) - 1)
+
+    async def send(self, topic: str, key: str, value: bytes) -> Delivered:
+        outcome = self._one(topic, key, value)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def send_many(self, messages):
+        return [self._one(*m) for m in messages]
+
+
+class FakeLookup:
+    def __init__(self) -> None:
+        self.events: dict[str, dict[str, Any]] = {}
+        self.wallets: dict[str, dict[str, Any]] = {}
+        self.down = False
+
+    async def event(self, event_id: str):
+        if self.down:
+            raise StoreUnavailable("down")
+        return self.events.get(event_id)
+
+    async def wallet(self, customer_id: str):
+        if self.down:
+            raise StoreUnavailable("down")
+        return self.wallets.get(customer_id)
