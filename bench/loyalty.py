@@ -1,0 +1,247 @@
+"""Loyalty processor throughput (events/s) and latency (p50/p99) with examples/program.yaml.
+
+Two runs of the same workload: `memory` (the engine + processor alone through the in-memory
+TestDriver) and `kafka` (the real Runner with exactly-once transactions, changelogs and RocksDB
+on KAFKA_BOOTSTRAP_SERVERS). The Kafka run first measures throughput on a backlog produced up
+front, then latency at a steady paced rate: time from produce to the committed result being
+readable (read_committed consumer), per event.
+
+    python -m bench loyalty
+    python -m bench.loyalty --events 50000 --customers 10000 --rate 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from processors.loyalty.processor import LoyaltyProcessor
+from processors.runtime.testing import TestDriver
+from schemas.codec import decode, encode
+from schemas.program import Program, load_program
+from schemas.settings import Settings
+from schemas.topics import EVENTS_LOYALTY, LOYALTY_RESULTS, topic_name
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_700_000_000_000
+CATEGORIES = ["coffee", "electronics", "books", "grocery", "toys"]
+Records = list[tuple[str, dict[str, Any]]]
+
+
+def event(rnd: random.Random, customer: str, at: int) -> dict[str, Any]:
+    """75% purchases (some with a coupon or a redemption), 15% app opens, 10% reviews."""
+    roll = rnd.random()
+    value: dict[str, Any] = {
+        "id": str(uuid.UUID(int=rnd.getrandbits(128))),
+        "customer_id": customer,
+        "type": "PURCHASE",
+        "issued_at": at,
+        "received_at": at,
+    }
+    if roll < 0.75:
+        props = {"amount": rnd.randrange(1, 300), "category": rnd.choice(CATEGORIES)}
+        value["properties"] = json.dumps(props)
+        if roll < 0.03:
+            value["coupon_code"] = "SUMMER24"
+        elif roll < 0.08:
+            value["redeem"] = [{"reward_id": "POINTS", "amount": 10.0}]
+    elif roll < 0.9:
+        value["type"] = "APP_OPEN"
+    else:
+        value["type"] = "REVIEW"
+        value["properties"] = json.dumps({"stars": rnd.randrange(1, 6)})
+    return value
+
+
+def workload(events: int, customers: int, start: int = NOW, seed: int = 7) -> Records:
+    rnd = random.Random(seed)
+    out = []
+    for n in range(events):
+        customer = f"cust-{rnd.randrange(customers)}"
+        out.append((customer, event(rnd, customer, start + n)))
+    return out
+
+
+def rate(count: float, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else float("inf")
+
+
+def run_in_memory(program: Program, records: Records) -> dict[str, Any]:
+    """Engine + processor cost, one in-memory commit per record, outputs schema-checked."""
+    driver = TestDriver(LoyaltyProcessor(partitions=1), program, now=NOW)
+    began = time.perf_counter()
+    for key, value in records:
+        driver.send(EVENTS_LOYALTY, key, value)
+    seconds = time.perf_counter() - began
+    return {
+        "mode": "memory",
+        "records": len(records),
+        "records_per_s": rate(len(records), seconds),
+        "outputs": len(driver.emitted),
+    }
+
+
+class ResultReader:
+    """Counts committed results and records when each event's result became readable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        topic = topic_name(LOYALTY_RESULTS, settings)
+        meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        self.seen: dict[str, float] = {}
+
+    def poll(self, seconds: float = 0.05) -> None:
+        for msg in self.consumer.consume(10_000, seconds):
+            if not msg.error():
+                self.seen.setdefault(decode(msg.value(), "Result")["event_id"], time.time())
+
+    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bench: {what} not reached in {timeout}s")
+            self.poll()
+
+
+def produce(producer: Producer, topic: str, key: str, value: dict[str, Any]) -> None:
+    data = encode("Event", value)
+    while True:
+        try:
+            producer.produce(topic, data, key.encode())
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def run_on_kafka(
+    program: Program, records: Records, paced: int, pace: float, timeout: float = 600
+) -> dict[str, Any]:
+    from deploy.topics import ensure_topics
+    from processors.runtime.config_table import publish_program
+    from processors.runtime.runner import Runner, RuntimeOptions
+
+    base = Settings.from_env()
+    settings = Settings(
+        kafka_bootstrap_servers=base.kafka_bootstrap_servers,
+        topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
+        partitions=base.partitions,
+    )
+    ensure_topics(settings)
+    publish_program(settings, program)
+    topic = topic_name(EVENTS_LOYALTY, settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
+    for key, value in records:  # the backlog, produced before the processor starts
+        produce(producer, topic, key, value)
+    producer.flush(60)
+    reader = ResultReader(settings)
+    with tempfile.TemporaryDirectory() as state_dir:
+        options = RuntimeOptions(state_dir=Path(state_dir), instance_id="bench")
+        runner = Runner(LoyaltyProcessor(settings.partitions), settings, options).start()
+        try:
+            reader.wait(lambda: len(reader.seen) >= 1, 60, "first result")
+            began, first = time.perf_counter(), len(reader.seen)
+            reader.wait(lambda: len(reader.seen) >= len(records), timeout, "backlog processed")
+            throughput = rate(len(records) - first, time.perf_counter() - began)
+            latencies = paced_latency(producer, topic, reader, paced, pace)
+            assert runner.error is None, runner.error
+        finally:
+            runner.stop()
+            reader.consumer.close()
+    _delete_topics(settings)
+    latencies.sort()
+    return {
+        "mode": "kafka-eos",
+        "partitions": settings.partitions,
+        "records": len(records),
+        "records_per_s": throughput,
+        "paced_rate": pace,
+        "latency_ms_p50": round(statistics.median(latencies), 1),
+        "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1], 1),
+    }
+
+
+def paced_latency(
+    producer: Producer, topic: str, reader: ResultReader, count: int, pace: float
+) -> list[float]:
+    """Produce `count` events at `pace` per second; ms from produce to committed result."""
+    rnd = random.Random(11)
+    sent: dict[str, float] = {}
+    began = time.perf_counter()
+    for n in range(count):
+        customer = f"lat-{rnd.randrange(1000)}"
+        value = event(rnd, customer, int(time.time() * 1000))
+        produce(producer, topic, customer, value)
+        producer.poll(0)
+        sent[value["id"]] = time.time()
+        delay = began + (n + 1) / pace - time.perf_counter()
+        if delay > 0:
+            reader.poll(min(delay, 0.01))
+    producer.flush(30)
+    reader.wait(lambda: all(k in reader.seen for k in sent), 120, "paced results")
+    return [(reader.seen[k] - t) * 1000 for k, t in sent.items()]
+
+
+def _delete_topics(settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result(30)
+            except Exception:  # noqa: BLE001 - best effort cleanup
+                pass
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--customers", type=int, default=5_000)
+    parser.add_argument("--paced", type=int, default=5_000, help="events in the latency phase")
+    parser.add_argument("--rate", type=float, default=1_000, help="events/s in the latency phase")
+    parser.add_argument(
+        "--kafka",
+        action=argparse.BooleanOptionalAction,
+        default=bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
+        help="also run on the real runtime (default: when KAFKA_BOOTSTRAP_SERVERS is set)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv or [])
+    program = load_program(ROOT / "examples" / "program.yaml").model_copy(update={"version": 1})
+    print("campaigns:", len(program.campaigns), "events:", args.events, flush=True)
+    memory = workload(min(args.events, 20_000), args.customers)
+    print(json.dumps(run_in_memory(program, memory)), flush=True)
+    if args.kafka:
+        start = int(time.time() * 1000)
+        records = workload(args.events, args.customers, start=start)
+        print(json.dumps(run_on_kafka(program, records, args.paced, args.rate)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,219 @@
+"""Campaign kinds: one function per kind deciding what an event earns.
+
+Each returns an `Award` (what to credit and why), a `Skip` (why not, for explainability) or None
+(not concerned). Progress of punch cards and streaks lives in the customer's state under
+`campaigns[campaign_id]`; partition-wide budgets in a dict the processor persists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from processors.loyalty.rules import RuleError, compile_rule
+from schemas.program import Campaign, Program
+
+DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
+MONDAY_OFFSET_MS = 3 * DAY_MS  # the epoch was a Thursday
+
+
+@dataclass
+class Award:
+    campaign_id: str
+    kind: str
+    reward_id: str
+    amount: float
+    rule: str
+    formula: str
+    multiplier: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def explain(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "kind": self.kind,
+            "condition": self.rule,
+            "formula": self.formula,
+            "reward_id": self.reward_id,
+            "amount": self.amount,
+            "multiplier": self.multiplier,
+            **self.info,
+        }
+
+
+@dataclass
+class Skip:
+    campaign_id: str
+    reason: str
+    failed: bool = False  # a formula error, as opposed to a rule that just did not match
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Claim:
+    """A global coupon to be decided on the partition of its code."""
+
+    campaign_id: str
+    code: str
+
+
+Outcome = Award | Skip | Claim | None
+
+
+@lru_cache(maxsize=1024)
+def iso_ms(value: str | None) -> int | None:
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def rounded(amount: float, mode: str) -> float:
+    fn = {"floor": math.floor, "ceil": math.ceil, "round": round}[mode]
+    return float(fn(amount + 1e-9 if mode == "floor" else amount))
+
+
+def progress(state: dict[str, Any], campaign_id: str) -> dict[str, Any]:
+    return state.setdefault("campaigns", {}).setdefault(campaign_id, {"count": 0})
+
+
+def eligible_dates(c: Campaign, event: dict[str, Any]) -> str | None:
+    start, end = iso_ms(c.start), iso_ms(c.end)
+    if start is not None and event["issued_at"] < start:
+        return "campaign not started"
+    if end is not None and event["issued_at"] >= end:
+        return "campaign ended"
+    return None
+
+
+def eligible(c: Campaign, event: dict[str, Any], state: dict[str, Any], budget: Budget) -> str | None:
+    """Why the campaign cannot reward this event at all (None: it may)."""
+    if not c.enabled or event["type"] not in c.triggers:
+        return "not triggered"
+    dates = eligible_dates(c, event)
+    if dates:
+        return dates
+    count = state.get("campaigns", {}).get(c.id, {}).get("count", 0)
+    if c.per_customer_limit is not None and count >= c.per_customer_limit:
+        return f"per-customer limit of {c.per_customer_limit} reached"
+    if budget.left(c) <= 0:
+        return "budget exhausted"
+    return None
+
+
+class Budget:
+    """Partition-local spend per campaign: a campaign's budget is split evenly over partitions
+    (no cross-partition reads), `share` = 1 / partitions."""
+
+    def __init__(self, spent: dict[str, float] | None = None, share: float = 1.0) -> None:
+        self.spent = spent if spent is not None else {}
+        self.share = share
+        self.changed: set[str] = set()
+
+    def left(self, c: Campaign) -> float:
+        if c.budget is None:
+            return math.inf
+        return c.budget * self.share - self.spent.get(c.id, 0.0)
+
+    def spend(self, c: Campaign, amount: float) -> float:
+        """Spend up to what is left; returns the amount granted."""
+        granted = min(amount, self.left(c))
+        if c.budget is not None:
+            self.spent[c.id] = self.spent.get(c.id, 0.0) + granted
+            self.changed.add(c.id)
+        return granted
+
+
+def formula_award(c: Campaign, activation: Any, info: dict[str, Any] | None = None) -> Award | Skip:
+    try:
+        amount = compile_rule(c.formula).amount(activation)
+    except RuleError as exc:
+        return Skip(c.id, f"formula failed: {exc}", failed=True)
+    return Award(c.id, c.kind, c.reward_id, amount, c.condition, c.formula, info=info or {})
+
+
+def matches(c: Campaign, activation: Any) -> bool:
+    return compile_rule(c.condition).test(activation)
+
+
+def behavior(c: Campaign, event: dict[str, Any], state: dict[str, Any], activation: Any) -> Outcome:
+    if not matches(c, activation):
+        return Skip(c.id, "condition not met")
+    return formula_award(c, activation)
+
+
+def punch_card(c: Campaign, event: dict[str, Any], state: dict[str, Any], activation: Any) -> Outcome:
+    if not matches(c, activation):
+        return Skip(c.id, "condition not met")
+    p = progress(state, c.id)
+    needed = c.punch_card.punches if c.punch_card else 1
+    p["punches"] = p.get("punches", 0) + 1
+    if p["punches"] < needed:
+        return Skip(c.id, "punch recorded", info={"punches": p["punches"], "of": needed})
+    p["punches"] = 0  # the card restarts after completion
+    return formula_award(c, activation, {"punches": needed, "of": needed})
+
+
+def period_of(ms: int, period: str) -> int:
+    return ms // DAY_MS if period == "day" else (ms + MONDAY_OFFSET_MS) // WEEK_MS
+
+
+def streak(c: Campaign, event: dict[str, Any], state: dict[str, Any], activation: Any) -> Outcome:
+    if not matches(c, activation):
+        return Skip(c.id, "condition not met")
+    spec = c.streak
+    period, length = (spec.period, spec.length) if spec else ("day", 2)
+    p = progress(state, c.id)
+    current = period_of(event["issued_at"], period)
+    last = p.get("last_period")
+    if last == current:
+        return Skip(c.id, "period already counted", info={"streak": p.get("streak", 0)})
+    p["streak"] = p.get("streak", 0) + 1 if last == current - 1 else 1
+    p["last_period"] = current
+    if p["streak"] < length:
+        return Skip(c.id, "streak extended", info={"streak": p["streak"], "of": length})
+    p["streak"] = 0
+    return formula_award(c, activation, {"streak": length, "period": period})
+
+
+def coupon(c: Campaign, event: dict[str, Any], state: dict[str, Any], activation: Any) -> Outcome:
+    code = event.get("coupon_code")
+    if not code or not c.coupon or code not in c.coupon.codes:
+        return None
+    if not matches(c, activation):
+        return Skip(c.id, "condition not met")
+    if c.coupon.single_use == "global":
+        return Claim(c.id, code)
+    used = progress(state, c.id).setdefault("codes", [])
+    if code in used:
+        return Skip(c.id, f"coupon {code} already used by this customer")
+    award = formula_award(c, activation, {"code": code})
+    if isinstance(award, Award):
+        used.append(code)
+    return award
+
+
+KINDS = {"behavior": behavior, "punch_card": punch_card, "streak": streak, "coupon": coupon}
+
+
+def evaluate(
+    program: Program, event: dict[str, Any], state: dict[str, Any], activation: Any, budget: Budget
+) -> list[Outcome]:
+    """Every campaign the event triggers, in program order (several may reward one event)."""
+    out: list[Outcome] = []
+    for c in program.campaigns:
+        handler = KINDS.get(c.kind)
+        if handler is None or event["type"] not in c.triggers or not c.enabled:
+            continue
+        why = eligible(c, event, state, budget)
+        if why:
+            out.append(Skip(c.id, why))
+            continue
+        out.append(handler(c, event, state, activation))
+    return out

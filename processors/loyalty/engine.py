@@ -1,0 +1,438 @@
+"""The pure loyalty engine: (state, event, program, now) -> new state and everything to emit.
+
+No Kafka here: the processor loads the customer's state, calls `apply` or `fire` and writes the
+returned `Output` (results, notifications, profile, timers, re-keyed commands, event records) in
+one transaction. `lookup(event_id)` reads the partition's record of an earlier event (first
+result, status, what it applied) for idempotency, fulfil, cancel and reversal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from processors.loyalty import campaigns, profile, tiers, wallet
+from processors.loyalty import notifications as n
+from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
+from processors.loyalty.envelope import as_json, command, public_event, uid
+from processors.loyalty.lifecycle import Lifecycle
+from processors.loyalty.rekeyed import Rekeyed
+from processors.loyalty.rules import Bindings, reduce
+from processors.loyalty.scheduled import Scheduled
+from schemas.program import Program
+
+DAY_MS = 86_400_000
+Lookup = Callable[[str], dict[str, Any] | None]
+__all__ = ["Output", "apply", "command", "fire", "new_state", "public_event", "uid"]
+
+
+@dataclass
+class Output:
+    state: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+    timers: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    commands: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    credited: list[dict[str, Any]] = field(default_factory=list)  # accumulation lines
+
+
+def new_state(customer_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = {"customer_id": customer_id}
+    wallet.new_wallet(state)
+    profile.metrics(state)
+    return state
+
+
+class Step(Lifecycle, Rekeyed, Scheduled):
+    """One engine call: accumulates outputs while mutating the customer's state."""
+
+    def __init__(self, state: dict, program: Program, now: int, lookup: Lookup, budget: Budget):
+        self.state, self.program, self.now, self.lookup, self.budget = (
+            state,
+            program,
+            now,
+            lookup,
+            budget,
+        )
+        self.cid: str = state["customer_id"]
+        self.welcome = False
+        self._wallet: dict[str, Any] | None = None
+        self.expired: list[dict[str, Any]] = []  # lines expired on the way (timer was late)
+        self.final: tuple[dict[str, Any], Bindings] | None = None  # post-event profile
+        self.out = Output(state)
+
+    # -- small helpers -------------------------------------------------------------------
+    def wallet(self) -> dict[str, Any]:
+        """The wallet JSON, cached until the next ledger change (`self.changed()`)."""
+        if self._wallet is None:
+            self._wallet = wallet.summary(self.state, self.cid)
+        return self._wallet
+
+    def changed(self) -> None:
+        self._wallet = None
+
+    def notify(self, source_id: str, event: str, data: dict[str, Any]) -> None:
+        self.out.notifications.append(
+            n.notification(source_id, event, self.cid, data, self.now, self.program.version)
+        )
+
+    def result(self, event: dict, status: str, reason: str | None = None, **detail: Any) -> dict:
+        accs = detail.get("accumulations", [])
+        points = sum(a["amount"] for a in accs if a["reward_id"] == wallet.POINTS)
+        body = {
+            "rules_applied": detail.pop("rules_applied", []),
+            "accumulations": accs,
+            "redemptions": detail.pop("redemptions", []),
+            "wallet": self.wallet(),
+            "tier": tiers.info(tiers.find(self.program, self.state.get("tier"))),
+            "event": public_event(event),
+            "duplicate": False,
+            **{k: v for k, v in detail.items() if k != "accumulations"},
+        }
+        if self.expired and "expirations" not in body:
+            body["expirations"] = self.expired
+        res = {
+            "event_id": detail.get("target_event_id") or event["id"],
+            "customer_id": self.cid,
+            "type": event["type"],
+            "kind": event.get("kind", "EVENT"),
+            "status": status,
+            "reason": reason,
+            "points": points,
+            "config_version": self.program.version,
+            "processed_at": self.now,
+            "reply_to": event.get("reply_to"),
+            "detail": orjson.dumps(body).decode(),
+        }
+        self.out.results.append(res)
+        return res
+
+    def remember(self, event_id: str, res: dict, status: str, **extra: Any) -> None:
+        """The partition's record of an event: first result, current status, what it applied."""
+        record = self.out.records.get(event_id) or self.lookup(event_id) or {"result": res}
+        record = {**record, "status": status, **extra}
+        self.out.records[event_id] = record
+
+    def activation(self, event: dict, properties: dict) -> Bindings:
+        """CEL variables for the rules of this event, converted only when a rule reads them."""
+
+        def fields(variable: str) -> Any:
+            return profile.rule_fields(self.program, variable)
+
+        def event_json() -> dict:
+            ev = {k: v for k, v in event.items() if k not in ("payload", "metadata")}
+            return reduce({**ev, "properties": properties}, fields("event"))
+
+        return Bindings(
+            {
+                "properties": lambda: reduce(properties, fields("properties")),
+                "event": event_json,
+                "profile": self._rule_profile,
+                "customer": lambda: reduce(self.state.get("customer", {}), fields("customer")),
+            }
+        )
+
+    def _rule_profile(self) -> dict[str, Any]:
+        """The profile as campaign and tier rules see it: only the fields they read."""
+        wanted = profile.rule_fields(self.program)
+        traits = wanted is None or "traits" in wanted
+        prof = profile.build(self.state, self.cid, self.program, self.now, traits)
+        return reduce(prof, wanted)
+
+    def finish(self) -> Output:
+        prof, binds = self._final_profile()
+        prof["traits"] = profile.traits(self.program, binds)
+        self.out.profile = prof
+        self._schedule_expiry()
+        return self.out
+
+    def _schedule_expiry(self) -> None:
+        at = wallet.next_expiry(self.state)
+        if at is not None and at != self.state.get("expiry_timer_at"):
+            self.out.timers.append((at, f"expiry:{self.cid}", {"type": "expiry"}))
+            self.state["expiry_timer_at"] = at
+
+    # -- events ----------------------------------------------------------------------------
+    def event(self, event: dict[str, Any]) -> Output:
+        props = as_json(event.get("properties"))
+        self._expire()
+        if self.state.get("consent", {}).get("behavioral_campaigns") is False:
+            reason = "customer has not consented to behavioral_campaigns"
+            res = self.result(event, "REJECTED", reason)
+            self.remember(event["id"], res, "REJECTED")
+            return self.finish()
+        self._track(event)
+        if event["type"] == "REGISTRATION" or event.get("kind") == "REGISTER":
+            self._register(event)
+        why = wallet.shortfall(self.state, event.get("redeem") or [])
+        if why:
+            return self._fail(event, why)
+        if not event.get("fulfilled", True):
+            return self._reserve(event)
+        redemptions = self._redeem(event, event.get("redeem") or [], "REDEMPTION")
+        detail = self._earn(event, props)
+        self._upgrade(event)
+        if self.welcome:  # after the welcome rewards, so the wallet shows them
+            data = n.registration(self.cid, self.state["customer"], self.wallet())
+            self.notify(event["id"], n.CUSTOMER_REGISTRATION, data)
+        res = self.result(event, "RESOLVED", redemptions=redemptions, **detail)
+        self.remember(
+            event["id"],
+            res,
+            "RESOLVED",
+            event=event,
+            accumulations=detail["accumulations"],
+            redemptions=redemptions,
+        )
+        return self.finish()
+
+    def _track(self, event: dict) -> None:
+        """Inactivity is measured from the last real event; its timer is moved lazily (when it
+        fires early) rather than on every event."""
+        days = self.program.scheduled.inactivity_days
+        if days and event.get("kind") != "SCHEDULED" and "inactivity_at" not in self.state:
+            at = event["issued_at"] + days * DAY_MS
+            self.state["inactivity_at"] = at
+            self.out.timers.append((at, f"inactivity:{self.cid}", {"type": "inactivity"}))
+        if self.program.tiers.levels and self.state.get("tier") is None:
+            self.state["tier"] = tiers.levels(self.program)[0].id  # the entry tier, silently
+        if self.program.tiers.levels and "tier_period_end" not in self.state:
+            end = self.now + self.program.tiers.reporting_period_days * DAY_MS
+            self.state["tier_period_end"] = end
+            self.out.timers.append((end, f"tier:{self.cid}", {"type": "tier_period"}))
+
+    def _fail(self, event: dict, reason: str) -> Output:
+        res = self.result(event, "FAILED", reason)
+        self.notify(event["id"], n.BEHAVIOR_EVENT_FAILED, n.behavior_event(self.cid, public_event(event)))
+        self.remember(event["id"], res, "FAILED")
+        return self.finish()
+
+    def _redeem(self, event: dict, wanted: list[dict], kind: str) -> list[dict]:
+        lines: list[dict] = []
+        for r in wanted:
+            lines += wallet.consume(self.state, r["reward_id"], r["amount"], event["id"], self.now, kind)
+            self.changed()
+        if lines and kind == "REDEMPTION":
+            self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, lines, self.wallet()))
+        return lines
+
+    def _earn(self, event: dict, props: dict) -> dict[str, Any]:
+        """Count the event, run every triggered campaign and credit the awards."""
+        if event.get("kind") != "SCHEDULED":
+            profile.record(self.state, event, props)
+        act = self.activation(event, props)
+        if profile.rule_fields(self.program) != {}:
+            act.context(("profile",))  # rules see the profile before this event's rewards
+        applied, skipped, accs = [], [], []
+        mult = tiers.multiplier(self.program, self.state.get("tier"))
+        for outcome in campaigns.evaluate(self.program, event, self.state, act, self.budget):
+            if isinstance(outcome, Award):
+                line = self._credit(event, outcome, mult, len(accs))
+                if line:
+                    accs.append(line)
+                    applied.append(outcome.explain())
+            elif isinstance(outcome, Claim):
+                self._claim(event, outcome, props)
+                applied.append(
+                    {
+                        "campaign_id": outcome.campaign_id,
+                        "kind": "coupon",
+                        "code": outcome.code,
+                        "pending": "global coupon claim",
+                    }
+                )
+            elif isinstance(outcome, Skip):
+                skipped.append(
+                    {
+                        "campaign_id": outcome.campaign_id,
+                        "reason": outcome.reason,
+                        "failed": outcome.failed,
+                        **outcome.info,
+                    }
+                )
+        if accs:
+            self.notify(event["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs, self.wallet()))
+        return {"rules_applied": applied, "accumulations": accs, "rules_skipped": skipped}
+
+    def _credit(self, event: dict, award: Award, mult: float, index: int) -> dict | None:
+        campaign = next(c for c in self.program.campaigns if c.id == award.campaign_id)
+        if campaign.tier_multipliers:
+            award.multiplier = mult
+        amount = rounded(award.amount * award.multiplier, self.program.rounding)
+        amount = self.budget.spend(campaign, amount) if amount > 0 else 0.0
+        if amount <= 0:
+            return None
+        award.amount = amount
+        reward = next((r for r in self.program.rewards if r.id == award.reward_id), None)
+        days = reward.expires_after_days if reward else None
+        exp = self.now + days * DAY_MS if days else None
+        line = wallet.line(
+            "ACCUMULATION",
+            amount,
+            award.reward_id,
+            event["id"],
+            self.now,
+            index,
+            award.campaign_id,
+            award.rule,
+            exp,
+        )
+        wallet.accumulate(self.state, line)
+        self.changed()
+        self.out.credited.append(line)
+        campaigns.progress(self.state, award.campaign_id)["count"] += 1
+        if award.reward_id == wallet.POINTS:
+            profile.metrics(self.state)["period_points"] += amount
+        if award.kind == "coupon":
+            code = award.info.get("code", "")
+            self.notify(
+                f"{event['id']}:{code}",
+                n.COUPON_REDEMPTION,
+                n.coupon(self.cid, award.campaign_id, code),
+            )
+        return line
+
+    # -- tiers -----------------------------------------------------------------------------
+    def _tier_target(self) -> Any:
+        self.final = None  # state changed since any earlier build
+        _, binds = self._final_profile()
+        return tiers.qualify(self.program, binds)
+
+    def _upgrade(self, event: dict) -> None:
+        """Upgrade at once when the post-event profile qualifies for a higher tier. The
+        profile built here is kept for `finish` (state does not change in between)."""
+        prof, binds = self._final_profile()
+        if not self.program.tiers.levels:
+            return
+        old = tiers.find(self.program, self.state.get("tier"))
+        new = tiers.qualify(self.program, binds, old.level if old else -1)
+        if new is None:
+            return
+        self.state["tier"] = prof["tier"] = new.id
+        self.final = (prof, profile.bindings(self.program, prof))
+        data = tiers.change(self.cid, old, new, "EVENT", event["id"], event["type"])
+        self.notify(event["id"], n.TIER_UPGRADE, data)
+
+    def _final_profile(self) -> tuple[dict[str, Any], Bindings]:
+        if self.final is None:
+            prof = profile.build(self.state, self.cid, self.program, self.now, with_traits=False)
+            self.final = (prof, profile.bindings(self.program, prof))
+        return self.final
+
+    def _downgrade(self, triggered_by: str, event_id: str | None, event_type: str | None) -> None:
+        old = tiers.find(self.program, self.state.get("tier"))
+        new = self._tier_target()
+        if old is None or (new is not None and new.level >= old.level):
+            return
+        self.state["tier"] = new.id if new else None
+        self.final = None
+        data = tiers.change(self.cid, old, new, triggered_by, event_id, event_type)
+        self.notify(event_id or uid("tier", self.cid, self.now), n.TIER_DOWNGRADE, data)
+
+    # -- registration, consent, identity ------------------------------------------------
+    def _register(self, event: dict) -> None:
+        payload = as_json(event.get("payload"))
+        customer = payload.get("customer") or {}
+        self.state["customer"] = {**self.state.get("customer", {}), **customer}
+        self.state["anonymous"] = bool(payload.get("anonymous", False))
+        self.state.setdefault("registered_at", event["issued_at"])
+        if customer.get("tags"):
+            self.state["tags"] = list(customer["tags"])
+        self.welcome = not payload.get("migrated")
+        self._schedule_dates()
+        codes = {self.cid, customer.get("referral_code")} - {None, ""}
+        for code in sorted(codes):
+            cmd = command(
+                "REFERRAL_CODE",
+                self.cid,
+                "REGISTRATION",
+                self.now,
+                id=uid("code", code),
+                referral_code=code,
+            )
+            self.out.commands.append(("loyalty.referrals", code, cmd))
+        if event.get("referral_code"):
+            cmd = command(
+                "REFERRAL_CLAIM",
+                self.cid,
+                "REGISTRATION",
+                self.now,
+                id=uid("refclaim", event["referral_code"], self.cid),
+                referral_code=event["referral_code"],
+                target_event_id=event["id"],
+            )
+            self.out.commands.append(("loyalty.referrals", event["referral_code"], cmd))
+
+    def consent(self, event: dict) -> Output:
+        purposes = as_json(event.get("payload")).get("purposes") or {}
+        self.state["consent"] = {**self.state.get("consent", {}), **purposes}
+        res = self.result(event, "RESOLVED")
+        self.remember(event["id"], res, "RESOLVED")
+        return self.finish()
+
+    def identify(self, event: dict) -> Output:
+        self.state["anonymous"] = False
+        res = self.result(event, "RESOLVED")
+        self.remember(event["id"], res, "RESOLVED")
+        return self.finish()
+
+
+def apply(
+    state: dict[str, Any] | None,
+    event: dict[str, Any],
+    program: Program,
+    now: int,
+    lookup: Lookup,
+    budget: Budget | None = None,
+) -> Output:
+    """Apply one event or command to a customer's state (a deep copy is not taken: the caller
+    owns `state`). A repeated event id returns its first result, marked duplicate."""
+    state = state or new_state(event["customer_id"])
+    prior = lookup(event["id"])
+    if prior is not None:
+        return _duplicate(state, prior, event)
+    step = Step(state, program, now, lookup, budget or Budget())
+    kind = event.get("kind", "EVENT")
+    handler = {
+        "FULFILL": step.fulfil,
+        "CANCEL": lambda e: step.release(e, e.get("target_event_id") or "", "CANCELLED"),
+        "REVERSE": step.reverse,
+        "CONSENT": step.consent,
+        "IDENTIFY": step.identify,
+        "REFERRAL_REWARD": step.referral_reward,
+        "COUPON_GRANTED": step.coupon_decision,
+        "COUPON_REJECTED": step.coupon_decision,
+    }.get(kind, step.event)
+    out = handler(event)
+    if event["id"] not in out.records and out.results:  # commands are applied once too
+        out.records[event["id"]] = {"result": out.results[0], "status": out.results[0]["status"]}
+    return out
+
+
+def fire(
+    state: dict[str, Any] | None,
+    customer_id: str,
+    payload: dict[str, Any],
+    program: Program,
+    now: int,
+    lookup: Lookup,
+    budget: Budget | None = None,
+) -> Output:
+    """A durable timer came due for this customer."""
+    state = state or new_state(customer_id)
+    return Step(state, program, now, lookup, budget or Budget()).fire(payload)
+
+
+def _duplicate(state: dict, prior: dict, event: dict) -> Output:
+    first = dict(prior["result"])
+    detail = orjson.loads(first["detail"])
+    detail["duplicate"] = True
+    first["detail"] = orjson.dumps(detail).decode()
+    first["reply_to"] = event.get("reply_to")
+    return Output(state, results=[first])

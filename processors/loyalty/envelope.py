@@ -1,0 +1,42 @@
+"""Event envelopes the engine reads and writes: ids, internal commands, JSON fields."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+
+def uid(*parts: Any) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, ":".join(str(p) for p in parts)))
+
+
+def command(kind: str, customer_id: str, type_: str, now: int, **fields: Any) -> dict[str, Any]:
+    """An internal Event record (a re-keyed command or a scheduled event)."""
+    payload = fields.pop("payload", {})
+    return {
+        "id": fields.pop("id", None) or uid(kind, customer_id, type_, now),
+        "kind": kind,
+        "customer_id": customer_id,
+        "type": type_,
+        "issued_at": now,
+        "received_at": now,
+        "payload": orjson.dumps(payload).decode(),
+        **fields,
+    }
+
+
+def public_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as JSON for results and webhooks: its JSON-string fields parsed."""
+    out = dict(event)
+    for name in ("properties", "metadata", "payload"):
+        if isinstance(out.get(name), str):
+            out[name] = as_json(out[name])
+    return out
+
+
+def as_json(text: str | dict | None) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    return orjson.loads(text) if text else {}

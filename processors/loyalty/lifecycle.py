@@ -1,0 +1,141 @@
+"""Event lifecycle on a customer's partition: reservations, fulfil, cancel, expiry, reversal."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from processors.loyalty import campaigns, profile, wallet
+from processors.loyalty import notifications as n
+from processors.loyalty.envelope import as_json, public_event
+
+if TYPE_CHECKING:
+    from processors.loyalty.engine import Output
+
+DAY_MS = 86_400_000
+RESERVATION_MS = DAY_MS  # default hold of a reservation without `reserve` days
+
+
+class Lifecycle:
+    """Mixin of `engine.Step`."""
+
+    def _reserve(self, event: dict) -> Output:
+        lines = self._redeem(event, event.get("redeem") or [], "RESERVATION")
+        days = event.get("reserve")
+        expires = self.now + (days * DAY_MS if days else RESERVATION_MS)
+        self.state["reservations"][event["id"]] = {"lines": lines, "expires_at": expires}
+        self.changed()
+        if lines:
+            self.notify(event["id"], n.REWARDS_RESERVATION, n.lines(self.cid, lines, self.wallet()))
+        self.out.timers.append(
+            (
+                expires,
+                f"reservation:{event['id']}",
+                {"type": "reservation", "event_id": event["id"]},
+            )
+        )
+        res = self.result(event, "PENDING", redemptions=lines, expires_at=expires)
+        self.remember(event["id"], res, "PENDING", event=event)
+        return self.finish()
+
+    def _target(self, cmd: dict, wanted: str) -> tuple[dict | None, str | None]:
+        target_id = cmd.get("target_event_id")
+        record = self.out.records.get(target_id or "") or (self.lookup(target_id) if target_id else None)
+        if record is None or record.get("event", {}).get("customer_id") != self.cid:
+            return None, f"unknown event {target_id} for customer {self.cid}"
+        if record["status"] != wanted:
+            return None, f"event {target_id} is {record['status']}, not {wanted}"
+        return record, None
+
+    def _command_failed(self, cmd: dict, reason: str) -> Output:
+        self.result(cmd, "FAILED", reason)
+        return self.finish()
+
+    def fulfil(self, cmd: dict) -> Output:
+        record, why = self._target(cmd, "PENDING")
+        if record is None:
+            return self._command_failed(cmd, why or "")
+        event = record["event"]
+        reservation = self.state["reservations"].pop(event["id"], {"lines": []})
+        self.changed()
+        self.out.cancels.append(f"reservation:{event['id']}")
+        redemptions = [{**ln, "kind": "REDEMPTION"} for ln in reservation["lines"]]
+        if redemptions:
+            self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, redemptions, self.wallet()))
+        detail = self._earn(event, as_json(event.get("properties")))
+        self._upgrade(event)
+        self.notify(cmd["id"], n.BEHAVIOR_EVENT_FULFILLED, n.behavior_event(self.cid, public_event(event)))
+        self.result(
+            {**event, "kind": "FULFILL", "reply_to": cmd.get("reply_to")},
+            "RESOLVED",
+            redemptions=redemptions,
+            command_id=cmd["id"],
+            **detail,
+        )
+        self.remember(
+            event["id"],
+            record["result"],
+            "RESOLVED",
+            accumulations=detail["accumulations"],
+            redemptions=redemptions,
+        )
+        return self.finish()
+
+    def release(self, cmd: dict | None, event_id: str, status: str) -> Output:
+        """Cancel (a command) or expire (a timer) an open reservation."""
+        record = self.out.records.get(event_id) or self.lookup(event_id)
+        if record is None or record.get("status") != "PENDING":
+            if cmd is None:
+                return self.out  # already fulfilled or cancelled: nothing to expire
+            return self._command_failed(cmd, f"event {event_id} has no open reservation")
+        event = record["event"]
+        reservation = self.state["reservations"].pop(event_id, {"lines": []})
+        self.changed()
+        wallet.restore(self.state, reservation["lines"])
+        self.changed()
+        self.out.cancels.append(f"reservation:{event_id}")
+        data = n.lines(self.cid, reservation["lines"], self.wallet())
+        self.notify(f"{event_id}:{status}", n.REWARDS_RESERVATION_CANCELLED, data)
+        shown = {**event, "kind": cmd["kind"] if cmd else "EXPIRE"}
+        shown["reply_to"] = cmd.get("reply_to") if cmd else None
+        reason = as_json(cmd.get("payload")).get("reason") if cmd else "reservation expired"
+        self.result(
+            shown,
+            status,
+            reason,
+            released=reservation["lines"],
+            command_id=cmd["id"] if cmd else None,
+        )
+        self.remember(event_id, record["result"], status)
+        return self.finish()
+
+    def reverse(self, cmd: dict) -> Output:
+        record, why = self._target(cmd, "RESOLVED")
+        if record is None:
+            return self._command_failed(cmd, why or "")
+        event = record["event"]
+        lines = [
+            wallet.reverse_accumulation(self.state, acc, cmd["id"], self.now, i)
+            for i, acc in enumerate(record.get("accumulations", []))
+        ]
+        self.changed()
+        for acc in record.get("accumulations", []):
+            if acc["reward_id"] == wallet.POINTS:
+                profile.metrics(self.state)["period_points"] -= acc["amount"]
+            if acc.get("campaign_id"):  # a reversed reward no longer counts toward the limit
+                campaigns.progress(self.state, acc["campaign_id"])["count"] -= 1
+        wallet.restore(self.state, record.get("redemptions", []))
+        self.changed()
+        if event.get("kind") != "SCHEDULED":
+            profile.record(self.state, event, as_json(event.get("properties")), sign=-1)
+        self._downgrade("REVERSAL", event["id"], event["type"])
+        reason = as_json(cmd.get("payload")).get("reason")
+        self.result(
+            {**event, "kind": "REVERSE", "reply_to": cmd.get("reply_to")},
+            "REVERSED",
+            reason,
+            reversals=lines,
+            restored=record.get("redemptions", []),
+            command_id=cmd["id"],
+        )
+        self.remember(event["id"], record["result"], "REVERSED")
+        return self.finish()

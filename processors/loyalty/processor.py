@@ -1,0 +1,144 @@
+"""The loyalty processor: a thin shell running the pure engine on the stream runtime.
+
+Everything one record causes (state, event records, results, notifications, profile, timers,
+re-keyed commands) is written through `ctx`, so it commits in the record's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from processors.loyalty import engine, metrics
+from processors.loyalty.campaigns import Budget
+from processors.loyalty.codes import Codes
+from processors.loyalty.envelope import public_event
+from processors.runtime.api import Context, Processor, Record, Timer
+from schemas.settings import Settings
+from schemas.topics import (
+    COUPON_CLAIMS,
+    EVENTS_LOYALTY,
+    LOYALTY_REFERRALS,
+    LOYALTY_RESULTS,
+    NOTIFICATIONS,
+    PROFILES_CHANGES,
+)
+
+log = logging.getLogger(__name__)
+CUSTOMERS, EVENTS, CODES, BUDGETS = "customers", "events", "codes", "budgets"
+
+
+class LoyaltyProcessor(Processor):
+    name = "loyalty"
+    inputs = [EVENTS_LOYALTY, LOYALTY_REFERRALS, COUPON_CLAIMS]
+    outputs = [
+        LOYALTY_RESULTS,
+        NOTIFICATIONS,
+        PROFILES_CHANGES,
+        EVENTS_LOYALTY,
+        LOYALTY_REFERRALS,
+        COUPON_CLAIMS,
+    ]
+    stores = [CUSTOMERS, EVENTS, CODES, BUDGETS]
+
+    def __init__(self, partitions: int | None = None) -> None:
+        self.partitions = partitions or Settings.from_env().partitions
+
+    def process(self, ctx: Context, record: Record) -> None:
+        value = record.value
+        if record.topic == LOYALTY_REFERRALS:
+            self._commands(ctx, Codes(ctx.store(CODES)).referral(value, ctx.now()))
+        elif record.topic == COUPON_CLAIMS:
+            self._commands(ctx, Codes(ctx.store(CODES)).coupon(value, ctx.now()))
+        else:
+            self._event(ctx, value)
+
+    def _event(self, ctx: Context, event: dict[str, Any]) -> None:
+        customers, events = ctx.store(CUSTOMERS), ctx.store(EVENTS)
+        state = customers.get(event["customer_id"])
+        budget = self._budget(ctx)
+        try:
+            out = engine.apply(state, event, ctx.config, ctx.now(), events.get, budget)
+        except Exception as exc:  # a bug must not wedge the partition on one poison event
+            log.exception("event failed", extra={"event_id": event.get("id")})
+            metrics.INTERNAL_ERRORS.inc()
+            ctx.emit(LOYALTY_RESULTS, event["customer_id"], _internal_error(ctx, event, exc))
+            return
+        self._write(ctx, out, event["customer_id"], budget)
+
+    def on_timer(self, ctx: Context, timer: Timer) -> None:
+        state = ctx.store(CUSTOMERS).get(timer.key)
+        if state is None:
+            return
+        budget = self._budget(ctx)
+        lookup = ctx.store(EVENTS).get
+        try:
+            out = engine.fire(state, timer.key, timer.payload, ctx.config, ctx.now(), lookup, budget)
+        except Exception:  # as for events: log, drop this timer, keep the partition going
+            log.exception("timer failed", extra={"timer_id": timer.id})
+            metrics.INTERNAL_ERRORS.inc()
+            return
+        self._write(ctx, out, timer.key, budget)
+
+    def _budget(self, ctx: Context) -> Budget:
+        budgeted = any(c.budget is not None for c in ctx.config.campaigns)
+        spent = dict(ctx.store(BUDGETS).range()) if budgeted else {}
+        return Budget(spent, 1.0 / self.partitions)
+
+    def _write(self, ctx: Context, out: engine.Output, customer_id: str, budget: Budget) -> None:
+        ctx.store(CUSTOMERS).put(customer_id, out.state)
+        events = ctx.store(EVENTS)
+        for event_id, rec in out.records.items():
+            events.put(event_id, rec)
+        for campaign_id in budget.changed:
+            ctx.store(BUDGETS).put(campaign_id, budget.spent[campaign_id])
+        for res in out.results:
+            ctx.emit(LOYALTY_RESULTS, customer_id, res)
+        for note in out.notifications:
+            ctx.emit(NOTIFICATIONS, customer_id, note)
+        if out.profile is not None:
+            ctx.emit(PROFILES_CHANGES, customer_id, _profile(out, customer_id, ctx))
+        for timer_id in out.cancels:
+            ctx.cancel(timer_id)
+        for at, timer_id, payload in out.timers:
+            ctx.schedule(at, customer_id, payload, timer_id)
+        self._commands(ctx, out.commands)
+        metrics.observe(out.results, out.notifications, out.credited)
+
+    def _commands(self, ctx: Context, commands: list[tuple[str, str, dict[str, Any]]]) -> None:
+        for topic, key, value in commands:
+            ctx.emit(topic, key, value)
+
+
+def _profile(out: engine.Output, customer_id: str, ctx: Context) -> dict[str, Any]:
+    p = out.profile or {}
+    return {
+        "customer_id": customer_id,
+        "anonymous": p.get("anonymous", False),
+        "tier": p.get("tier"),
+        "updated_at": ctx.now(),
+        "config_version": ctx.config.version,
+        "profile": orjson.dumps(p).decode(),
+    }
+
+
+def _internal_error(ctx: Context, event: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """A FAILED result for an event the engine could not apply (nothing was applied)."""
+    return {
+        "event_id": event["id"],
+        "customer_id": event["customer_id"],
+        "type": event["type"],
+        "kind": event.get("kind", "EVENT"),
+        "status": "FAILED",
+        "reason": f"internal error: {type(exc).__name__}: {exc}",
+        "config_version": ctx.config.version,
+        "processed_at": ctx.now(),
+        "reply_to": event.get("reply_to"),
+        "detail": orjson.dumps({"event": public_event(event), "duplicate": False}).decode(),
+    }
+
+
+def build() -> Processor:
+    return LoyaltyProcessor()

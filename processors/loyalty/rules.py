@@ -1,0 +1,183 @@
+"""CEL rules with JSON number semantics.
+
+Program managers write formulas the way JSON thinks of numbers: `properties.amount * 1 +
+(properties.amount > 100 ? 50 : 0)`. CEL refuses `double * int`, so every integer literal of a
+rule (except list indexes) is rewritten to a double and every int in the activation becomes a
+float. Rules compile once (cached by source) and evaluate against only the variables they use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cel
+
+_TOKENS = re.compile(
+    r"""(?P<str>[rRbB]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'))
+      |(?P<id>[A-Za-z_][A-Za-z0-9_]*)
+      |(?P<num>0[xX][0-9a-fA-F]+[uU]?|\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?
+               |\d+[eE][+-]?\d+|\d+[uU]?)
+      |(?P<other>\S)""",
+    re.VERBOSE,
+)
+
+
+class RuleError(ValueError):
+    """A rule that does not compile or cannot be evaluated; the message says why."""
+
+
+def doubles(source: str) -> str:
+    """Rewrite integer literals to doubles (`1` -> `1.0`), leaving strings and indexes alone."""
+    out: list[str] = []
+    pos = 0
+    prev: list[str] = []  # significant tokens so far
+    tokens = list(_TOKENS.finditer(source))
+    for i, m in enumerate(tokens):
+        out.append(source[pos : m.start()])
+        text = m.group(0)
+        if m.lastgroup == "num" and text.isdigit() and not _is_index(prev, tokens, i):
+            text += ".0"
+        out.append(text)
+        prev.append(m.group(0))
+        pos = m.end()
+    out.append(source[pos:])
+    return "".join(out)
+
+
+def _is_index(prev: list[str], tokens: list[re.Match], i: int) -> bool:
+    """`x[0]`: an int literal alone between brackets that follow a value."""
+    following = tokens[i + 1].group(0) if i + 1 < len(tokens) else ""
+    if len(prev) < 2 or prev[-1] != "[" or following != "]":
+        return False
+    before = prev[-2]
+    return before in ("]", ")") or (before[0].isalpha() or before[0] == "_") and before != "in"
+
+
+def jsonish(value: Any) -> Any:
+    """Every int (not bool) becomes a float, recursively: JSON has one number type."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: jsonish(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonish(v) for v in value]
+    return value
+
+
+class Bindings:
+    """The CEL variables of one evaluation moment, converted lazily into one `cel.Context`
+    shared by every rule evaluated at that moment (converting Python values is what costs)."""
+
+    def __init__(self, factories: dict[str, Callable[[], Any]]) -> None:
+        self.factories = factories
+        self.ctx = cel.Context()
+        self.added: set[str] = set()
+
+    def context(self, names: tuple[str, ...]) -> Any:
+        for name in names:
+            if name not in self.added:
+                factory = self.factories.get(name)
+                self.ctx.add_variable(name, jsonish(factory()) if factory else None)
+                self.added.add(name)
+        return self.ctx
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled CEL expression and the top-level variables it reads."""
+
+    source: str
+    program: Any
+    variables: tuple[str, ...]
+
+    def evaluate(self, activation: dict[str, Any] | Bindings) -> Any:
+        if isinstance(activation, Bindings):
+            ctx = activation.context(self.variables)
+        else:
+            ctx = {name: activation.get(name) for name in self.variables}
+        try:
+            return self.program.execute(ctx)
+        except KeyError as exc:
+            raise RuleError(f"missing field {exc.args[0]!r} in {self.source!r}") from None
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise RuleError(f"{self.source!r}: {exc}") from None
+
+    def test(self, activation: dict[str, Any]) -> bool:
+        """A condition: true only for a boolean true; a missing field or an error is false."""
+        try:
+            return self.evaluate(activation) is True
+        except RuleError:
+            return False
+
+    def amount(self, activation: dict[str, Any]) -> float:
+        """A formula: must give a finite number (raises RuleError with the reason otherwise)."""
+        value = self.evaluate(activation)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RuleError(f"formula {self.source!r} gave {value!r}, not a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RuleError(f"formula {self.source!r} gave {value!r}")
+        return float(value)
+
+
+@lru_cache(maxsize=4096)
+def compile_rule(source: str) -> Rule:
+    """Compile once per distinct expression (raises RuleError for a syntax error)."""
+    try:
+        program = cel.compile(doubles(source))
+    except (ValueError, RuntimeError) as exc:
+        raise RuleError(f"cannot compile {source!r}: {exc}") from None
+    return Rule(source, program, tuple(program.variables()))
+
+
+def validate(source: str) -> str | None:
+    """The compile error of a rule, or None when it compiles."""
+    try:
+        compile_rule(source)
+    except RuleError as exc:
+        return str(exc)
+    return None
+
+
+_NAME = r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)"
+Fields = dict[str, frozenset[str] | None]
+
+
+def fields_of(variable: str, sources: Iterable[str]) -> Fields | None:
+    """What rules read of `variable` (e.g. profile): field -> sub-fields (None: all of it),
+    or None when a rule uses the variable whole. Lets callers convert only those values into
+    CEL, which is what evaluation costs."""
+    pattern = re.compile(rf"\b{variable}\b(?:{_NAME}(?:{_NAME}(\s*\()?)?)?")
+    found: dict[str, set[str] | None] = {}
+    for source in sources:
+        for m in pattern.finditer(_strip_strings(source)):
+            field, sub, call = m.group(1), m.group(2), m.group(3)
+            if not field:
+                return None
+            if not sub or call or found.get(field, set()) is None:
+                found[field] = None
+            else:
+                found.setdefault(field, set()).add(sub)  # type: ignore[union-attr]
+    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+
+
+def reduce(value: dict[str, Any], fields: Fields | None) -> dict[str, Any]:
+    """Only the fields (and sub-fields) rules read."""
+    if fields is None:
+        return value
+    out = {}
+    for name, sub in fields.items():
+        if name not in value:
+            continue  # stays missing: has() is false, a condition on it is false
+        v = value[name]
+        out[name] = {k: v[k] for k in sub if k in v} if sub and isinstance(v, dict) else v
+    return out
+
+
+def _strip_strings(source: str) -> str:
+    return " ".join(" " if m.lastgroup == "str" else m.group(0) for m in _TOKENS.finditer(source))

@@ -1,0 +1,58 @@
+"""Tiers: the highest level whose entry condition (CEL over the profile) holds.
+
+Upgrades happen on the event that qualifies; downgrades only at the end of a reporting period
+(CRON_DOWNGRADE) or when a reversal takes the customer below the entry (REVERSAL).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors.loyalty.rules import compile_rule
+from schemas.program import Program, Tier
+
+
+def levels(program: Program) -> list[Tier]:
+    return sorted(program.tiers.levels, key=lambda t: t.level)
+
+
+def find(program: Program, tier_id: str | None) -> Tier | None:
+    return next((t for t in program.tiers.levels if t.id == tier_id), None)
+
+
+def qualify(program: Program, activation: Any, above: int = -1) -> Tier | None:
+    """The highest tier above level `above` the profile qualifies for (None: none)."""
+    for tier in reversed(levels(program)):
+        if tier.level <= above:
+            return None
+        if compile_rule(tier.entry).test(activation):
+            return tier
+    return None
+
+
+def info(tier: Tier | None) -> dict[str, Any] | None:
+    return {"id": tier.id, "name": tier.name, "level": tier.level} if tier else None
+
+
+def multiplier(program: Program, tier_id: str | None) -> float:
+    tier = find(program, tier_id)
+    return tier.multiplier if tier else 1.0
+
+
+def change(
+    customer_id: str,
+    old: Tier | None,
+    new: Tier | None,
+    triggered_by: str,
+    event_id: str | None,
+    event_type: str | None,
+) -> dict[str, Any]:
+    """The TIER_UPGRADE / TIER_DOWNGRADE webhook payload."""
+    return {
+        "customer_id": customer_id,
+        "from": info(old),
+        "to": info(new),
+        "triggered_by": triggered_by,
+        "trigger_event_id": event_id,
+        "trigger_event_type": event_type,
+    }

@@ -1,0 +1,16 @@
+"""Check a program's loyalty rules before it is applied: a typo should fail `config apply`,
+not silently make a campaign never match."""
+
+from __future__ import annotations
+
+from processors.loyalty.rules import validate
+from schemas.program import Program
+
+
+def rule_errors(program: Program) -> list[str]:
+    """One message per CEL rule that does not compile (campaigns, tier entries, traits)."""
+    rules = [(f"campaign {c.id} condition", c.condition) for c in program.campaigns]
+    rules += [(f"campaign {c.id} formula", c.formula) for c in program.campaigns]
+    rules += [(f"tier {t.id} entry", t.entry) for t in program.tiers.levels]
+    rules += [(f"trait {t.name}", t.expression) for t in program.traits]
+    return [f"{where}: {err}" for where, source in rules if (err := validate(source))]
