@@ -86,6 +86,11 @@ def apply_config(path: str) -> int:
     except (OSError, ValidationError, yaml.YAMLError) as exc:
         print(f"loyalty config apply: {path}: {exc}", file=sys.stderr)
         return 1
+    from processors.loyalty.validate import rule_errors
+
+    if errors := rule_errors(program):
+        print(f"loyalty config apply: {path}: invalid rules:\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
     version = publish_program(Settings.from_env(), program)
     print(f"applied {path} as program version {version}")
     return 0

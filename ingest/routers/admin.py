@@ -14,6 +14,7 @@ from ingest.models import DataResponse
 from ingest.programs import schema_problems
 from ingest.routers.common import ERRORS
 from ingest.submit import unavailable
+from processors.loyalty.validate import rule_errors
 from schemas.program import Program
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -38,6 +39,8 @@ async def put_program(
     problems = schema_problems(program)
     if problems:
         raise ApiError(422, "invalid event type schema", fields=problems)
+    if errors := rule_errors(program):
+        raise ApiError(422, "invalid rules", fields=[("program", e) for e in errors])
     try:
         version = await run_in_threadpool(state.publisher, program)
     except Exception as exc:  # Kafka errors of any kind: the client may retry

@@ -8,9 +8,16 @@ from schemas.program import Program
 
 
 def rule_errors(program: Program) -> list[str]:
-    """One message per CEL rule that does not compile (campaigns, tier entries, traits)."""
+    """One message per CEL rule that does not compile (campaigns, tier entries, traits,
+    audience conditions, journey edge conditions)."""
     rules = [(f"campaign {c.id} condition", c.condition) for c in program.campaigns]
     rules += [(f"campaign {c.id} formula", c.formula) for c in program.campaigns]
     rules += [(f"tier {t.id} entry", t.entry) for t in program.tiers.levels]
     rules += [(f"trait {t.name}", t.expression) for t in program.traits]
+    rules += [(f"audience {a.id} condition", a.condition) for a in program.audiences if a.condition]
+    rules += [
+        (f"journey {j.id} edge {e.from_}->{e.to} condition", e.condition)
+        for j in program.journeys
+        for e in j.edges
+    ]
     return [f"{where}: {err}" for where, source in rules if (err := validate(source))]

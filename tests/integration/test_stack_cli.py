@@ -44,3 +44,11 @@ def test_config_apply_rejects_an_invalid_program(tmp_path: Path) -> None:
     done = run("config", "apply", str(bad))
     assert done.returncode == 1
     assert "unknown reward_id" in done.stderr
+
+
+def test_config_apply_rejects_a_rule_that_does_not_compile(tmp_path: Path) -> None:
+    bad = tmp_path / "program.yaml"
+    bad.write_text("campaigns:\n  - id: c1\n    condition: 'properties.amount >'\n")
+    done = run("config", "apply", str(bad))
+    assert done.returncode == 1
+    assert "campaign c1 condition" in done.stderr

@@ -344,6 +344,9 @@ def test_admin_program_roundtrip(h):
     assert bad.status_code == 422 and error_of(bad)["fields"][0]["path"].startswith("event_types.0")
     bad_schema = {"event_types": [{"name": "X", "schema": {"type": 5}}]}
     assert h.client.put("/admin/program", json=bad_schema, headers=admin).status_code == 422
+    bad_rule = {"campaigns": [{"id": "c1", "condition": "properties.amount >", "formula": "1"}]}
+    resp = h.client.put("/admin/program", json=bad_rule, headers=admin)
+    assert resp.status_code == 422 and "campaign c1 condition" in error_of(resp)["fields"][0]["reason"]
 
 
 def test_ops_endpoints(h):
