@@ -79,10 +79,13 @@ class Codec:
         """Decode bytes; with `reader`, resolve the writer schema to that record's current one."""
         if len(data) < 10 or data[:2] != MAGIC:
             raise CodecError("not Avro single-object encoded (bad magic)")
-        writer = self._writers.get(bytes(data[2:10]))
+        fp = bytes(data[2:10])
+        writer = self._writers.get(fp)
         if writer is None:
-            raise CodecError(f"unknown writer schema fingerprint {data[2:10].hex()}")
-        reader_schema = self.schema(reader) if reader else writer
+            raise CodecError(f"unknown writer schema fingerprint {fp.hex()}")
+        # Resolve only when the writer is not already the reader's current version (the common
+        # case skips fastavro's resolution work).
+        reader_schema = None if not reader or self._fingerprint.get(reader) == fp else self.schema(reader)
         return schemaless_reader(io.BytesIO(data[10:]), writer, reader_schema)
 
 

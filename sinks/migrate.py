@@ -1,0 +1,54 @@
+"""Run the sink schema's Alembic migrations to head, programmatically.
+
+Several services may start at once, so the upgrade holds a PostgreSQL advisory lock.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+
+from schemas.settings import Settings, sqlalchemy_url
+
+HERE = Path(__file__).parent
+LOCK_ID = 0x51_4E_4B  # "SNK": serialises concurrent upgrades
+
+
+def alembic_config() -> Config:
+    cfg = Config(str(HERE / "alembic.ini"))
+    cfg.set_main_option("script_location", str(HERE / "migrations"))
+    return cfg
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Bring the database at `database_url` (postgresql:// accepted) to `revision`."""
+    engine = create_engine(sqlalchemy_url(database_url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": LOCK_ID})
+            conn.commit()
+            try:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sinks.migrate [database_url]`."""
+    args = sys.argv[1:] if argv is None else argv
+    upgrade(args[0] if args else Settings.from_env().database_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

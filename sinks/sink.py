@@ -1,0 +1,336 @@
+"""The exactly-once Kafka -> PostgreSQL sink loop.
+
+PostgreSQL, not Kafka, owns the consumer position: every batch of rows and the next offset
+of each partition it covers commit in one transaction (table sink_offsets), and on
+assignment (or after any database error) the consumer seeks to the stored offsets. So a
+crash or outage at any moment neither loses nor duplicates a row. Kafka offsets are never
+committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from schemas.codec import CodecError, default_codec
+from schemas.settings import Settings, libpq_url
+from schemas.topics import base_name, schema_for, topic_name
+from sinks import metrics as m
+from sinks.batch import Batch
+from sinks.mapping import SOURCE_TOPICS, Source
+from sinks.pipeline import BatchWriter
+from sinks.writer import Fenced, Offsets, load_offsets
+
+log = logging.getLogger("sinks.sink")
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    batch_size: int = 5000
+    linger_ms: int = 200
+    group_id: str | None = None  # default f"{TOPIC_PREFIX}sink"
+    instance_id: str | None = None  # static membership: a restart takes over at once
+    session_timeout_ms: int = 10000
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    connect_timeout_s: int = 3
+
+
+class Sink:
+    """Consumes every sink topic and commits rows + offsets to PostgreSQL in one transaction."""
+
+    def __init__(self, settings: Settings, options: SinkOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or SinkOptions()
+        self.topics = [topic_name(t, settings) for t in SOURCE_TOPICS]
+        self._codec = default_codec()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+        self._consumer: Consumer | None = None
+        self._assigned: set[tuple[str, int]] = set()
+        self._committed: Offsets = {}  # confirmed stored in PostgreSQL
+        self._position: Offsets = {}  # stored once every submitted batch commits
+        self._writer: BatchWriter | None = None
+        self._batch = Batch()
+        self._resync = False
+        self._backoff = self.options.backoff_initial_s
+        self.last_loop = time.monotonic()
+        self._lag_at = 0.0
+        self.db_ok = False
+        self.committed_records = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Sink:
+        self._thread = threading.Thread(target=self.run, name="sink", daemon=True)
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish its batch and leave (safe from a signal handler)."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """Consume until stop(): flushes the last batch and leaves the group cleanly."""
+        self._consumer = Consumer(self._consumer_config())
+        self._writer = BatchWriter(self._connect, self._record)
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("sink started", extra={"topics": self.topics})
+        try:
+            while not self._stop.is_set():
+                self.last_loop = time.monotonic()
+                if self._writer.failed:
+                    self._write_failed()
+                elif self._resync:
+                    self._try_resync()
+                else:
+                    self._poll_once()
+            self._flush_and_drain()
+        finally:
+            self._consumer.close()
+            self._writer.close()
+            self._close_db()
+            log.info("sink stopped")
+
+    def health(self) -> dict:
+        alive = time.monotonic() - self.last_loop < 30
+        return {
+            "status": "ok" if alive else "stuck",
+            "db": "up" if self.db_ok else "down",
+            "assigned": len(self._assigned),
+            "committed_records": self.committed_records,
+        }
+
+    def _consumer_config(self) -> dict:
+        o = self.options
+        cfg = {
+            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            "group.id": o.group_id or f"{self.settings.topic_prefix}sink",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": o.session_timeout_ms,
+            "enable.partition.eof": False,
+        }
+        if o.instance_id:
+            cfg["group.instance.id"] = o.instance_id
+        return cfg
+
+    # -- database --------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            libpq_url(self.settings.database_url),
+            autocommit=True,
+            connect_timeout=self.options.connect_timeout_s,
+        )
+
+    def _db(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _close_db(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    def _read_offsets(self) -> Offsets:
+        offsets = load_offsets(self._db(), self.topics)
+        self.db_ok = True
+        m.DB_UP.set(1)
+        return offsets
+
+    # -- rebalance -------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start each partition at the offset stored in PostgreSQL (not Kafka's)."""
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        try:
+            stored = self._read_offsets()
+        except psycopg.Error as exc:
+            self._db_failed("reading offsets on assignment", exc)
+            consumer.assign(partitions)
+            consumer.pause(partitions)
+            self._batch = Batch()
+            self._resync = True  # seek once PostgreSQL answers
+            return
+        self._seed(stored, partitions)
+        consumer.assign(partitions)
+        log.info("assigned", extra={"partitions": len(partitions)})
+
+    def _seed(self, stored: Offsets, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            tp = (p.topic, p.partition)
+            p.offset = stored.get(tp, OFFSET_BEGINNING)
+            for offsets in (self._committed, self._position):
+                if tp in stored:
+                    offsets[tp] = stored[tp]
+                else:
+                    offsets.pop(tp, None)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flush_and_drain()
+        self._drop(partitions)
+
+    def _flush_and_drain(self) -> None:
+        """Write what we hold and wait for it, e.g. before giving partitions away."""
+        if self._batch and not self._resync:
+            self._flush()
+        error = self._writer.drain()
+        if error is not None:
+            self._writer.error = error
+            self._write_failed()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._batch = Batch()  # someone else may own them now: their rows are not ours to write
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self._assigned.discard((p.topic, p.partition))
+            self._committed.pop((p.topic, p.partition), None)
+            self._position.pop((p.topic, p.partition), None)
+        self._batch = Batch()
+
+    # -- main loop -------------------------------------------------------------------------
+    def _poll_once(self) -> None:
+        o = self.options
+        if self._batch:
+            wait = max(0.0, o.linger_ms / 1000 - (time.monotonic() - self._batch.started))
+        else:
+            wait = 0.5
+        room = max(1, min(10000, o.batch_size - len(self._batch)))
+        for msg in self._consumer.consume(num_messages=room, timeout=wait):
+            self._add(msg)
+        self._update_lag()
+        batch = self._batch
+        linger_over = batch and time.monotonic() - batch.started >= o.linger_ms / 1000
+        if batch and (len(batch) >= o.batch_size or linger_over):
+            self._flush()
+
+    def _add(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", extra={"error": str(msg.error())})
+            return
+        physical = msg.topic()
+        if (physical, msg.partition()) not in self._assigned or self._resync:
+            return
+        if not self._batch:
+            self._batch.started = time.monotonic()
+        base = base_name(physical, self.settings)
+        src = Source(base, msg.partition(), msg.offset(), msg.timestamp()[1])
+        value = self._decode(msg, base)
+        try:
+            self._batch.add(value, src, physical)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._bad(src, exc)
+            self._batch.add(None, src, physical)
+
+    def _decode(self, msg: Message, base: str) -> dict | None:
+        try:
+            return self._codec.decode(msg.value(), schema_for(base))
+        except (CodecError, ValueError, EOFError, TypeError) as exc:
+            self._bad(Source(base, msg.partition(), msg.offset()), exc)
+            return None
+
+    def _bad(self, src: Source, exc: Exception) -> None:
+        m.BAD_RECORDS.inc()
+        log.error(
+            "skipping bad record",
+            extra={"topic": src.topic, "partition": src.partition, "offset": src.offset,
+                   "error": repr(exc)},
+        )  # fmt: skip
+
+    def _flush(self) -> None:
+        """Hand the batch to the writer thread, fenced on the offsets it must start from."""
+        batch, self._batch = self._batch, Batch()
+        expected = {tp: self._position.get(tp) for tp in batch.offsets}
+        self._position.update(batch.offsets)
+        self._writer.submit(batch, expected)
+
+    def _write_failed(self) -> None:
+        error = self._writer.drain() or self._writer.error
+        if isinstance(error, Fenced):
+            m.FENCED.inc()
+            log.warning("offsets moved under us; re-reading", extra={"error": str(error)})
+        else:
+            self._db_failed("writing batch", error)
+        self._enter_resync()
+
+    def _record(self, batch: Batch, written: dict[str, int], seconds: float) -> None:
+        """Called by the writer thread once a batch has committed."""
+        self._committed.update(batch.offsets)
+        self.db_ok = True
+        self._backoff = self.options.backoff_initial_s
+        self.committed_records += len(batch)
+        m.DB_UP.set(1)
+        m.BATCHES.inc()
+        m.BATCH_SECONDS.observe(seconds)
+        m.BATCH_RECORDS.observe(len(batch))
+        for table, n in written.items():
+            m.ROWS.labels(table).inc(n)
+        for topic, n in batch.per_topic.items():
+            m.RECORDS.labels(topic).inc(n)
+
+    def _update_lag(self) -> None:
+        """Main thread only: the consumer must not be called from the writer thread."""
+        if time.monotonic() - self._lag_at < 1.0:
+            return
+        self._lag_at = time.monotonic()
+        for topic, part in list(self._assigned):
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)
+            except Exception:  # noqa: BLE001 - lag is best effort
+                continue
+            if high is not None and high >= 0:
+                lag = max(0, high - self._committed.get((topic, part), 0))
+                m.LAG.labels(base_name(topic, self.settings), str(part)).set(lag)
+
+    # -- recovery --------------------------------------------------------------------------
+    def _db_failed(self, what: str, exc: Exception) -> None:
+        self.db_ok = False
+        m.DB_UP.set(0)
+        m.DB_ERRORS.inc()
+        log.warning(f"database error {what}; backing off", extra={"error": repr(exc)})
+        self._close_db()
+
+    def _enter_resync(self) -> None:
+        """Forget everything in flight; resume from PostgreSQL's offsets once it answers."""
+        self._batch = Batch()
+        self._resync = True
+        parts = [TopicPartition(t, p) for t, p in self._assigned]
+        if parts:
+            self._consumer.pause(parts)
+
+    def _try_resync(self) -> None:
+        try:
+            stored = self._read_offsets()
+        except psycopg.Error as exc:
+            self._db_failed("re-reading offsets", exc)
+            self._consumer.poll(self._backoff)  # serve the group while waiting
+            self._backoff = min(self.options.backoff_max_s, self._backoff * 2)
+            return
+        parts = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        self._seed(stored, parts)
+        self._consumer.assign(parts)
+        self._consumer.resume(parts)
+        self._batch = Batch()
+        self._resync = False
+        self._backoff = self.options.backoff_initial_s
+        log.info("resumed from stored offsets", extra={"partitions": len(parts)})

@@ -1,0 +1,264 @@
+"""Write targets: how each kind of row is reduced within a batch and upserted in PostgreSQL.
+
+Rows are COPYed into a per-connection temp staging table, then moved with one
+INSERT ... SELECT ... ON CONFLICT (or DELETE ... USING) per target. Because a single
+statement may not touch the same row twice, rows are first reduced in Python to one per
+natural key, with the same "latest wins" rule the SQL applies against the stored row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Row = dict[str, Any]
+Reducer = Callable[[Row, Row], Row]
+
+
+def keep_last(old: Row, new: Row) -> Row:
+    return new
+
+
+def keep_first(old: Row, new: Row) -> Row:
+    return old
+
+
+def latest_by(col: str) -> Reducer:
+    """Keep the row with the greatest `col`; on a tie the later record wins."""
+
+    def reduce(old: Row, new: Row) -> Row:
+        if old[col] is not None and (new[col] is None or new[col] < old[col]):
+            return old
+        return new
+
+    return reduce
+
+
+def merge_journey(old: Row, new: Row) -> Row:
+    """Fold a later activity of one journey instance into its state (mirrors the SQL)."""
+    terminal = old["status"] in ("EXITED", "COMPLETED")
+    return {
+        **old,
+        "status": old["status"] if terminal else new["status"],
+        "current_node": new["current_node"] or old["current_node"],
+        "trigger_event_id": old["trigger_event_id"] or new["trigger_event_id"],
+        "entered_at": old["entered_at"] or new["entered_at"],
+        "ended_at": new["ended_at"] or old["ended_at"],
+        "updated_at": max(x for x in (old["updated_at"], new["updated_at"]) if x is not None)
+        if old["updated_at"] or new["updated_at"]
+        else None,
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One staged write: the table, its staged columns, natural key and statements."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    reduce: Reducer = keep_last
+    statements: tuple[str, ...] = ()  # `{stage}` is replaced by the staging table name
+    extra_stage_columns: tuple[tuple[str, str], ...] = ()
+    counted: str = field(default="")  # metrics label; defaults to the table name
+
+    @property
+    def stage(self) -> str:
+        return f"_stage_{self.name}"
+
+    def stage_ddl(self) -> str:
+        extras = "".join(f", NULL::{typ} AS {col}" for col, typ in self.extra_stage_columns)
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(self.columns)}{extras} FROM {self.table} WITH NO DATA"
+        )
+
+    @property
+    def all_columns(self) -> tuple[str, ...]:
+        return self.columns + tuple(col for col, _ in self.extra_stage_columns)
+
+    def sql(self) -> list[str]:
+        return [s.format(stage=self.stage) for s in self.statements]
+
+
+def upsert(table: str, columns: Iterable[str], key: Iterable[str], tail: str) -> str:
+    cols = ", ".join(columns)
+    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {{stage}} ON CONFLICT ({', '.join(key)}) {tail}"
+
+
+def set_excluded(columns: Iterable[str], key: Iterable[str]) -> str:
+    keys = set(key)
+    return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
+
+
+def insert_only(name: str, table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> Target:
+    """Append-style tables keyed by a natural id: a replay is a no-op."""
+    return Target(name, table, columns, key, keep_first, (upsert(table, columns, key, "DO NOTHING"),))
+
+
+def latest_wins(name: str, table: str, columns: tuple[str, ...], key: tuple[str, ...], col: str) -> Target:
+    """Current-state tables: never go backwards in `col` (e.g. processed_at)."""
+    tail = (
+        f"DO UPDATE SET {set_excluded(columns, key)} "
+        f"WHERE {table}.{col} IS NULL OR EXCLUDED.{col} >= {table}.{col}"
+    )
+    return Target(name, table, columns, key, latest_by(col), (upsert(table, columns, key, tail),))
+
+
+EVENT_COLS = (
+    "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status",
+    "properties", "tags", "metadata", "fulfilled", "target_event_id", "issued_at", "received_at",
+)  # fmt: skip
+RESULT_COLS = (
+    "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status", "reason",
+    "points", "result", "properties", "target_event_id", "issued_at", "received_at",
+    "processed_at", "config_version",
+)  # fmt: skip
+_FROM_EVENT = set(EVENT_COLS) - {"id", "status"}
+_KEEP_FROM_EVENT = ("reference", "brand_id", "properties", "target_event_id", "issued_at",
+                    "received_at")  # fmt: skip
+
+EVENTS_FROM_EVENT = Target(
+    "events_from_event",
+    "events",
+    EVENT_COLS,
+    ("id",),
+    keep_last,
+    (
+        upsert(
+            "events",
+            EVENT_COLS,
+            ("id",),
+            "DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in EVENT_COLS if c in _FROM_EVENT)
+            + ", status = CASE WHEN events.processed_at IS NULL THEN EXCLUDED.status"
+            " ELSE events.status END",
+        ),
+    ),
+)
+EVENTS_FROM_RESULT = Target(
+    "events_from_result",
+    "events",
+    RESULT_COLS,
+    ("id",),
+    latest_by("processed_at"),
+    (
+        upsert(
+            "events",
+            RESULT_COLS,
+            ("id",),
+            "DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, "
+            "points = EXCLUDED.points, result = EXCLUDED.result, "
+            "processed_at = EXCLUDED.processed_at, config_version = EXCLUDED.config_version, "
+            + ", ".join(f"{c} = COALESCE(events.{c}, EXCLUDED.{c})" for c in _KEEP_FROM_EVENT)
+            + " WHERE events.processed_at IS NULL OR EXCLUDED.processed_at >= events.processed_at",
+        ),
+    ),
+    counted="events",
+)
+
+LEDGER_COLS = (
+    "id", "customer_id", "event_id", "kind", "reward_id", "campaign_id", "rule", "amount",
+    "issued_at", "expiration_date", "processed_at", "line",
+)  # fmt: skip
+WALLET_COLS = (
+    "customer_id", "points", "lifetime", "pending", "balance", "wallet", "tier", "event_id",
+    "updated_at",
+)  # fmt: skip
+CUSTOMER_COLS = (
+    "customer_id", "anonymous", "identified", "tier", "tags", "consent", "purchase_count",
+    "total_spend", "last_purchase_at", "event_count", "last_event_at", "first_seen",
+    "lifetime_points", "points", "birthday", "registered_at", "rfm_recency", "rfm_frequency",
+    "rfm_monetary", "rfm_score", "events_by_type", "traits", "profile", "config_version",
+    "updated_at",
+)  # fmt: skip
+TIER_COLS = ("id", "customer_id", "direction", "from_tier", "to_tier", "changed_at", "data")
+NOTIFICATION_COLS = ("id", "event", "customer_id", "data", "created_at", "config_version")
+MEMBER_COLS = ("audience_id", "customer_id", "entered_at", "reason", "config_version")
+MEMBERSHIP_EVENT_COLS = (
+    "id", "audience_id", "customer_id", "action", "reason", "at", "config_version",
+)  # fmt: skip
+INSTANCE_COLS = (
+    "instance_id", "journey_id", "customer_id", "status", "current_node", "trigger_event_id",
+    "entered_at", "ended_at", "updated_at",
+)  # fmt: skip
+TRANSITION_COLS = (
+    "id", "journey_id", "instance_id", "customer_id", "kind", "from_node", "to_node", "action",
+    "trigger_event_id", "at", "config_version", "data",
+)  # fmt: skip
+DELIVERY_COLS = (
+    "webhook_id", "endpoint_id", "attempt", "event", "customer_id", "status_code", "latency_ms",
+    "outcome", "error", "at",
+)  # fmt: skip
+DLQ_COLS = (
+    "id", "endpoint_id", "event", "customer_id", "data", "created_at", "attempt", "last_error",
+    "config_version", "dead_at",
+)  # fmt: skip
+
+_MEMBER_LIST = ", ".join(MEMBER_COLS)
+AUDIENCE_MEMBERS = Target(
+    "audience_members",
+    "audience_members",
+    MEMBER_COLS,
+    ("audience_id", "customer_id"),
+    latest_by("entered_at"),
+    (
+        "DELETE FROM audience_members m USING {stage} s WHERE s.action = 'LEAVE' "
+        "AND m.audience_id = s.audience_id AND m.customer_id = s.customer_id "
+        "AND m.entered_at <= s.entered_at",
+        f"INSERT INTO audience_members ({_MEMBER_LIST}) SELECT {_MEMBER_LIST} FROM {{stage}} "
+        "WHERE action = 'ENTER' ON CONFLICT (audience_id, customer_id) DO NOTHING",
+    ),
+    extra_stage_columns=(("action", "text"),),
+)
+
+_INSTANCE_LIST = ", ".join(INSTANCE_COLS)
+JOURNEY_INSTANCES = Target(
+    "journey_instances",
+    "journey_instances",
+    INSTANCE_COLS,
+    ("instance_id",),
+    merge_journey,
+    (
+        f"INSERT INTO journey_instances AS j ({_INSTANCE_LIST}) SELECT {_INSTANCE_LIST} "
+        "FROM {stage} ON CONFLICT (instance_id) DO UPDATE SET "
+        "status = CASE WHEN j.status IN ('EXITED', 'COMPLETED') THEN j.status "
+        "ELSE EXCLUDED.status END, "
+        "current_node = COALESCE(EXCLUDED.current_node, j.current_node), "
+        "trigger_event_id = COALESCE(j.trigger_event_id, EXCLUDED.trigger_event_id), "
+        "entered_at = COALESCE(j.entered_at, EXCLUDED.entered_at), "
+        "ended_at = COALESCE(j.ended_at, EXCLUDED.ended_at), "
+        "updated_at = GREATEST(j.updated_at, EXCLUDED.updated_at)",
+    ),
+)
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        EVENTS_FROM_EVENT,
+        EVENTS_FROM_RESULT,
+        latest_wins("ledger_lines", "ledger_lines", LEDGER_COLS, ("id",), "processed_at"),
+        latest_wins("wallets", "wallets", WALLET_COLS, ("customer_id",), "updated_at"),
+        latest_wins("customers", "customers", CUSTOMER_COLS, ("customer_id",), "updated_at"),
+        insert_only("tier_changes", "tier_changes", TIER_COLS, ("id",)),
+        insert_only("notifications", "notifications", NOTIFICATION_COLS, ("id",)),
+        AUDIENCE_MEMBERS,
+        insert_only(
+            "audience_membership_events",
+            "audience_membership_events",
+            MEMBERSHIP_EVENT_COLS,
+            ("id",),
+        ),  # fmt: skip
+        JOURNEY_INSTANCES,
+        insert_only("journey_transitions", "journey_transitions", TRANSITION_COLS, ("id",)),
+        insert_only(
+            "webhook_deliveries",
+            "webhook_deliveries",
+            DELIVERY_COLS,
+            ("webhook_id", "endpoint_id", "attempt"),
+        ),  # fmt: skip
+        insert_only("dlq", "dlq", DLQ_COLS, ("id", "endpoint_id")),
+    ]
+}
