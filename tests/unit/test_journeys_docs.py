@@ -12,7 +12,7 @@ from processors.audiences.processor import build as build_audiences
 from processors.audiences.rules import compile_program
 from processors.journeys.processor import build as build_journeys
 from processors.runtime.testing import TestDriver
-from schemas.program import Program
+from schemas.program import Program, load_program
 from schemas.topics import AUDIENCES_MEMBERSHIP, EVENTS_LOYALTY, EVENTS_TRACKING, PROFILES_CHANGES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audiences-journeys.md"
@@ -62,3 +62,21 @@ def test_documented_at_risk_audience_starts_winback() -> None:
     journeys.send(PROFILES_CHANGES, "c1", profile)
     out = journeys.send(AUDIENCES_MEMBERSHIP, "c1", enter[0])
     assert [(v["kind"], v["action"]) for _, _, v in out if v["kind"] == "ACTION"] == [("ACTION", "push")]
+
+
+def test_shipped_example_program_cart_abandonment_waits_30_minutes() -> None:
+    """examples/program.yaml (what `make run` uses): the email goes out at 30 minutes, not
+    before, and never for a customer who bought in between."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "program.yaml"
+    program = load_program(example).model_copy(update={"version": 1})
+    d = TestDriver(build_journeys(), program, now=NOW)
+    d.send(EVENTS_TRACKING, "abandons", event("abandons", "ADD_TO_CART", 1))
+    d.send(EVENTS_TRACKING, "buys", event("buys", "ADD_TO_CART", 1))
+    d.send(EVENTS_LOYALTY, "buys", event("buys", "PURCHASE", 2))
+    d.advance(29 * MINUTE)
+    assert not [a for a in d.outputs("journeys.activity") if a["kind"] == "ACTION"]
+    d.advance(1 * MINUTE)
+    actions = [
+        (a["customer_id"], a["action"]) for a in d.outputs("journeys.activity") if a["kind"] == "ACTION"
+    ]
+    assert actions == [("abandons", "email")]
