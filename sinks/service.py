@@ -8,8 +8,8 @@ import signal
 import sys
 
 from processors.runtime.logs import configure_logging
+from processors.runtime.observability import HealthServer
 from schemas.settings import Settings
-from sinks.http import serve
 from sinks.migrate import upgrade
 from sinks.sink import Sink, SinkOptions
 
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         instance_id=args.instance_id,
     )
     sink = Sink(settings, options)
-    server = serve(args.metrics_port, sink.health) if args.metrics_port else None
+    server = HealthServer(args.metrics_port, sink.health).start() if args.metrics_port else None
     signal.signal(signal.SIGTERM, lambda *_: sink.request_stop())
     signal.signal(signal.SIGINT, lambda *_: sink.request_stop())
     try:
         sink.run()
     finally:
         if server is not None:
-            server.shutdown()
+            server.stop()
     return 0
 
 

@@ -42,6 +42,7 @@ from processors.delivery.routing import (
     webhook_targets,
 )
 from processors.delivery.sender import Deliverer
+from processors.runtime.observability import HealthServer
 from schemas.codec import CodecError, decode
 from schemas.program import Program
 from schemas.settings import Settings
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Options:
-    group_id: str = "delivery"
+    group_id: str | None = None  # default: TOPIC_PREFIX + "delivery"
     instance_id: str | None = None
     state_dir: Path | None = None
     metrics_port: int | None = None
@@ -126,7 +127,7 @@ class DeliveryService:
 
             self._table = await asyncio.to_thread(ProgramTable(self.settings).start)
         http = (
-            metrics.serve(self.options.metrics_port, self.healthy)
+            HealthServer(self.options.metrics_port, self.healthy).start()
             if self.options.metrics_port is not None
             else None
         )
@@ -139,12 +140,13 @@ class DeliveryService:
             lambda: self.program().delivery.max_concurrency_per_endpoint,
             self.options.max_queue_per_endpoint,
         )
-        self.consumer = consumer(self.settings, self.options.group_id, self.options.instance_id)
+        self.group = self.options.group_id or topic_name("delivery", self.settings)
+        self.consumer = consumer(self.settings, self.group, self.options.instance_id)
         pool = _single_thread()
         try:
             await self._subscribe()
             self._ready.set()
-            log.info("delivery service started", extra={"group": self.options.group_id})
+            log.info("delivery service started", extra={"group": self.group})
             await self._consume_until_stopped(pool)
             await self.dispatcher.drain(self.options.drain_timeout_s)
             self._commit(asynchronous=False)
@@ -157,7 +159,7 @@ class DeliveryService:
             if self._table:
                 self._table.stop()
             if http:
-                http.shutdown()
+                http.stop()
             log.info("delivery service stopped")
 
     async def _consume_until_stopped(self, pool: Any) -> None:
@@ -324,7 +326,7 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--group", default=None, help="consumer group (default: TOPIC_PREFIX + 'delivery')")
     args = parser.parse_args(argv)
     return Options(
-        group_id=args.group or topic_name("delivery", Settings.from_env()),
+        group_id=args.group,
         instance_id=args.instance_id,
         state_dir=args.state_dir,
         metrics_port=args.metrics_port,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 RECORDS_IN = Counter("stream_records_in_total", "Records consumed", ["processor", "topic"])
@@ -33,19 +35,32 @@ TIMERS_FIRED = Counter("stream_timers_fired_total", "Timers fired", ["processor"
 ASSIGNED = Gauge("stream_assigned_partitions", "Partitions (tasks) owned", ["processor"])
 
 
-class HealthServer:
-    """Serves /healthz (200 when `healthy()`, else 503) and /metrics on a loopback port."""
+HealthCheck = Callable[[], "bool | dict"]
 
-    def __init__(self, port: int, healthy: Callable[[], bool], host: str = "127.0.0.1") -> None:
+
+def health_state(check: HealthCheck) -> tuple[int, bytes]:
+    """(HTTP code, JSON body): a check returns a bool or a dict with "status" == "ok" when healthy."""
+    state = check()
+    if isinstance(state, bool):
+        state = {"status": "ok" if state else "unhealthy"}
+    return (200 if state.get("status") == "ok" else 503), orjson.dumps(state, default=str)
+
+
+class HealthServer:
+    """Serves /healthz (200 when healthy, else 503) and /metrics for every long-running service.
+
+    Binds METRICS_HOST (default 127.0.0.1; set 0.0.0.0 where a platform probes from outside)."""
+
+    def __init__(self, port: int, healthy: HealthCheck, host: str | None = None) -> None:
         outer = self
+        host = host or os.environ.get("METRICS_HOST", "127.0.0.1")
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 if self.path.startswith("/metrics"):
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif self.path.startswith("/healthz"):
-                    ok = outer.healthy()
-                    self._send(200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"unhealthy"}')
+                    self._send(*health_state(outer.healthy))
                 else:
                     self._send(404, b'{"error":"not found"}')
 

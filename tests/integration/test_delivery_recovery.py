@@ -110,7 +110,8 @@ def test_sigterm_finishes_in_flight_work_and_exits(settings, tmp_path):
         produce(settings, NOTIFICATIONS, [note])
         wait_for(lambda: route.calls == 1, what="delivery in flight")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        code = proc.wait(20)
+        assert code == 0, proc.stderr.read()[-3000:]
         assert route.calls == 1 and note["id"] in route.unique  # finished, not abandoned
         logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
         assert {"delivery service started", "delivery service stopped"} <= {x["msg"] for x in logs}
