@@ -19,7 +19,11 @@ def modules(only: list[str]) -> list[str]:
 
 
 def run(name: str) -> bool:
-    module = importlib.import_module(f"bench.{name}")
+    try:
+        module = importlib.import_module(f"bench.{name}")
+    except Exception:  # noqa: BLE001 - report and go on with the next benchmark
+        traceback.print_exc()
+        return False
     main = getattr(module, "main", None)
     if not callable(main):
         return True

@@ -5,8 +5,9 @@
 Each system runs as its own process against the same real broker in the same run.
 Throughput: 200k records preloaded; events/s = outputs / (last - first output's produce
 timestamp), so process start-up and reader lag do not count.
-Latency: then 5,000 more at 1,000/s; p50/p99 of (output visible to a read_committed reader
-- input produce time). `python -m bench runtime` (BENCH_EVENTS overrides the count).
+Latency: then 5,000 more at 1,000/s; p50/p99 of (when a read_committed reader polling every few
+ms sees the output - the input's produce time). `python -m bench runtime` (BENCH_EVENTS overrides
+the count).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class Reader:
     def read_until(self, total: int, timeout: float, record_latency: bool = False) -> bool:
         deadline = time.monotonic() + timeout
         while self.count < total and time.monotonic() < deadline:
-            for msg in self.consumer.consume(1000, 0.2):
+            for msg in self.consumer.consume(1000, 0.005 if record_latency else 0.2):
                 if msg.error():
                     continue
                 now = time.time()
@@ -123,8 +124,8 @@ def start(name: str, settings: Settings, state: Path) -> subprocess.Popen:
             "--instance-id",
             "bench",
         ],
-        "bare": [sys.executable, str(ROOT / "bench" / "bare_loop.py")],
-        "faust": [sys.executable, str(ROOT / "bench" / "faust_counter.py"), "worker", "-l", "error"],
+        "bare": [sys.executable, str(ROOT / "bench" / "_bare_loop.py")],
+        "faust": [sys.executable, str(ROOT / "bench" / "_faust_counter.py"), "worker", "-l", "error"],
     }[name]
     return subprocess.Popen(
         cmd, env=env, cwd=state, stdout=subprocess.DEVNULL, stderr=open(state / f"{name}.log", "w")

@@ -31,15 +31,12 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from deploy.topics import create
 from processors.runtime import observability as m
 from processors.runtime.api import Processor, Record
+from processors.runtime.changelog import changelog_topic, ensure_changelogs, restore
 from processors.runtime.clock import Clock, SystemClock
 from processors.runtime.config_table import ProgramTable
-from processors.runtime.kafka_util import watermarks
-from processors.runtime.store import RocksBackend
 from processors.runtime.task import TIMERS_STORE, PartitionTask
 from schemas.codec import default_codec
 from schemas.program import Program
@@ -127,7 +124,7 @@ class Runner:
         return self.error is None and time.monotonic() - self._last_loop < 30
 
     def run(self) -> None:
-        self._ensure_changelogs()
+        ensure_changelogs(self.settings, self.group, self._store_names())
         self.program_table.start()
         if self.options.metrics_port is not None:
             self.health = m.HealthServer(self.options.metrics_port, self.healthy).start()
@@ -208,33 +205,15 @@ class Runner:
             cfg["group.instance.id"] = f"{self.group}-{self.options.instance_id}"
         return Consumer(cfg)
 
-    def _changelog(self, store: str) -> str:
-        return f"{self.group}-{store}-changelog"
-
     def _store_names(self) -> list[str]:
         return [*self.processor.stores, TIMERS_STORE]
-
-    def _ensure_changelogs(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
-        existing = set(admin.list_topics(timeout=30).topics)
-        new = [
-            NewTopic(
-                self._changelog(s),
-                num_partitions=self.settings.partitions,
-                replication_factor=self.settings.replication_factor,
-                config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-            )
-            for s in self._store_names()
-            if self._changelog(s) not in existing
-        ]
-        create(admin, new)
 
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         opts = self.options
         while not self._stop.is_set():
             self._last_loop = time.monotonic()
-            msgs = self.consumer.consume(opts.poll_batch, 0.02 if self.in_txn else 0.1)
+            msgs = self.consumer.consume(opts.poll_batch, 0.005 if self.in_txn else 0.02)
             for msg in msgs:
                 if msg.error():
                     if msg.error().fatal():
@@ -371,7 +350,7 @@ class Runner:
                 dirty = store.dirty()
                 if not dirty:
                     continue
-                topic = self._changelog(name)
+                topic = changelog_topic(self.group, name)
                 last = len(dirty) - 1
                 for i, (key, value) in enumerate(dirty.items()):
                     if i == last:
@@ -476,12 +455,12 @@ class Runner:
         self.positions = {k: v for k, v in self.positions.items() if k[1] in self.tasks}
         m.ASSIGNED.labels(self.processor.name).set(len(self.tasks))
 
-    # -- state restore ----------------------------------------------------------------------
+    # -- tasks --------------------------------------------------------------------------------
     def _open_task(self, partition: int) -> PartitionTask:
         backends = {}
         for store in self._store_names():
             path = Path(self.options.state_dir) / self.group / store / str(partition)
-            backends[store] = self._restore(store, partition, path)
+            backends[store] = restore(self.settings, self.group, store, partition, path, self.processor.name)
         return PartitionTask(
             self.processor,
             partition,
@@ -490,80 +469,3 @@ class Runner:
             self.options.clock.now_ms,
             self._current_program,
         )
-
-    def _restore(self, store: str, partition: int, path: Path) -> RocksBackend:
-        """Bring a store up to the end of its changelog partition, wiping it if untrusted."""
-        started = time.monotonic()
-        backend = RocksBackend(path)
-        restorer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "group.id": f"{self.group}-restore",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
-        try:
-            tp = TopicPartition(self._changelog(store), partition)
-            low, high = watermarks(restorer, tp)
-            checkpoint = backend.checkpoint()
-            if checkpoint is not None and not (low - 1 <= checkpoint < high):
-                log.warning(
-                    "store checkpoint untrusted, rebuilding from changelog",
-                    extra={
-                        "store": store,
-                        "partition": partition,
-                        "checkpoint": checkpoint,
-                        "high": high,
-                    },
-                )
-                backend.close()
-                RocksBackend.wipe(path)
-                backend = RocksBackend(path)
-                checkpoint = None
-            start = checkpoint + 1 if checkpoint is not None else low
-            restored = self._read_changelog(restorer, tp, start, high, backend) if start < high else 0
-        finally:
-            restorer.close()
-        seconds = time.monotonic() - started
-        m.RESTORE_RECORDS.labels(self.processor.name, store).inc(restored)
-        m.RESTORE_SECONDS.labels(self.processor.name, store).inc(seconds)
-        if restored:
-            log.info(
-                "store restored",
-                extra={
-                    "store": store,
-                    "partition": partition,
-                    "records": restored,
-                    "seconds": round(seconds, 3),
-                },
-            )
-        return backend
-
-    def _read_changelog(
-        self, restorer: Consumer, tp: TopicPartition, start: int, high: int, backend: RocksBackend
-    ) -> int:
-        restorer.assign([TopicPartition(tp.topic, tp.partition, start)])
-        batch: dict[bytes, bytes | None] = {}
-        last = -1
-        count = 0
-        while True:
-            msgs = restorer.consume(1000, 1.0)
-            eof = False
-            for msg in msgs:
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        eof = True
-                        continue
-                    raise KafkaException(msg.error())
-                batch[msg.key()] = msg.value()
-                last = msg.offset()
-                count += 1
-            if batch:
-                backend.write(batch, last)
-                batch = {}
-            if eof or (last >= high - 1):
-                position = restorer.position([tp])[0].offset
-                if eof or position >= high:
-                    return count

@@ -1,6 +1,6 @@
 """faust-streaming doing the runtime benchmark's stateful work: a per-key count/sum table.
 
-Run by bench/runtime.py as `python bench/faust_counter.py worker` with BENCH_* env vars.
+Run by bench/runtime.py as `python bench/_faust_counter.py worker` with BENCH_* env vars.
 """
 
 from __future__ import annotations

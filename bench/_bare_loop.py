@@ -29,7 +29,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     while running:
-        for msg in consumer.consume(500, 0.1):
+        for msg in consumer.consume(500, 0.01):
             if msg.error():
                 continue
             value = orjson.loads(msg.value())
