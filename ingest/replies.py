@@ -14,6 +14,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from schemas.codec import CodecError, default_codec
@@ -63,6 +64,13 @@ class ReplyHub:
 def _settle(future: asyncio.Future, result: dict[str, Any]) -> None:
     if not future.done():
         future.set_result(result)
+
+
+def _command_id(result: dict[str, Any]) -> str | None:
+    try:
+        return orjson.loads(result.get("detail") or "{}").get("command_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
 
 
 class ResultListener:
@@ -126,3 +134,8 @@ class ResultListener:
             return
         if result.get("reply_to") == self.instance_id:
             self.hub.complete(result["event_id"], result)
+            # fulfil/cancel/reverse results carry the target event's id; the caller waits on
+            # the command's own id, which the processor puts in detail.command_id
+            command_id = _command_id(result)
+            if command_id and command_id != result["event_id"]:
+                self.hub.complete(command_id, result)
