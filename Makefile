@@ -27,7 +27,8 @@ demo:
 test: install jars  ## the whole suite against real Kafka and PostgreSQL
 	$(PYTHON) -m pytest tests -q
 
-bench: install
+bench: install jars  ## every benchmark; faust-streaming (the runtime's comparison) comes with .[bench]
+	@$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[dev,bench]'
 	$(PYTHON) -m bench
 
 lint:
