@@ -8,6 +8,7 @@ Each returns an `Award` (what to credit and why), a `Skip` (why not, for explain
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -109,23 +110,37 @@ def eligible(c: Campaign, event: dict[str, Any], state: dict[str, Any], budget: 
 
 class Budget:
     """Partition-local spend per campaign: a campaign's budget is split evenly over partitions
-    (no cross-partition reads), `share` = 1 / partitions."""
+    (no cross-partition reads), `share` = 1 / partitions. `load(campaign_id)` reads a spend
+    not in `spent` yet (the processor's store), so an event reads only the budgets it touches."""
 
-    def __init__(self, spent: dict[str, float] | None = None, share: float = 1.0) -> None:
+    def __init__(
+        self,
+        spent: dict[str, float] | None = None,
+        share: float = 1.0,
+        load: Callable[[str], float | None] | None = None,
+    ) -> None:
         self.spent = spent if spent is not None else {}
         self.share = share
+        self.load = load
         self.changed: set[str] = set()
+
+    def _spent(self, campaign_id: str) -> float:
+        if campaign_id not in self.spent and self.load is not None:
+            spent = self.load(campaign_id)
+            if spent is not None:
+                self.spent[campaign_id] = spent
+        return self.spent.get(campaign_id, 0.0)
 
     def left(self, c: Campaign) -> float:
         if c.budget is None:
             return math.inf
-        return c.budget * self.share - self.spent.get(c.id, 0.0)
+        return c.budget * self.share - self._spent(c.id)
 
     def spend(self, c: Campaign, amount: float) -> float:
         """Spend up to what is left; returns the amount granted."""
         granted = min(amount, self.left(c))
         if c.budget is not None:
-            self.spent[c.id] = self.spent.get(c.id, 0.0) + granted
+            self.spent[c.id] = self._spent(c.id) + granted
             self.changed.add(c.id)
         return granted
 
@@ -202,15 +217,38 @@ def coupon(c: Campaign, event: dict[str, Any], state: dict[str, Any], activation
 KINDS = {"behavior": behavior, "punch_card": punch_card, "streak": streak, "coupon": coupon}
 
 
+_INDEX: dict[int, tuple[Program, dict[str, list[Campaign]], dict[str, Campaign]]] = {}
+
+
+def _index(program: Program) -> tuple[dict[str, list[Campaign]], dict[str, Campaign]]:
+    """Per program version: the enabled campaigns of each trigger type (program order), and
+    campaigns by id, so an event looks only at the campaigns it can trigger."""
+    cached = _INDEX.get(id(program))
+    if cached is None or cached[0] is not program:
+        if len(_INDEX) > 16:
+            _INDEX.clear()
+        by_trigger: dict[str, list[Campaign]] = {}
+        by_id: dict[str, Campaign] = {}
+        for c in program.campaigns:
+            by_id.setdefault(c.id, c)  # the first one wins, as a linear search would
+            if c.kind in KINDS and c.enabled:
+                for t in dict.fromkeys(c.triggers):
+                    by_trigger.setdefault(t, []).append(c)
+        cached = _INDEX[id(program)] = (program, by_trigger, by_id)
+    return cached[1], cached[2]
+
+
+def by_id(program: Program) -> dict[str, Campaign]:
+    return _index(program)[1]
+
+
 def evaluate(
     program: Program, event: dict[str, Any], state: dict[str, Any], activation: Any, budget: Budget
 ) -> list[Outcome]:
     """Every campaign the event triggers, in program order (several may reward one event)."""
     out: list[Outcome] = []
-    for c in program.campaigns:
-        handler = KINDS.get(c.kind)
-        if handler is None or event["type"] not in c.triggers or not c.enabled:
-            continue
+    for c in _index(program)[0].get(event["type"], ()):
+        handler = KINDS[c.kind]
         why = eligible(c, event, state, budget)
         if why:
             out.append(Skip(c.id, why))

@@ -65,6 +65,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         self._wallet: dict[str, Any] | None = None
         self.expired: list[dict[str, Any]] = []  # lines expired on the way (timer was late)
         self.final: tuple[dict[str, Any], Bindings] | None = None  # post-event profile
+        self.fresh: str | None = None  # id `apply` just looked up and found unknown
         self.out = Output(state)
 
     # -- small helpers -------------------------------------------------------------------
@@ -115,12 +116,16 @@ class Step(Lifecycle, Rekeyed, Scheduled):
 
     def remember(self, event_id: str, res: dict, status: str, **extra: Any) -> None:
         """The partition's record of an event: first result, current status, what it applied."""
-        record = self.out.records.get(event_id) or self.lookup(event_id) or {"result": res}
+        record = self.out.records.get(event_id)
+        if record is None and event_id != self.fresh:
+            record = self.lookup(event_id)
+        record = record or {"result": res}
         record = {**record, "status": status, **extra}
         self.out.records[event_id] = record
 
-    def activation(self, event: dict, properties: dict) -> Bindings:
-        """CEL variables for the rules of this event, converted only when a rule reads them."""
+    def activation(self, event: dict, properties: dict, rule_profile: dict | None = None) -> Bindings:
+        """CEL variables for the rules of this event, converted only when a rule reads them.
+        `rule_profile`: a snapshot taken earlier (see `_earn`); else built when first read."""
 
         def fields(variable: str) -> Any:
             return profile.rule_fields(self.program, variable)
@@ -133,17 +138,17 @@ class Step(Lifecycle, Rekeyed, Scheduled):
             {
                 "properties": lambda: reduce(properties, fields("properties")),
                 "event": event_json,
-                "profile": self._rule_profile,
+                "profile": self._rule_profile if rule_profile is None else lambda: rule_profile,
                 "customer": lambda: reduce(self.state.get("customer", {}), fields("customer")),
             }
         )
 
     def _rule_profile(self) -> dict[str, Any]:
-        """The profile as campaign and tier rules see it: only the fields they read."""
+        """The profile as campaign and tier rules see it: only the fields they read (the
+        costly ones, RFM and balances, are computed only when read)."""
         wanted = profile.rule_fields(self.program)
         traits = wanted is None or "traits" in wanted
-        prof = profile.build(self.state, self.cid, self.program, self.now, traits)
-        return reduce(prof, wanted)
+        return profile.build(self.state, self.cid, self.program, self.now, traits, only=wanted)
 
     def finish(self) -> Output:
         prof, binds = self._final_profile()
@@ -226,9 +231,11 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         """Count the event, run every triggered campaign and credit the awards."""
         if event.get("kind") != "SCHEDULED":
             profile.record(self.state, event, props)
-        act = self.activation(event, props)
-        if profile.rule_fields(self.program) != {}:
-            act.context(("profile",))  # rules see the profile before this event's rewards
+        # Rules see the profile before this event's rewards: snapshot the few fields they read
+        # now (a plain dict, cheap), convert it to CEL only if a rule actually reads it. Credits
+        # change only scalars the snapshot copied (balances, period_points), not its objects.
+        snapshot = self._rule_profile() if profile.rule_fields(self.program) != {} else None
+        act = self.activation(event, props, snapshot)
         applied, skipped, accs = [], [], []
         mult = tiers.multiplier(self.program, self.state.get("tier"))
         for outcome in campaigns.evaluate(self.program, event, self.state, act, self.budget):
@@ -261,7 +268,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         return {"rules_applied": applied, "accumulations": accs, "rules_skipped": skipped}
 
     def _credit(self, event: dict, award: Award, mult: float, index: int) -> dict | None:
-        campaign = next(c for c in self.program.campaigns if c.id == award.campaign_id)
+        campaign = campaigns.by_id(self.program)[award.campaign_id]
         if campaign.tier_multipliers:
             award.multiplier = mult
         amount = rounded(award.amount * award.multiplier, self.program.rounding)
@@ -398,6 +405,7 @@ def apply(
     if prior is not None:
         return _duplicate(state, prior, event)
     step = Step(state, program, now, lookup, budget or Budget())
+    step.fresh = event["id"]  # no record yet: `remember` need not read the store again
     kind = event.get("kind", "EVENT")
     handler = {
         "FULFILL": step.fulfil,

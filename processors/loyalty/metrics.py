@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter
 
 RESULTS = Counter("loyalty_results_total", "Results by status", ["status"])
@@ -10,10 +12,23 @@ NOTIFICATIONS = Counter("loyalty_notifications_total", "Webhook events emitted",
 INTERNAL_ERRORS = Counter("loyalty_internal_errors_total", "Events or timers the engine could not apply")
 
 
+_CHILDREN: dict[tuple[int, str], Any] = {}
+
+
+def _child(metric: Counter, label: str) -> Any:
+    """The labelled counter, cached: `labels()` takes a lock and builds a key on every call,
+    a noticeable cost at several calls per event."""
+    key = (id(metric), label)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(label)
+    return child
+
+
 def observe(results: list[dict], notifications: list[dict], credited: list[dict]) -> None:
     for res in results:
-        RESULTS.labels(res["status"]).inc()
+        _child(RESULTS, res["status"]).inc()
     for note in notifications:
-        NOTIFICATIONS.labels(note["event"]).inc()
+        _child(NOTIFICATIONS, note["event"]).inc()
     for line in credited:
-        ISSUED.labels(line["reward_id"]).inc(line["amount"])
+        _child(ISSUED, line["reward_id"]).inc(line["amount"])

@@ -79,9 +79,20 @@ def rfm(m: dict[str, Any], cfg: Rfm, now: int) -> dict[str, Any]:
 
 
 def build(
-    state: dict[str, Any], customer_id: str, program: Program, now: int, with_traits: bool = True
+    state: dict[str, Any],
+    customer_id: str,
+    program: Program,
+    now: int,
+    with_traits: bool = True,
+    only: Fields | None = None,
 ) -> dict[str, Any]:
-    """The flat profile JSON of profiles.changes (traits computed last, over the rest)."""
+    """The flat profile JSON of profiles.changes (traits computed last, over the rest).
+    `only`: just these fields (see `reduce`), as campaign rules need; the costly ones (RFM,
+    balance) are then computed only when wanted."""
+
+    def wanted(name: str) -> bool:
+        return only is None or with_traits or name in only
+
     m = metrics(state)
     customer = state.get("customer", {})
     profile = {
@@ -99,18 +110,18 @@ def build(
         "last_event_at": m["last_event_at"],
         "first_seen": m["first_seen"],
         "lifetime_points": state.get("lifetime", 0.0),
-        "points": wallet.balance(state).get(wallet.POINTS, 0.0),
+        "points": wallet.balance(state).get(wallet.POINTS, 0.0) if wanted("points") else 0.0,
         "period_purchases": m["period_purchases"],
         "period_spend": m["period_spend"],
         "period_points": m["period_points"],
         "birthday": customer.get("birthday"),
         "registered_at": state.get("registered_at"),
-        "rfm": rfm(m, program.rfm, now),
+        "rfm": rfm(m, program.rfm, now) if wanted("rfm") else {},
         "traits": {},
     }
     if with_traits:
         profile["traits"] = traits(program, bindings(program, profile))
-    return profile
+    return profile if only is None else reduce(profile, only)
 
 
 def traits(program: Program, activation: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def _is_index(prev: list[str], tokens: list[re.Match], i: int) -> bool:
 
 def jsonish(value: Any) -> Any:
     """Every int (not bool) becomes a float, recursively: JSON has one number type."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, float | str | bool) or value is None:  # the common leaves first
         return value
     if isinstance(value, int):
         return float(value)

@@ -11,18 +11,34 @@ from typing import Any
 from processors.loyalty.rules import compile_rule
 from schemas.program import Program, Tier
 
+_SORTED: dict[int, tuple[Program, list[Tier], dict[str, Tier]]] = {}
+
+
+def _index(program: Program) -> tuple[list[Tier], dict[str, Tier]]:
+    """Levels sorted and by id, once per program version (read several times per event)."""
+    cached = _SORTED.get(id(program))
+    if cached is None or cached[0] is not program:
+        if len(_SORTED) > 16:
+            _SORTED.clear()
+        ordered = sorted(program.tiers.levels, key=lambda t: t.level)
+        by_id: dict[str, Tier] = {}
+        for t in program.tiers.levels:
+            by_id.setdefault(t.id, t)  # the first one wins, as a linear search would
+        cached = _SORTED[id(program)] = (program, ordered, by_id)
+    return cached[1], cached[2]
+
 
 def levels(program: Program) -> list[Tier]:
-    return sorted(program.tiers.levels, key=lambda t: t.level)
+    return list(_index(program)[0])
 
 
 def find(program: Program, tier_id: str | None) -> Tier | None:
-    return next((t for t in program.tiers.levels if t.id == tier_id), None)
+    return _index(program)[1].get(tier_id) if tier_id is not None else None
 
 
 def qualify(program: Program, activation: Any, above: int = -1) -> Tier | None:
     """The highest tier above level `above` the profile qualifies for (None: none)."""
-    for tier in reversed(levels(program)):
+    for tier in reversed(_index(program)[0]):
         if tier.level <= above:
             return None
         if compile_rule(tier.entry).test(activation):
