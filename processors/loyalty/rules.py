@@ -2,8 +2,9 @@
 
 Program managers write formulas the way JSON thinks of numbers: `properties.amount * 1 +
 (properties.amount > 100 ? 50 : 0)`. CEL refuses `double * int`, so every integer literal of a
-rule (except list indexes) is rewritten to a double and every int in the activation becomes a
-float. Rules compile once (cached by source) and evaluate against only the variables they use.
+rule is rewritten to a double and every int in the activation becomes a float
+(processors/cel.py). Rules compile once (cached by source) and evaluate against only the
+variables they use.
 """
 
 from __future__ import annotations
@@ -16,58 +17,11 @@ from typing import Any
 
 import cel
 
-_TOKENS = re.compile(
-    r"""(?P<str>[rRbB]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'))
-      |(?P<id>[A-Za-z_][A-Za-z0-9_]*)
-      |(?P<num>0[xX][0-9a-fA-F]+[uU]?|\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?
-               |\d+[eE][+-]?\d+|\d+[uU]?)
-      |(?P<other>\S)""",
-    re.VERBOSE,
-)
+from processors.cel import TOKENS, doubles, jsonish
 
 
 class RuleError(ValueError):
     """A rule that does not compile or cannot be evaluated; the message says why."""
-
-
-def doubles(source: str) -> str:
-    """Rewrite integer literals to doubles (`1` -> `1.0`), leaving strings and indexes alone."""
-    out: list[str] = []
-    pos = 0
-    prev: list[str] = []  # significant tokens so far
-    tokens = list(_TOKENS.finditer(source))
-    for i, m in enumerate(tokens):
-        out.append(source[pos : m.start()])
-        text = m.group(0)
-        if m.lastgroup == "num" and text.isdigit() and not _is_index(prev, tokens, i):
-            text += ".0"
-        out.append(text)
-        prev.append(m.group(0))
-        pos = m.end()
-    out.append(source[pos:])
-    return "".join(out)
-
-
-def _is_index(prev: list[str], tokens: list[re.Match], i: int) -> bool:
-    """`x[0]`: an int literal alone between brackets that follow a value."""
-    following = tokens[i + 1].group(0) if i + 1 < len(tokens) else ""
-    if len(prev) < 2 or prev[-1] != "[" or following != "]":
-        return False
-    before = prev[-2]
-    return before in ("]", ")") or (before[0].isalpha() or before[0] == "_") and before != "in"
-
-
-def jsonish(value: Any) -> Any:
-    """Every int (not bool) becomes a float, recursively: JSON has one number type."""
-    if isinstance(value, float | str | bool) or value is None:  # the common leaves first
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: jsonish(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonish(v) for v in value]
-    return value
 
 
 class Bindings:
@@ -180,4 +134,4 @@ def reduce(value: dict[str, Any], fields: Fields | None) -> dict[str, Any]:
 
 
 def _strip_strings(source: str) -> str:
-    return " ".join(" " if m.lastgroup == "str" else m.group(0) for m in _TOKENS.finditer(source))
+    return " ".join(" " if m.lastgroup == "str" else m.group(0) for m in TOKENS.finditer(source))

@@ -27,6 +27,11 @@ def test_int_literals_become_doubles_but_not_strings_or_indexes():
     assert doubles('tags[0] == "a 1" && x * 2 > 1.5') == 'tags[0] == "a 1" && x * 2.0 > 1.5'
 
 
+def test_modulo_keeps_its_int_divisor_so_every_other_purchase_rules_work():
+    rule = compile_rule("int(properties.n) % 2 == 1")
+    assert rule.test(act(n=3)) and not rule.test(act(n=4))
+
+
 def test_missing_property_makes_a_condition_false():
     assert compile_rule('properties.category == "electronics"').test(act()) is False
     assert compile_rule('properties.category == "electronics"').test(act(category="electronics"))
