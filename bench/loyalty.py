@@ -24,10 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from processors.loyalty.processor import LoyaltyProcessor
+from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import TestDriver
 from schemas.codec import decode, encode
 from schemas.program import Program, load_program
@@ -97,18 +98,7 @@ class ResultReader:
     """Counts committed results and records when each event's result became readable."""
 
     def __init__(self, settings: Settings) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        topic = topic_name(LOYALTY_RESULTS, settings)
-        meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        self.consumer = committed_reader(settings, LOYALTY_RESULTS)
         self.seen: dict[str, float] = {}
 
     def poll(self, seconds: float = 0.05) -> None:

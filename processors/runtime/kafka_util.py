@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from schemas.settings import Settings
+from schemas.topics import topic_name
 
 
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
@@ -40,3 +44,20 @@ def partitions_of(consumer: Consumer, topic: str, timeout: float = 30.0) -> list
         if time.monotonic() > deadline:
             raise TimeoutError(f"topic {topic} has no metadata")
         time.sleep(0.1)
+
+
+def committed_reader(settings: Settings, base_topic: str) -> Consumer:
+    """A consumer of every partition of a topic from its beginning, committed records only
+    (how tests and benchmarks see what a processor's transactions made visible)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    topic = topic_name(base_topic, settings)
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions_of(consumer, topic)])
+    return consumer

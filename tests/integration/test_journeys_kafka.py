@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from processors.journeys.processor import build
 from processors.runtime.clock import ManualClock
 from processors.runtime.config_table import publish_program
+from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.codec import decode, encode
 from schemas.program import Journey, Program
@@ -77,18 +78,7 @@ class Activity:
     """Reads journeys.activity (committed records only) and waits for conditions on it."""
 
     def __init__(self, settings: Settings) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"test-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self.topic = topic_name(JOURNEYS_ACTIVITY, settings)
-        meta = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
-        self.consumer.assign([TopicPartition(self.topic, p, 0) for p in meta.partitions])
+        self.consumer = committed_reader(settings, JOURNEYS_ACTIVITY)
         self.records: list[dict[str, Any]] = []
         self.alive: Callable[[], None] = lambda: None  # raises when the processor died
         self.describe: Callable[[], str] = lambda: ""  # e.g. the processor's log, on failure

@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.clock import ManualClock
 from processors.runtime.config_table import publish_program
+from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.codec import decode, encode
 from schemas.program import Program
@@ -51,18 +52,7 @@ class Results:
     """Reads loyalty.results (committed only) and waits for conditions on it."""
 
     def __init__(self, settings: Settings) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"test-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        topic = topic_name(LOYALTY_RESULTS, settings)
-        meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        self.consumer = committed_reader(settings, LOYALTY_RESULTS)
         self.records: list[dict[str, Any]] = []
         self.runner: Runner | None = None  # fail fast when the processor dies
 
