@@ -7,8 +7,10 @@ against the topic's Avro schema so a contract break fails the unit test.
 
 from __future__ import annotations
 
+import time
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from processors.runtime.api import Processor, Record
 from processors.runtime.clock import ManualClock
@@ -19,6 +21,20 @@ from schemas.program import Program
 from schemas.topics import schema_for
 
 Emitted = tuple[str, str, dict[str, Any]]
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "", interval: float = 0.05) -> T:
+    """Poll `check` until it returns a truthy value and return that value; fail the test with
+    `what` after `timeout` seconds. Tests wait on conditions with this, never on fixed sleeps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last {value!r}")
+        time.sleep(interval)
 
 
 class TestDriver:

@@ -13,11 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psycopg
@@ -26,9 +25,9 @@ import pytest
 from deploy.local.paths import ROOT
 from deploy.local.postgres import create_database
 from deploy.local.receiver import Receiver
+from processors.runtime.testing import wait_for
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 
 PROGRAM = """\
 name: walking-skeleton
@@ -48,17 +47,6 @@ webhooks:
     url: ${{RECEIVER_URL}}/webhooks
     events: [CUSTOMER_ACCUMULATION, CUSTOMER_REGISTRATION]
 """
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 45.0, what: str = "") -> T:
-    """Poll `probe` until it returns a truthy value (or fail after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def loyalty(env: dict[str, str], *args: str) -> str:
@@ -132,8 +120,9 @@ def test_purchase_earns_points_and_webhook_page_view_is_tracking_only(
         assert resp.status_code == 202, resp.text
         view_id = resp.json()["data"]["id"]
 
-    wallet = eventually(
+    wallet = wait_for(
         lambda: query(db, "SELECT points FROM wallets WHERE customer_id = %s", buyer),
+        timeout=45,
         what="the buyer's wallet row",
     )
     assert wallet == [(125.0,)]
@@ -148,11 +137,12 @@ def test_purchase_earns_points_and_webhook_page_view_is_tracking_only(
             None,
         )
 
-    webhook = eventually(accumulation, what="the CUSTOMER_ACCUMULATION webhook")
+    webhook = wait_for(accumulation, timeout=45, what="the CUSTOMER_ACCUMULATION webhook")
     assert webhook["data"]
 
-    rows = eventually(
+    rows = wait_for(
         lambda: query(db, "SELECT path, type FROM events WHERE id = %s", view_id),
+        timeout=45,
         what="the PAGE_VIEW in the events table",
     )
     assert rows == [("tracking", "PAGE_VIEW")]

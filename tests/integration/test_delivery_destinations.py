@@ -12,7 +12,8 @@ import pytest
 from processors.delivery.receiver import Receiver
 from processors.delivery.replay import replay
 from processors.delivery.service import DeliveryService, Options
-from processors.delivery.testing import TopicReader, notification, produce, wait_for
+from processors.delivery.testing import TopicReader, notification, produce
+from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Destination, Program, Webhook
 from schemas.settings import Settings
 from schemas.topics import (
@@ -78,7 +79,7 @@ def test_destination_gets_filtered_events_in_batches(settings, receiver, service
 
     route = receiver.routes["/crm"]
     got = lambda: [e for b in route.unique.values() for e in b["events"]]  # noqa: E731
-    wait_for(lambda: len(got()) == 5, what="5 destination items")
+    wait_for(lambda: len(got()) == 5, timeout=20, what="5 destination items")
     assert {e["id"] for e in got() if e["type"] == "event"} == {p["id"] for p in purchases}
     assert [e["event"] for e in got() if e["type"] == "audience"] == ["AUDIENCE_ENTER"]
     assert all(len(b["events"]) <= 3 for b in route.unique.values())
@@ -101,7 +102,7 @@ def test_journey_webhook_action_uses_the_same_machinery(settings, receiver, serv
     }
     produce(settings, JOURNEYS_ACTIVITY, [activity, {**activity, "id": "x", "kind": "TRANSITION"}])
     route = receiver.routes["/journey"]
-    wait_for(lambda: len(route.unique) == 1, what="journey webhook")
+    wait_for(lambda: len(route.unique) == 1, timeout=20, what="journey webhook")
     (body,) = route.unique.values()
     assert body == {
         "event": "JOURNEY_ACTION",
@@ -119,7 +120,7 @@ def test_replay_resends_dead_letters_with_the_same_id(settings, receiver, servic
 
     route.always = None  # the receiver is fixed
     assert replay(settings, endpoint="down") == 1
-    wait_for(lambda: note["id"] in route.unique, what="replayed delivery")
+    wait_for(lambda: note["id"] in route.unique, timeout=20, what="replayed delivery")
     assert replay(settings, endpoint="down") == 0  # replayed once
 
 
@@ -133,7 +134,7 @@ def test_program_changes_apply_without_restart(settings, receiver, service):
     produce(settings, NOTIFICATIONS, [note])
 
     route = receiver.routes["/new"]
-    wait_for(lambda: note["id"] in route.unique, what="delivery via the new tier")
+    wait_for(lambda: note["id"] in route.unique, timeout=20, what="delivery via the new tier")
     assert receiver.routes["/old"].calls == 0
     assert route.received[1][0] - route.received[0][0] >= 0.28
     retried = TopicReader(settings, "delivery.retry.300ms").until(lambda s: len(s) == 1)

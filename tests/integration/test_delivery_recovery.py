@@ -16,8 +16,9 @@ import pytest
 
 from processors.delivery.receiver import Receiver
 from processors.delivery.service import DeliveryService, Options
-from processors.delivery.testing import notification, produce, wait_for
+from processors.delivery.testing import notification, produce
 from processors.runtime.config_table import publish_program
+from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook
 from schemas.topics import NOTIFICATIONS
 
@@ -64,12 +65,12 @@ def test_sigkill_mid_delivery_loses_nothing(settings, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: _healthy(port), what="/healthz")
+        wait_for(lambda: _healthy(port), timeout=20, what="/healthz")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert "delivery_in_flight_messages" in metrics
         notes = [notification("E", {"n": i}, customer=f"c{i}") for i in range(4)]
         produce(settings, NOTIFICATIONS, notes)
-        wait_for(lambda: route.calls >= 1, what="first delivery in flight")
+        wait_for(lambda: route.calls >= 1, timeout=20, what="first delivery in flight")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -82,8 +83,8 @@ def test_sigkill_mid_delivery_loses_nothing(settings, tmp_path):
     service = DeliveryService(settings, lambda: program, opts).start()
     try:
         # what was in flight at the kill was never acknowledged, so it is sent again
-        wait_for(lambda: all(_count(route, i) >= 2 for i in in_flight_at_kill), what="re-sends")
-        wait_for(lambda: len(route.unique) == 4, what="all delivered after restart")
+        wait_for(lambda: all(_count(route, i) >= 2 for i in in_flight_at_kill), timeout=20, what="re-sends")
+        wait_for(lambda: len(route.unique) == 4, timeout=20, what="all delivered after restart")
         assert set(route.unique) == {n["id"] for n in notes}
     finally:
         service.stop()
@@ -105,10 +106,10 @@ def test_sigterm_finishes_in_flight_work_and_exits(settings, tmp_path):
         text=True,
     )
     try:
-        wait_for(lambda: _healthy(port), what="/healthz")
+        wait_for(lambda: _healthy(port), timeout=20, what="/healthz")
         note = notification("E", {})
         produce(settings, NOTIFICATIONS, [note])
-        wait_for(lambda: route.calls == 1, what="delivery in flight")
+        wait_for(lambda: route.calls == 1, timeout=20, what="delivery in flight")
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
         assert code == 0, proc.stderr.read()[-3000:]

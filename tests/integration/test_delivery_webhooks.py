@@ -10,8 +10,9 @@ import pytest
 
 from processors.delivery.receiver import Receiver
 from processors.delivery.service import DeliveryService, Options
-from processors.delivery.testing import TopicReader, notification, produce, wait_for
+from processors.delivery.testing import TopicReader, notification, produce
 from processors.runtime.config_table import publish_program
+from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook
 from schemas.settings import Settings
 from schemas.topics import DELIVERIES, DELIVERY_DLQ, NOTIFICATIONS
@@ -68,7 +69,7 @@ def test_flaky_endpoint_gets_each_webhook_once_after_dedup(settings, receiver, r
     note = notification("CUSTOMER_ACCUMULATION", {"points": 42})
     produce(settings, NOTIFICATIONS, [note])
 
-    wait_for(lambda: len(flaky.unique) == 1, what="delivery after two failures")
+    wait_for(lambda: len(flaky.unique) == 1, timeout=20, what="delivery after two failures")
     assert flaky.calls == 3 and flaky.bad_signatures == 0
     assert flaky.unique == {note["id"]: {"event": "CUSTOMER_ACCUMULATION", "data": {"points": 42}}}
     ids = {h.get("webhook-id") or h.get("Webhook-Id") for _, h, _ in flaky.received}
@@ -135,7 +136,7 @@ def test_retry_after_is_honoured(settings, receiver, run_service):
     route.fail_first, route.fail_status, route.retry_after = 1, 429, "1"
     run_service(Program(webhooks=[_hook(receiver, "busy", ["E"])], delivery=FAST))
     produce(settings, NOTIFICATIONS, [notification("E", {})])
-    wait_for(lambda: len(route.unique) == 1, what="delivery after 429")
+    wait_for(lambda: len(route.unique) == 1, timeout=20, what="delivery after 429")
     assert route.received[1][0] - route.received[0][0] >= 0.95
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
 
+from processors.runtime.testing import wait_for
 from schemas import topics as t
 from schemas.settings import Settings, libpq_url
 from sinks import samples
@@ -57,17 +58,6 @@ def query(url: str, sql: str, *args: Any) -> list[tuple]:
 
 def scalar(url: str, sql: str, *args: Any) -> Any:
     return query(url, sql, *args)[0][0]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
-        time.sleep(0.1)
 
 
 def committed(cfg: Settings) -> int:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from deploy.topics import ensure_topics
 from processors.runtime.example import TOPICS
+from processors.runtime.testing import wait_for
 from tests.reliability.harness import Load, Outputs, ProcessorProcess, assert_exactly_once
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
@@ -26,13 +26,6 @@ def counter(settings, tmp_path: Path):
     outputs = Outputs(settings)
     yield settings, tmp_path, outputs
     outputs.close()
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_kill_minus_9_repeatedly_under_load_loses_and_doubles_nothing(counter):
@@ -59,7 +52,7 @@ def test_second_instance_joins_and_leaves_mid_stream(counter):
     load.start()
     outputs.poll(2.0)
     second = ProcessorProcess(settings, tmp / "state-b", "b", tmp).start()
-    wait_until(lambda: "partitions assigned" in second.log(), 60, "the second instance's assignment")
+    wait_for(lambda: "partitions assigned" in second.log(), 60, "the second instance's assignment")
     outputs.poll(2.0)
     assert second.terminate() == 0  # graceful leave: its partitions move back to the first
     load.join()
@@ -100,7 +93,7 @@ def test_timers_scheduled_before_a_kill_fire_after_restart_once(counter):
     proc.kill()
     assert not outputs.reminders
     proc.start()
-    wait_until(lambda: outputs.poll(0.3) or len(outputs.reminders) == 20, 60, "20 reminders")
+    wait_for(lambda: outputs.poll(0.3) or len(outputs.reminders) == 20, 60, "20 reminders")
     outputs.poll(2.0)  # and no second firing afterwards
     assert dict(outputs.reminders) == {f"key-{i}": 1 for i in range(20)}
     assert proc.terminate() == 0

@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 
 from deploy.local.paths import free_port
 from deploy.local.postgres import Cluster
+from processors.runtime.testing import wait_for
 from schemas.settings import Settings, libpq_url
 from sinks import samples
 from sinks.migrate import upgrade
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.reliability
 
 CUSTOMERS, PER_CUSTOMER = 30, 100  # 6,000 records; points 1..100 per customer
 EXPECTED_POINTS = CUSTOMERS * PER_CUSTOMER * (PER_CUSTOMER + 1) / 2
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or 'condition'} not met within {timeout}s: {value!r}")
-        time.sleep(0.05)
 
 
 def committed(url: str) -> int:
@@ -122,7 +112,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, db: str) ->
     for fraction in (0.25, 0.6):
         proc = start_sink(settings, db, port)
         try:
-            wait_for(lambda f=fraction: committed(db) >= total * f, what=f"{fraction} committed")
+            wait_for(lambda f=fraction: committed(db) >= total * f, timeout=60, what=f"{fraction} committed")
         finally:
             proc.kill()
             proc.wait()
@@ -132,7 +122,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, db: str) ->
     proc = start_sink(settings, db, port)
     try:
         producer.join(60)
-        wait_for(lambda: committed(db) == total, what="all committed")
+        wait_for(lambda: committed(db) == total, timeout=60, what="all committed")
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status_code == 200 and health.json()["db"] == "up"
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -166,14 +156,14 @@ def test_postgres_outage_mid_stream_backs_off_and_resumes_exactly(
     sink = Sink(cfg, SinkOptions(batch_size=300, linger_ms=20, backoff_max_s=0.5)).start()
     try:
         producer = produce_slowly(settings)
-        wait_for(lambda: committed(url) >= total * 0.3, what="30% committed")
+        wait_for(lambda: committed(url) >= total * 0.3, timeout=60, what="30% committed")
         own_cluster.stop()
         assert sink.committed_records < total, "stopped too late to test anything"
         print(f"stopped postgres at {sink.committed_records}/{total}")
-        wait_for(lambda: not sink.db_ok, what="sink noticed the outage")
+        wait_for(lambda: not sink.db_ok, timeout=60, what="sink noticed the outage")
         producer.join(60)
         own_cluster.start()
-        wait_for(lambda: committed(url) == total, what="all committed after restart")
+        wait_for(lambda: committed(url) == total, timeout=60, what="all committed after restart")
         assert sink.health()["status"] == "ok"
     finally:
         sink.stop()
@@ -189,10 +179,10 @@ def test_sink_started_while_postgres_is_down_waits_then_catches_up(
     sink = Sink(cfg, SinkOptions(batch_size=300, linger_ms=20, backoff_max_s=0.5)).start()
     try:
         produce_slowly(settings).join(60)
-        wait_for(lambda: sink.health()["assigned"] > 0, what="partitions assigned")
+        wait_for(lambda: sink.health()["assigned"] > 0, timeout=60, what="partitions assigned")
         assert sink.health()["db"] == "down" and sink.committed_records == 0
         own_cluster.start()
-        wait_for(lambda: committed(url) == CUSTOMERS * PER_CUSTOMER * 2, what="all committed")
+        wait_for(lambda: committed(url) == CUSTOMERS * PER_CUSTOMER * 2, timeout=60, what="all committed")
     finally:
         sink.stop()
     assert_exact(url)
