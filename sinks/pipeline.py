@@ -15,17 +15,16 @@ from collections.abc import Callable
 import psycopg
 
 from sinks.batch import Batch
-from sinks.writer import Fenced, Offsets, write_batch
+from sinks.writer import Fenced, Offsets, Reconnecting, write_batch
 
 Done = Callable[[Batch, dict[str, int], float], None]
 
 
 class BatchWriter:
     def __init__(self, connect: Callable[[], psycopg.Connection], on_done: Done) -> None:
-        self._connect = connect
+        self._db = Reconnecting(connect)
         self._on_done = on_done
         self._queue: queue.Queue[tuple[Batch, Offsets] | None] = queue.Queue(maxsize=1)
-        self._conn: psycopg.Connection | None = None
         self.error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()
@@ -47,7 +46,7 @@ class BatchWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(30)
-        self._close_conn()
+        self._db.close()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -61,20 +60,10 @@ class BatchWriter:
     def _write(self, batch: Batch, expected: Offsets) -> None:
         started = time.perf_counter()
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            written = write_batch(self._conn, batch, expected)
+            written = write_batch(self._db.get(), batch, expected)
         except Exception as exc:  # noqa: BLE001 - any failure means: resync and retry
             self.error = exc
             if not isinstance(exc, Fenced):
-                self._close_conn()
+                self._db.close()
             return
         self._on_done(batch, written, time.perf_counter() - started)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
-            self._conn = None

@@ -24,7 +24,7 @@ from sinks import metrics as m
 from sinks.batch import Batch
 from sinks.mapping import SOURCE_TOPICS, Source
 from sinks.pipeline import BatchWriter
-from sinks.writer import Fenced, Offsets, load_offsets
+from sinks.writer import Fenced, Offsets, Reconnecting, load_offsets
 
 log = logging.getLogger("sinks.sink")
 
@@ -51,7 +51,7 @@ class Sink:
         self._codec = default_codec()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: psycopg.Connection | None = None
+        self._db = Reconnecting(self._connect)
         self._consumer: Consumer | None = None
         self._assigned: set[tuple[str, int]] = set()
         self._committed: Offsets = {}  # confirmed stored in PostgreSQL
@@ -101,7 +101,7 @@ class Sink:
         finally:
             self._consumer.close()
             self._writer.close()
-            self._close_db()
+            self._db.close()
             log.info("sink stopped")
 
     def health(self) -> dict:
@@ -137,21 +137,8 @@ class Sink:
             connect_timeout=self.options.connect_timeout_s,
         )
 
-    def _db(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-        return self._conn
-
-    def _close_db(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
-            self._conn = None
-
     def _read_offsets(self) -> Offsets:
-        offsets = load_offsets(self._db(), self.topics)
+        offsets = load_offsets(self._db.get(), self.topics)
         self.db_ok = True
         m.DB_UP.set(1)
         return offsets
@@ -308,7 +295,7 @@ class Sink:
         m.DB_UP.set(0)
         m.DB_ERRORS.inc()
         log.warning(f"database error {what}; backing off", extra={"error": repr(exc)})
-        self._close_db()
+        self._db.close()
 
     def _enter_resync(self) -> None:
         """Forget everything in flight; resume from PostgreSQL's offsets once it answers."""

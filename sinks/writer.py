@@ -8,7 +8,7 @@ upserts, makes each record's effect land exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 
 import psycopg
@@ -21,6 +21,29 @@ Offsets = dict[tuple[str, int], int]
 
 class Fenced(RuntimeError):
     """The stored offsets moved under us: re-read them and start over."""
+
+
+class Reconnecting:
+    """A PostgreSQL connection opened on first use and opened again after it was closed
+    (the sink's reader and its writer thread each hold one; an outage closes it)."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
+        self._connect = connect
+        self._conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Close quietly: after a failure the connection may already be broken."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
 
 
 def load_offsets(conn: psycopg.Connection, topics: list[str]) -> Offsets:
