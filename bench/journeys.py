@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 
+from bench._common import drop_topics, fresh_settings, rate
 from processors.journeys.processor import build
 from processors.runtime.api import Processor
 from processors.runtime.clock import ManualClock
@@ -104,10 +104,6 @@ def workload(events: int, customers: int, seed: int = 7) -> Records:
     return records
 
 
-def rate(count: float, seconds: float) -> float:
-    return round(count / seconds, 1) if seconds > 0 else float("inf")
-
-
 def run_in_memory(
     processor: Processor, program: Program, records: Records, advance_ms: int
 ) -> dict[str, Any]:
@@ -161,19 +157,9 @@ def run_on_kafka(
     timeout: float = 300,
 ) -> dict[str, Any]:
     """The real Runner (transactions, changelogs, RocksDB) on a fresh topic prefix."""
-    from deploy.topics import ensure_topics
-    from processors.runtime.config_table import publish_program
     from processors.runtime.runner import Runner, RuntimeOptions
-    from schemas.settings import Settings
 
-    base = Settings.from_env()
-    settings = Settings(
-        kafka_bootstrap_servers=base.kafka_bootstrap_servers,
-        topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
-        partitions=base.partitions,
-    )
-    ensure_topics(settings)
-    publish_program(settings, program)
+    settings = fresh_settings(program)
     clock = ManualClock(NOW)
     with tempfile.TemporaryDirectory() as state_dir:
         options = RuntimeOptions(state_dir=Path(state_dir), instance_id="bench", clock=clock)
@@ -213,7 +199,7 @@ def run_on_kafka(
             assert runner.error is None, runner.error
         finally:
             runner.stop()
-    _delete_topics(settings)
+    drop_topics(settings)
     return {
         "mode": "kafka",
         "partitions": settings.partitions,
@@ -226,17 +212,6 @@ def run_on_kafka(
 
 def _timers_pending(runner: Any) -> int:
     return sum(1 for task in list(runner.tasks.values()) for k, _ in task.timers.range("t/", "t0"))
-
-
-def _delete_topics(settings: Any) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result(30)
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
 
 
 def parse(argv: list[str], events: int, customers: int) -> argparse.Namespace:

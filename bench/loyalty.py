@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
+from bench._common import drop_topics, fresh_settings, rate
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import TestDriver
@@ -73,10 +73,6 @@ def workload(events: int, customers: int, start: int = NOW, seed: int = 7) -> Re
         customer = f"cust-{rnd.randrange(customers)}"
         out.append((customer, event(rnd, customer, start + n)))
     return out
-
-
-def rate(count: float, seconds: float) -> float:
-    return round(count / seconds, 1) if seconds > 0 else float("inf")
 
 
 def run_in_memory(program: Program, records: Records) -> dict[str, Any]:
@@ -127,18 +123,9 @@ def produce(producer: Producer, topic: str, key: str, value: dict[str, Any]) -> 
 def run_on_kafka(
     program: Program, records: Records, paced: int, pace: float, timeout: float = 600
 ) -> dict[str, Any]:
-    from deploy.topics import ensure_topics
-    from processors.runtime.config_table import publish_program
     from processors.runtime.runner import Runner, RuntimeOptions
 
-    base = Settings.from_env()
-    settings = Settings(
-        kafka_bootstrap_servers=base.kafka_bootstrap_servers,
-        topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
-        partitions=base.partitions,
-    )
-    ensure_topics(settings)
-    publish_program(settings, program)
+    settings = fresh_settings(program)
     topic = topic_name(EVENTS_LOYALTY, settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
     for key, value in records:  # the backlog, produced before the processor starts
@@ -158,7 +145,7 @@ def run_on_kafka(
         finally:
             runner.stop()
             reader.consumer.close()
-    _delete_topics(settings)
+    drop_topics(settings)
     latencies.sort()
     return {
         "mode": "kafka-eos",
@@ -190,17 +177,6 @@ def paced_latency(
     producer.flush(30)
     reader.wait(lambda: all(k in reader.seen for k in sent), 120, "paced results")
     return [(reader.seen[k] - t) * 1000 for k, t in sent.items()]
-
-
-def _delete_topics(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result(30)
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -44,3 +44,16 @@ def create(admin: AdminClient, new: list[NewTopic], timeout: float = 30.0) -> li
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
     return created
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Best-effort removal of every topic whose name starts with `prefix` (a test's or a
+    benchmark's own topics, changelogs included), so a shared broker does not fill up."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result(30)
+            except Exception:  # noqa: BLE001 - cleanup must not fail the caller
+                pass

@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from deploy.topics import ensure_topics
+from deploy.topics import delete_topics, ensure_topics
 from schemas.settings import Settings
 
 
@@ -56,15 +55,3 @@ def settings(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     ensure_topics(s)
     yield s
     delete_topics(kafka_bootstrap, prefix)
-
-
-def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Best-effort removal of every topic whose name starts with `prefix`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result(30)
-            except Exception:  # noqa: BLE001 - cleanup must not fail a test
-                pass
