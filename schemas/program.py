@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.topics import RETRY_TIERS
+
 RESERVED_EVENT_TYPES = ("PURCHASE", "REGISTRATION")
 
 
@@ -170,7 +172,7 @@ class Destination(Model):
 
 class Delivery(Model):
     timeout_s: float = Field(default=10, gt=0)
-    retry_tiers: list[str] = Field(default_factory=lambda: ["5s", "1m", "5m", "30m", "2h", "6h"])
+    retry_tiers: list[str] = Field(default_factory=lambda: list(RETRY_TIERS))
     allow_http_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
     allow_private: bool = False
     max_concurrency_per_endpoint: int = Field(default=8, gt=0)

@@ -43,16 +43,9 @@ PROGRAM_CONFIG = "program.config"
 LOYALTY_REFERRALS = "loyalty.referrals"  # re-keyed by referral code -> owner
 COUPON_CLAIMS = "coupons.claims"  # keyed by coupon code: decides global single use
 
-# Delay tiers for webhook retries (name suffix, delay seconds). Configurable in the program;
-# these are the default topics created by the stack.
-RETRY_TIERS: tuple[tuple[str, int], ...] = (
-    ("5s", 5),
-    ("1m", 60),
-    ("5m", 300),
-    ("30m", 1800),
-    ("2h", 7200),
-    ("6h", 21600),
-)
+# Default delay tiers for webhook retries; a tier's name is its delay (parsed by delivery).
+# Configurable in the program (delivery.retry_tiers); these topics are created by the stack.
+RETRY_TIERS: tuple[str, ...] = ("5s", "1m", "5m", "30m", "2h", "6h")
 
 
 def retry_topic(tier: str) -> str:
@@ -74,7 +67,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(PROGRAM_CONFIG, "ProgramConfig", compacted=True, key="program"),
         TopicSpec(LOYALTY_REFERRALS, "Event", key="referral_code"),
         TopicSpec(COUPON_CLAIMS, "Event", key="coupon_code"),
-        *[TopicSpec(retry_topic(t), "Notification") for t, _ in RETRY_TIERS],
+        *[TopicSpec(retry_topic(t), "Notification") for t in RETRY_TIERS],
     ]
 }
 

@@ -39,7 +39,6 @@ from processors.runtime.clock import Clock, SystemClock
 from processors.runtime.config_table import ProgramTable
 from processors.runtime.task import TIMERS_STORE, PartitionTask
 from schemas.codec import default_codec
-from schemas.program import Program
 from schemas.settings import Settings
 from schemas.topics import base_name, schema_for, topic_name
 
@@ -312,9 +311,6 @@ class Runner:
                 task.on_config(program)
         self.config_version = program.version
 
-    def _current_program(self) -> Program:
-        return self.program_table.current()
-
     # -- transactions -----------------------------------------------------------------------
     def _commit(self) -> None:
         if not self.in_txn:
@@ -467,5 +463,5 @@ class Runner:
             backends,
             self._emit,
             self.options.clock.now_ms,
-            self._current_program,
+            self.program_table.current,
         )
