@@ -3,7 +3,9 @@ and cleaning the prefix's topics away afterwards."""
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 from deploy.topics import delete_topics, ensure_topics
 from processors.runtime.config_table import publish_program
@@ -30,3 +32,21 @@ def fresh_settings(program: Program) -> Settings:
 
 def drop_topics(settings: Settings) -> None:
     delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its children, from /proc: a cost per event that stays
+    comparable across runs even when other load shares the cores."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total

@@ -1,10 +1,11 @@
 """Loyalty processor throughput (events/s) and latency (p50/p99) with examples/program.yaml.
 
 Two runs of the same workload: `memory` (the engine + processor alone through the in-memory
-TestDriver) and `kafka` (the real Runner with exactly-once transactions, changelogs and RocksDB
-on KAFKA_BOOTSTRAP_SERVERS). The Kafka run first measures throughput on a backlog produced up
-front, then latency at a steady paced rate: time from produce to the committed result being
-readable (read_committed consumer), per event.
+TestDriver) and `kafka` (`loyalty process loyalty` in its own process: exactly-once
+transactions, changelogs and RocksDB on KAFKA_BOOTSTRAP_SERVERS). The Kafka run first measures
+throughput (and the processor's CPU per event) on a backlog produced up front, then latency
+at a steady paced rate: time from produce to the committed result being readable
+(read_committed consumer), per event.
 
     python -m bench loyalty
     python -m bench.loyalty --events 50000 --customers 10000 --rate 1000
@@ -16,7 +17,10 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -26,7 +30,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench._common import drop_topics, fresh_settings, rate
+from bench._common import cpu_seconds, drop_topics, fresh_settings, rate
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import TestDriver
@@ -102,9 +106,11 @@ class ResultReader:
             if not msg.error():
                 self.seen.setdefault(decode(msg.value(), "Result")["event_id"], time.time())
 
-    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait(self, check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen) -> None:
         deadline = time.monotonic() + timeout
         while not check():
+            if proc.poll() is not None:
+                raise RuntimeError(f"bench: the loyalty processor exited ({proc.returncode}) before {what}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"bench: {what} not reached in {timeout}s")
             self.poll()
@@ -120,11 +126,30 @@ def produce(producer: Producer, topic: str, key: str, value: dict[str, Any]) -> 
             producer.poll(0.05)
 
 
+def start_processor(settings: Settings, state_dir: str) -> subprocess.Popen:
+    """`loyalty process loyalty` as its own OS process, as deployed: the figures are per
+    process, and the bench's result reader does not share its interpreter."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "TOPIC_PARTITIONS": str(settings.partitions),
+        "LOG_LEVEL": "warning",
+    }
+    cmd = [sys.executable, "-m", "deploy.cli", "process", "loyalty"]
+    cmd += ["--state-dir", state_dir, "--instance-id", "bench", "--metrics-port", "0"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env)
+
+
+def stop_processor(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    if proc.wait(60) != 0:
+        raise RuntimeError(f"bench: the loyalty processor exited with {proc.returncode}")
+
+
 def run_on_kafka(
     program: Program, records: Records, paced: int, pace: float, timeout: float = 600
 ) -> dict[str, Any]:
-    from processors.runtime.runner import Runner, RuntimeOptions
-
     settings = fresh_settings(program)
     topic = topic_name(EVENTS_LOYALTY, settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
@@ -133,17 +158,16 @@ def run_on_kafka(
     producer.flush(60)
     reader = ResultReader(settings)
     with tempfile.TemporaryDirectory() as state_dir:
-        options = RuntimeOptions(state_dir=Path(state_dir), instance_id="bench")
-        runner = Runner(LoyaltyProcessor(settings.partitions), settings, options).start()
+        proc = start_processor(settings, state_dir)
         try:
-            reader.wait(lambda: len(reader.seen) >= 1, 60, "first result")
-            began, first = time.perf_counter(), len(reader.seen)
-            reader.wait(lambda: len(reader.seen) >= len(records), timeout, "backlog processed")
+            reader.wait(lambda: len(reader.seen) >= 1, 60, "first result", proc)
+            began, first, cpu = time.perf_counter(), len(reader.seen), cpu_seconds(proc.pid)
+            reader.wait(lambda: len(reader.seen) >= len(records), timeout, "backlog processed", proc)
             throughput = rate(len(records) - first, time.perf_counter() - began)
-            latencies = paced_latency(producer, topic, reader, paced, pace)
-            assert runner.error is None, runner.error
+            cpu_us = (cpu_seconds(proc.pid) - cpu) / (len(records) - first) * 1e6
+            latencies = paced_latency(producer, topic, reader, paced, pace, proc)
         finally:
-            runner.stop()
+            stop_processor(proc)
             reader.consumer.close()
     drop_topics(settings)
     latencies.sort()
@@ -152,6 +176,7 @@ def run_on_kafka(
         "partitions": settings.partitions,
         "records": len(records),
         "records_per_s": throughput,
+        "cpu_us_per_record": round(cpu_us, 1),
         "paced_rate": pace,
         "latency_ms_p50": round(statistics.median(latencies), 1),
         "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1], 1),
@@ -159,7 +184,7 @@ def run_on_kafka(
 
 
 def paced_latency(
-    producer: Producer, topic: str, reader: ResultReader, count: int, pace: float
+    producer: Producer, topic: str, reader: ResultReader, count: int, pace: float, proc: subprocess.Popen
 ) -> list[float]:
     """Produce `count` events at `pace` per second; ms from produce to committed result."""
     rnd = random.Random(11)
@@ -175,7 +200,7 @@ def paced_latency(
         if delay > 0:
             reader.poll(min(delay, 0.01))
     producer.flush(30)
-    reader.wait(lambda: all(k in reader.seen for k in sent), 120, "paced results")
+    reader.wait(lambda: all(k in reader.seen for k in sent), 120, "paced results", proc)
     return [(reader.seen[k] - t) * 1000 for k, t in sent.items()]
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
 
+from schemas.ids import name_uuid
+
 
 def uid(*parts: Any) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, ":".join(str(p) for p in parts)))
+    return name_uuid(":".join(str(p) for p in parts))
 
 
 def command(kind: str, customer_id: str, type_: str, now: int, **fields: Any) -> dict[str, Any]:

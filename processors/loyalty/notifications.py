@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
+
+from schemas.ids import name_uuid
 
 CUSTOMER_REGISTRATION = "CUSTOMER_REGISTRATION"
 CUSTOMER_ACCUMULATION = "CUSTOMER_ACCUMULATION"
@@ -25,7 +26,7 @@ def notification(
     """A Notification record; its id is stable per (source event, webhook type) so receivers
     can de-duplicate a redelivery."""
     return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{source_id}:{event}")),
+        "id": name_uuid(f"{source_id}:{event}"),
         "event": event,
         "customer_id": customer_id,
         "data": orjson.dumps(data).decode(),

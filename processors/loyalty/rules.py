@@ -42,15 +42,22 @@ class Bindings:
         return self.ctx
 
 
+_VARIES = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A compiled CEL expression and the top-level variables it reads."""
+    """A compiled CEL expression and the top-level variables it reads. A rule that reads no
+    variable (`100`, `true`) keeps its value from compile time: no context, no execution."""
 
     source: str
     program: Any
     variables: tuple[str, ...]
+    constant: Any = _VARIES
 
     def evaluate(self, activation: dict[str, Any] | Bindings) -> Any:
+        if self.constant is not _VARIES:
+            return self.constant
         if isinstance(activation, Bindings):
             ctx = activation.context(self.variables)
         else:
@@ -86,7 +93,15 @@ def compile_rule(source: str) -> Rule:
         program = cel.compile(doubles(source))
     except (ValueError, RuntimeError) as exc:
         raise RuleError(f"cannot compile {source!r}: {exc}") from None
-    return Rule(source, program, tuple(program.variables()))
+    rule = Rule(source, program, tuple(program.variables()))
+    if rule.variables:
+        return rule
+    try:
+        value = rule.evaluate({})
+    except RuleError:  # e.g. `1 / 0`: fails at every evaluation, with its reason
+        return rule
+    scalar = value is None or isinstance(value, bool | int | float | str)  # never shared mutables
+    return Rule(source, program, (), value) if scalar else rule
 
 
 def validate(source: str) -> str | None:

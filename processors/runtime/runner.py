@@ -2,8 +2,9 @@
 
 One transactional producer per process (`transactional.id` = group + instance id, stable across
 restarts so a restarted instance fences its zombie and aborts its open transaction at once).
-Every ~100 ms or N records the loop sends the consumed offsets with the consumer group metadata
-and commits; only then do store writes reach RocksDB. On a failed commit the transaction is
+Every ~100 ms or N records (up to 500 ms while catching up on a backlog) the loop sends the
+consumed offsets with the consumer group metadata and commits; only then do store writes reach
+RocksDB. On a failed commit the transaction is
 aborted, the stores' overlays dropped and the consumer rewound to the committed offsets.
 
 Assignment is eager with the `range` assignor: co-partitioned input topics give partition N of
@@ -53,6 +54,9 @@ class RuntimeOptions:
     metrics_port: int | None = None  # None: no HTTP server; 0: any free port
     commit_interval_ms: int = 100
     commit_every: int = 10_000
+    # While polls come back full (a backlog), a transaction may run this long instead: fewer
+    # commits (each blocks the loop on broker round trips), so the backlog drains faster.
+    catch_up_interval_ms: int = 500
     static_membership: bool = False  # group.instance.id = instance_id: no rebalance on restart
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 6_000
@@ -221,9 +225,10 @@ class Runner:
                 self._process(msg)
             self._punctuate()
             self._check_config()
+            interval = opts.catch_up_interval_ms if len(msgs) >= opts.poll_batch else opts.commit_interval_ms
             if self.in_txn and (
                 self.txn_records >= opts.commit_every
-                or (time.monotonic() - self.txn_started) * 1000 >= opts.commit_interval_ms
+                or (time.monotonic() - self.txn_started) * 1000 >= interval
             ):
                 self._commit()
 

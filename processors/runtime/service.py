@@ -24,7 +24,8 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
     )
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0")))
     parser.add_argument("--commit-interval-ms", type=int, default=100)
-    parser.add_argument("--commit-every", type=int, default=1000)
+    parser.add_argument("--commit-every", type=int, default=10_000)
+    parser.add_argument("--catch-up-interval-ms", type=int, default=500)
     parser.add_argument("--static-membership", action="store_true")
     args = parser.parse_args(argv)
     return RuntimeOptions(
@@ -33,6 +34,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
         metrics_port=args.metrics_port,
         commit_interval_ms=args.commit_interval_ms,
         commit_every=args.commit_every,
+        catch_up_interval_ms=args.catch_up_interval_ms,
         static_membership=args.static_membership,
     )
 

@@ -4,6 +4,8 @@ Writes go to an overlay that the handler reads back immediately; they reach the 
 when the Kafka transaction that carries their changelog records has committed (`commit`), and
 vanish on abort (`abort`). The backend keeps the changelog offset it has applied (the
 checkpoint) in the same atomic write batch as the data, so data and checkpoint never disagree.
+RocksDB's own write-ahead log is off: the changelog is the log. After a crash RocksDB comes back
+at an older flushed batch, checkpoint included, and restore replays the changelog from there.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 CHECKPOINT_KEY = b"\x00checkpoint"
 _DELETED = object()
@@ -63,13 +65,35 @@ class MemoryBackend:
         pass
 
 
+_BLOCK_CACHE_BYTES = 64 << 20
+_block_cache: Cache | None = None
+
+
+def _options() -> Options:
+    """Bloom filters, because most lookups miss (an event id not seen yet: ~2 us instead of
+    ~30 us once the store has files on disk), and one block cache shared by every store of the
+    process."""
+    global _block_cache
+    if _block_cache is None:
+        _block_cache = Cache(_BLOCK_CACHE_BYTES)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_block_cache(_block_cache)
+    options = Options(raw_mode=True)
+    options.set_block_based_table_factory(table)
+    return options
+
+
 class RocksBackend:
     """One RocksDB per store per partition, raw bytes keys and values."""
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = Rdict(str(path), options=Options(raw_mode=True))
+        self.db = Rdict(str(path), options=_options())
+        no_wal = WriteOptions()
+        no_wal.disable_wal = True
+        self.db.set_write_options(no_wal)
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
@@ -100,6 +124,8 @@ class RocksBackend:
         return int(raw) if raw is not None else None
 
     def close(self) -> None:
+        """Flush the memtable (no WAL would replay it), then close."""
+        self.db.flush(True)
         self.db.close()
 
     @staticmethod

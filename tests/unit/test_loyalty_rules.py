@@ -53,6 +53,17 @@ def test_only_referenced_variables_are_read():
     assert compile_rule("properties.amount > 0").variables == ("properties",)
 
 
+def test_a_rule_without_variables_is_evaluated_once_at_compile_time():
+    class NoContext(dict):
+        def get(self, name, default=None):
+            raise AssertionError("a constant rule must not read its activation")
+
+    assert compile_rule("100").amount(NoContext()) == 100.0
+    assert compile_rule("true").test(NoContext()) is True
+    with pytest.raises(RuleError, match="not a number"):  # still checked at every use
+        compile_rule("[1, 2]").amount(NoContext())
+
+
 def test_only_the_profile_fields_rules_read_are_converted():
     rules = [
         "profile.rfm.score >= 12",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import uuid
 
 import pytest
 
@@ -68,3 +69,10 @@ def test_schema_reads_every_previously_committed_version(path):
     for commit, old in committed_versions(path):
         reason = incompatibility(old, current)
         assert reason is None, f"{path.name} cannot read data written by {commit[:8]}: {reason}"
+
+
+@pytest.mark.parametrize("name", ["cust-1:order-7", "", "ünïcode:ref", "a" * 500])
+def test_name_uuid_is_uuid5_of_the_url_namespace(name):
+    from schemas.ids import name_uuid
+
+    assert name_uuid(name) == str(uuid.uuid5(uuid.NAMESPACE_URL, name))
