@@ -115,7 +115,9 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         return res
 
     def remember(self, event_id: str, res: dict, status: str, **extra: Any) -> None:
-        """The partition's record of an event: first result, current status, what it applied."""
+        """The partition's record of an event: first result and current status. What the event
+        applied is read back from that result (`applied`); `extra` stores only what changed
+        after it (a fulfilment's accumulations and redemptions)."""
         record = self.out.records.get(event_id)
         if record is None and event_id != self.fresh:
             record = self.lookup(event_id)
@@ -187,14 +189,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
             data = n.registration(self.cid, self.state["customer"], self.wallet())
             self.notify(event["id"], n.CUSTOMER_REGISTRATION, data)
         res = self.result(event, "RESOLVED", redemptions=redemptions, **detail)
-        self.remember(
-            event["id"],
-            res,
-            "RESOLVED",
-            event=event,
-            accumulations=detail["accumulations"],
-            redemptions=redemptions,
-        )
+        self.remember(event["id"], res, "RESOLVED")
         return self.finish()
 
     def _track(self, event: dict) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from processors.loyalty import campaigns, profile, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.envelope import as_json, public_event
+from processors.loyalty.records import applied
 
 if TYPE_CHECKING:
     from processors.loyalty.engine import Output
@@ -34,13 +35,14 @@ class Lifecycle:
             )
         )
         res = self.result(event, "PENDING", redemptions=lines, expires_at=expires)
-        self.remember(event["id"], res, "PENDING", event=event)
+        self.remember(event["id"], res, "PENDING")
         return self.finish()
 
     def _target(self, cmd: dict, wanted: str) -> tuple[dict | None, str | None]:
         target_id = cmd.get("target_event_id")
         record = self.out.records.get(target_id or "") or (self.lookup(target_id) if target_id else None)
-        if record is None or record.get("event", {}).get("customer_id") != self.cid:
+        record = applied(record) if record is not None else None
+        if record is None or record["event"].get("customer_id") != self.cid:
             return None, f"unknown event {target_id} for customer {self.cid}"
         if record["status"] != wanted:
             return None, f"event {target_id} is {record['status']}, not {wanted}"
@@ -87,7 +89,7 @@ class Lifecycle:
             if cmd is None:
                 return self.out  # already fulfilled or cancelled: nothing to expire
             return self._command_failed(cmd, f"event {event_id} has no open reservation")
-        event = record["event"]
+        event = applied(record)["event"]
         reservation = self.state["reservations"].pop(event_id, {"lines": []})
         self.changed()
         wallet.restore(self.state, reservation["lines"])
@@ -115,15 +117,15 @@ class Lifecycle:
         event = record["event"]
         lines = [
             wallet.reverse_accumulation(self.state, acc, cmd["id"], self.now, i)
-            for i, acc in enumerate(record.get("accumulations", []))
+            for i, acc in enumerate(record["accumulations"])
         ]
         self.changed()
-        for acc in record.get("accumulations", []):
+        for acc in record["accumulations"]:
             if acc["reward_id"] == wallet.POINTS:
                 profile.metrics(self.state)["period_points"] -= acc["amount"]
             if acc.get("campaign_id"):  # a reversed reward no longer counts toward the limit
                 campaigns.progress(self.state, acc["campaign_id"])["count"] -= 1
-        wallet.restore(self.state, record.get("redemptions", []))
+        wallet.restore(self.state, record["redemptions"])
         self.changed()
         if event.get("kind") != "SCHEDULED":
             profile.record(self.state, event, as_json(event.get("properties")), sign=-1)
@@ -134,7 +136,7 @@ class Lifecycle:
             "REVERSED",
             reason,
             reversals=lines,
-            restored=record.get("redemptions", []),
+            restored=record["redemptions"],
             command_id=cmd["id"],
         )
         self.remember(event["id"], record["result"], "REVERSED")

@@ -44,7 +44,7 @@ class Rekeyed:
             self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs, self.wallet()))
         self._upgrade(cmd)
         res = self.result(cmd, "RESOLVED", rules_applied=applied, accumulations=accs)
-        self.remember(cmd["id"], res, "RESOLVED", event=cmd, accumulations=accs, redemptions=[])
+        self.remember(cmd["id"], res, "RESOLVED")
         return self.finish()
 
     def _limited(self, c: Any) -> bool:
@@ -71,7 +71,7 @@ class Rekeyed:
             self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs, self.wallet()))
         self._upgrade(cmd)
         res = self.result(cmd, "RESOLVED", rules_applied=[outcome.explain()], accumulations=accs)
-        self.remember(cmd["id"], res, "RESOLVED", event=cmd, accumulations=accs, redemptions=[])
+        self.remember(cmd["id"], res, "RESOLVED")
         return self.finish()
 
     def _claim(self, event: dict, claim: Claim, props: dict) -> None:

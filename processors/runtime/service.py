@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -39,12 +40,21 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
     )
 
 
+def tune_gc() -> None:
+    """A processor allocates many short-lived dicts per record: collect the young generation
+    less often, and leave everything loaded at start-up out of every collection (~5% of the
+    per-record CPU in the loyalty benchmark)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def run_service(processor: Processor, argv: list[str]) -> int:
     """Run until SIGTERM; exit 0 on a clean stop, 1 when the runtime failed (e.g. fenced)."""
     configure_logging(f"process-{processor.name}")
     options = parse_options(argv, processor.name)
     runner = Runner(processor, Settings.from_env(), options)
     runner.install_signal_handlers()
+    tune_gc()
     try:
         runner.run()
     except Exception:

@@ -537,6 +537,38 @@ def test_reversal_restores_redeemed_points():
     assert res["detail"]["wallet"]["points"] == 100 and res["detail"]["wallet"]["lifetime"] == 100
 
 
+def test_reversing_a_fulfilled_purchase_takes_back_what_the_fulfilment_applied():
+    shop, order = reserved_shop()
+    shop.command("ann", "FULFILL", order)
+    res = result(shop.command("ann", "REVERSE", order))
+    assert res["status"] == "REVERSED"
+    assert [line["amount"] for line in res["detail"]["reversals"]] == [-100]
+    assert res["detail"]["restored"][0]["amount"] == 40
+    assert res["detail"]["wallet"]["points"] == 100 and res["detail"]["wallet"]["pending"] == 0
+
+
+def test_an_event_record_keeps_the_first_result_once_and_still_reverses():
+    shop = Shop(program(campaigns=[{**BASE, "formula": "100"}]))
+    shop.send("ann", id="order", properties={"amount": 1})
+    record = shop.driver.store("events")["order"]
+    assert set(record) == {"result", "status"}  # the event and its lines live in the result
+    legacy = {
+        **record,
+        "event": {
+            "id": "order",
+            "customer_id": "ann",
+            "type": "PURCHASE",
+            "issued_at": NOW,
+            "properties": '{"amount": 1}',
+        },
+        "accumulations": [],
+        "redemptions": [],
+    }
+    shop.driver.tasks[0].stores["events"].put("order", legacy)  # a record written by an older version
+    res = result(shop.command("ann", "REVERSE", "order"))
+    assert res["status"] == "REVERSED" and res["detail"]["reversals"] == []  # its stored lines win
+
+
 def test_a_repeated_command_is_applied_once():
     shop, order = reserved_shop()
     fulfil = shop.send("ann", "COMMAND", id="cmd-1", kind="FULFILL", target_event_id=order)
