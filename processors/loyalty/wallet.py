@@ -87,6 +87,8 @@ def _fifo(state: dict[str, Any], reward_id: str) -> list[dict[str, Any]]:
 
 def shortfall(state: dict[str, Any], wanted: list[dict[str, Any]]) -> str | None:
     """Why a set of redemptions cannot be honoured, or None when the balance covers it."""
+    if not wanted:
+        return None
     need: dict[str, float] = {}
     for r in wanted:
         need[r["reward_id"]] = need.get(r["reward_id"], 0.0) + r["amount"]
@@ -163,7 +165,8 @@ def expire(state: dict[str, Any], now: int) -> list[Line]:
             )
             lines.append(entry)
             bucket["remaining"] = 0.0
-    _drop_empty(state)
+    if lines:
+        _drop_empty(state)
     return lines
 
 
