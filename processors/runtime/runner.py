@@ -65,6 +65,13 @@ class RuntimeOptions:
     producer_config: dict[str, Any] = field(default_factory=dict)
 
 
+def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_up: bool) -> bool:
+    """Commit after `commit_every` records or the commit interval; the longer catch-up interval
+    while polls come back full (a backlog: latency is set by the backlog then, not the commit)."""
+    interval = opts.catch_up_interval_ms if catching_up else opts.commit_interval_ms
+    return records >= opts.commit_every or elapsed_ms >= interval
+
+
 class FatalError(RuntimeError):
     """The producer was fenced or hit a fatal error: this instance must stop."""
 
@@ -225,11 +232,8 @@ class Runner:
                 self._process(msg)
             self._punctuate()
             self._check_config()
-            interval = opts.catch_up_interval_ms if len(msgs) >= opts.poll_batch else opts.commit_interval_ms
-            if self.in_txn and (
-                self.txn_records >= opts.commit_every
-                or (time.monotonic() - self.txn_started) * 1000 >= interval
-            ):
+            elapsed_ms = (time.monotonic() - self.txn_started) * 1000
+            if self.in_txn and commit_due(opts, self.txn_records, elapsed_ms, len(msgs) >= opts.poll_batch):
                 self._commit()
 
     def _begin(self) -> None:
