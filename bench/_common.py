@@ -34,19 +34,24 @@ def drop_topics(settings: Settings) -> None:
     delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU of a process and its children, from /proc: a cost per event that stays
-    comparable across runs even when other load shares the cores."""
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """User+system CPU seconds of a process and of each descendant, from /proc: a cost per
+    event that stays comparable across runs even when other load shares the cores."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    found: dict[int, float] = {}
     pids = [pid]
     while pids:
         current = pids.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            found[current] = (int(fields[11]) + int(fields[12])) / tick
             for task in Path(f"/proc/{current}/task").iterdir():
                 pids += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
             continue
-    return total
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants together."""
+    return sum(cpu_by_process(pid).values())

@@ -1,7 +1,7 @@
 """Ingest load generator: accepted events/s (single and bulk) and latency against N ingest
 worker processes on loopback, next to a raw confluent-kafka producer ceiling in the same run.
 
-    python -m bench.ingest [--workers 2] [--seconds 10] [--rate 1000] [--bulk-size 1000]
+    python -m bench.ingest [--workers 2] [--seconds 10] [--rate 1000] [--bulk-size 1000] [--concurrency 8]
 
 Targets on a 2-core machine: bulk >= 50,000 events/s; single-event p99 < 20 ms at 1,000 req/s.
 Uses KAFKA_BOOTSTRAP_SERVERS and a fresh TOPIC_PREFIX so it never touches other data.
@@ -24,6 +24,7 @@ import httpx
 import orjson
 from confluent_kafka import Producer
 
+from bench._common import cpu_by_process
 from deploy.topics import ensure_topics
 from schemas.codec import encode
 from schemas.program import EventType, Program
@@ -131,15 +132,22 @@ def start_ingest(settings: Settings, workers: int, port: int) -> subprocess.Pope
     cmd = [sys.executable, "-m", "deploy.cli", "ingest", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    # Wait for every worker: a worker accepts connections once it has started, and keep-alive
+    # connections opened while only some workers are up would stay on those for the whole run.
+    seen: set[int] = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
+            resp = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            if resp.status_code == 200:
+                seen.add(resp.json()["pid"])
+                if len(seen) >= workers:
+                    return proc
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("ingest did not start")
+    raise RuntimeError(f"ingest did not start {workers} workers ({len(seen)} answered)")
 
 
 def request_bytes(path: str, body: bytes) -> bytes:
@@ -240,23 +248,6 @@ async def single_load(port: int, seconds: float, rate: float, connections: int) 
     return len(latencies) / (time.perf_counter() - started), latencies, errors
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU of a process and its children (the uvicorn workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pids += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return total
-
-
 def report(name: str, rate: float, latencies: list[float]) -> None:
     ms = [x * 1000 for x in latencies]
     print(
@@ -265,15 +256,20 @@ def report(name: str, rate: float, latencies: list[float]) -> None:
     )
 
 
-def cpu_report(pid: int, before: float, events: float) -> None:
-    """Ingest CPU per event: comparable across runs even when other load shares the cores."""
-    used = cpu_seconds(pid) - before
+def cpu_report(pid: int, before: dict[int, float], events: float) -> None:
+    """Ingest CPU per event: comparable across runs even when other load shares the cores; and
+    how it split over the processes (balanced workers take about equal shares)."""
+    after = cpu_by_process(pid)
+    spent = {p: after[p] - before.get(p, 0.0) for p in after}
+    used = sum(spent.values())
     per_event = used / events * 1e6 if events else 0.0
     cores = os.cpu_count() or 1
     print(
         f"  ingest CPU {per_event:6.1f} us/event -> {cores * 1e6 / per_event if per_event else 0:,.0f}"
         f" events/s if the {cores} cores served ingest alone; load avg {os.getloadavg()[0]:.1f}"
     )
+    shares = sorted((cpu / used * 100 for cpu in spent.values() if used and cpu / used >= 0.01), reverse=True)
+    print("  CPU split over ingest processes: " + " / ".join(f"{share:.0f}%" for share in shares))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=1000, help="single-event requests/s")
     parser.add_argument("--bulk-size", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=4, help="parallel bulk clients")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="parallel bulk clients, one keep-alive connection each (the kernel spreads connections,"
+        " not requests, over the workers: with 4 and 2 workers, all land on one worker 1 time in 8)",
+    )
     parser.add_argument("--connections", type=int, default=64, help="single-event connections")
     parser.add_argument("--raw-count", type=int, default=300_000)
     args = parser.parse_args(argv)
@@ -302,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     port = int(os.environ.get("BENCH_PORT", "18080"))
     proc = start_ingest(settings, args.workers, port)
     try:
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        cpu0, t0 = cpu_by_process(proc.pid), time.perf_counter()
         rate, lat = asyncio.run(bulk_load(port, args.seconds, args.bulk_size, args.concurrency))
         report(f"bulk ({args.bulk_size}/request)", rate, lat)
         cpu_report(proc.pid, cpu0, rate * (time.perf_counter() - t0))
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        cpu0, t0 = cpu_by_process(proc.pid), time.perf_counter()
         rate, lat, errors = asyncio.run(single_load(port, args.seconds, args.rate, args.connections))
         report(f"single @ {args.rate:,.0f} req/s", rate, lat)
         cpu_report(proc.pid, cpu0, rate * (time.perf_counter() - t0))

@@ -6,7 +6,6 @@ recent, assigns the id and the route. Rules, dedup and state live in the loyalty
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,25 +18,18 @@ from ingest.errors import ApiError, validation_fields
 from ingest.models import EventIn
 from ingest.programs import TypeRegistry
 from schemas.codec import default_codec
+from schemas.ids import name_uuid
 from schemas.topics import EVENTS_LOYALTY, EVENTS_TRACKING
-
-_NAMESPACE = uuid.NAMESPACE_URL.bytes
 
 
 def event_id(customer_id: str, reference: str | None) -> str:
     """Deterministic for customer + reference, so retries and replays map to one event.
 
-    Equals str(uuid.uuid5(uuid.NAMESPACE_URL, f"{customer_id}:{reference}")), computed
-    without building UUID objects (this runs once per event on the hot path).
+    Equals str(uuid.uuid5(uuid.NAMESPACE_URL, f"{customer_id}:{reference}")).
     """
     if reference is None:
         return str(uuid.uuid4())
-    name = f"{customer_id}:{reference}".encode("utf-8", "surrogatepass")
-    digest = bytearray(hashlib.sha1(_NAMESPACE + name).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return name_uuid(f"{customer_id}:{reference}")
 
 
 def to_ms(moment: datetime) -> int:

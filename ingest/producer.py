@@ -47,6 +47,7 @@ class KafkaProducer:
         self.linger_ms = linger_ms
         self._running = False
         self._completed: list[tuple[asyncio.AbstractEventLoop, asyncio.Future, object]] = []
+        self._topics: dict[str, str] = {}  # logical -> physical topic name
         self._producer = self._create()
         self._thread = threading.Thread(target=self._poll_loop, name="ingest-producer", daemon=True)
 
@@ -98,18 +99,24 @@ class KafkaProducer:
     def _complete(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future, outcome) -> None:
         self._completed.append((loop, future, outcome))  # only called on the poll thread
 
+    def _try_produce(self, topic: str, key: str, value: bytes, callback) -> bool:
+        """Hand one message to librdkafka; False when its queue is full (then see _produce)."""
+        physical = self._topics.get(topic)
+        if physical is None:
+            physical = self._topics[topic] = topic_name(topic, self.settings)
+        try:
+            self._producer.produce(physical, value, key.encode(), on_delivery=callback)
+        except BufferError:
+            return False
+        return True
+
     async def _produce(self, topic: str, key: str, value: bytes, callback) -> None:
+        """Produce, waiting while the queue is full; Unavailable after ack_timeout_s."""
         deadline = time.monotonic() + self.ack_timeout_s
-        while True:
-            try:
-                self._producer.produce(
-                    topic_name(topic, self.settings), value, key.encode(), on_delivery=callback
-                )
-                return
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise Unavailable("producer queue full") from None
-                await asyncio.sleep(0.005)
+        while not self._try_produce(topic, key, value, callback):
+            if time.monotonic() > deadline:
+                raise Unavailable("producer queue full")
+            await asyncio.sleep(0.005)
 
     async def send(self, topic: str, key: str, value: bytes) -> Delivered:
         loop = asyncio.get_running_loop()
@@ -145,8 +152,11 @@ class KafkaProducer:
             return delivered
 
         for i, (topic, key, value) in enumerate(messages):
+            callback = callback_for(i)
+            if self._try_produce(topic, key, value, callback):
+                continue  # the common case, without a coroutine per message
             try:
-                await self._produce(topic, key, value, callback_for(i))
+                await self._produce(topic, key, value, callback)
             except Unavailable as exc:
                 for j in range(i, len(messages)):
                     results[j] = exc

@@ -1,7 +1,7 @@
-"""`loyalty ingest`: run the API under uvicorn with N worker processes.
+"""`loyalty ingest`: run the API under uvicorn in N worker processes (ingest/workers.py).
 
 Each worker builds its own app (create_app via the factory), so each has its own Kafka
-producer, reply listener and instance id.
+producer, reply listener and instance id, and its own listening socket on the shared port.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import uvicorn
-
+from ingest.workers import Options, Supervisor
 from processors.runtime.logs import configure_logging
 
 
@@ -27,25 +26,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("INGEST_PORT", "8080")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("INGEST_WORKERS", "1")))
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info").lower())
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv if argv is not None else [])
     configure_logging("ingest")
-    uvicorn.run(
-        "ingest.service:app_factory",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    return Supervisor(Options(args.host, args.port, args.workers, args.log_level)).run()
 
 
 if __name__ == "__main__":

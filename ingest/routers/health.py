@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -10,7 +12,8 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/healthz")
 async def healthz(request: Request) -> dict:
-    return {"status": "ok", "instance_id": request.app.state.ingest.instance_id}
+    """Liveness; `instance_id` and `pid` say which worker process answered."""
+    return {"status": "ok", "instance_id": request.app.state.ingest.instance_id, "pid": os.getpid()}
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -350,7 +351,8 @@ def test_admin_program_roundtrip(h):
 
 
 def test_ops_endpoints(h):
-    assert h.client.get("/healthz").json() == {"status": "ok", "instance_id": "ingest-test"}
+    health = h.client.get("/healthz").json()
+    assert health == {"status": "ok", "instance_id": "ingest-test", "pid": os.getpid()}
     metrics = h.client.get("/metrics").text
     assert "ingest_requests_total" in metrics
     spec = h.client.get("/openapi.json").json()
