@@ -1,34 +1,45 @@
-"""Domain metrics (the runtime already exports records/s, lag, commit latency, timers)."""
+"""Domain metrics (the runtime already exports records/s, lag, commit latency, timers).
+
+Counted in plain dicts and read by a collector at scrape time: a prometheus Counter takes a lock
+on every `inc`, and the processor counts several things per event (about 3% of its CPU).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
-RESULTS = Counter("loyalty_results_total", "Results by status", ["status"])
-ISSUED = Counter("loyalty_rewards_issued_total", "Amount credited", ["reward_id"])
-NOTIFICATIONS = Counter("loyalty_notifications_total", "Webhook events emitted", ["event"])
 INTERNAL_ERRORS = Counter("loyalty_internal_errors_total", "Events or timers the engine could not apply")
 
-
-_CHILDREN: dict[tuple[int, str], Any] = {}
-
-
-def _child(metric: Counter, label: str) -> Any:
-    """The labelled counter, cached: `labels()` takes a lock and builds a key on every call,
-    a noticeable cost at several calls per event."""
-    key = (id(metric), label)
-    child = _CHILDREN.get(key)
-    if child is None:
-        child = _CHILDREN[key] = metric.labels(label)
-    return child
+results: dict[str, float] = {}  # status -> results
+issued: dict[str, float] = {}  # reward id -> amount credited
+notifications: dict[str, float] = {}  # webhook event -> notifications emitted
 
 
-def observe(results: list[dict], notifications: list[dict], credited: list[dict]) -> None:
-    for res in results:
-        _child(RESULTS, res["status"]).inc()
-    for note in notifications:
-        _child(NOTIFICATIONS, note["event"]).inc()
+def observe(out_results: list[dict], out_notifications: list[dict], credited: list[dict]) -> None:
+    for res in out_results:
+        results[res["status"]] = results.get(res["status"], 0) + 1
+    for note in out_notifications:
+        notifications[note["event"]] = notifications.get(note["event"], 0) + 1
     for line in credited:
-        _child(ISSUED, line["reward_id"]).inc(line["amount"])
+        issued[line["reward_id"]] = issued.get(line["reward_id"], 0.0) + line["amount"]
+
+
+class LoyaltyCollector(Collector):
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        families = (
+            ("loyalty_results", "Results by status", "status", results),
+            ("loyalty_rewards_issued", "Amount credited", "reward_id", issued),
+            ("loyalty_notifications", "Webhook events emitted", "event", notifications),
+        )
+        for name, doc, label, counts in families:
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for value, count in counts.copy().items():  # copy: one C call, safe against the writer
+                family.add_metric([value], count)
+            yield family
+
+
+REGISTRY.register(LoyaltyCollector())
