@@ -2,7 +2,7 @@
 
 One transactional producer per process (`transactional.id` = group + instance id, stable across
 restarts so a restarted instance fences its zombie and aborts its open transaction at once).
-Every ~100 ms or N records (up to 500 ms while catching up on a backlog) the loop sends the
+Every ~100 ms or N records (up to 1 s while catching up on a backlog) the loop sends the
 consumed offsets with the consumer group metadata and commits; only then do store writes reach
 RocksDB. On a failed commit the transaction is
 aborted, the stores' overlays dropped and the consumer rewound to the committed offsets.
@@ -56,7 +56,7 @@ class RuntimeOptions:
     commit_every: int = 10_000
     # While polls come back full (a backlog), a transaction may run this long instead: fewer
     # commits (each blocks the loop on broker round trips), so the backlog drains faster.
-    catch_up_interval_ms: int = 500
+    catch_up_interval_ms: int = 1000
     static_membership: bool = False  # group.instance.id = instance_id: no rebalance on restart
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 6_000

@@ -26,7 +26,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0")))
     parser.add_argument("--commit-interval-ms", type=int, default=100)
     parser.add_argument("--commit-every", type=int, default=10_000)
-    parser.add_argument("--catch-up-interval-ms", type=int, default=500)
+    parser.add_argument("--catch-up-interval-ms", type=int, default=1000)
     parser.add_argument("--static-membership", action="store_true")
     args = parser.parse_args(argv)
     return RuntimeOptions(
