@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import os
 import sys
 import time
 import traceback
@@ -38,8 +40,23 @@ def run(name: str) -> bool:
     return result in (None, 0)
 
 
+def services() -> contextlib.ExitStack:
+    """A throwaway Kafka broker and PostgreSQL cluster, as the tests use, unless
+    KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL name running ones."""
+    from deploy.local.kafka import test_broker
+    from deploy.local.postgres import test_cluster
+
+    stack = contextlib.ExitStack()
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = stack.enter_context(test_broker())
+    if not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = stack.enter_context(test_cluster())
+    return stack
+
+
 def main(argv: list[str]) -> int:
-    failed = [name for name in modules(argv) if not run(name)]
+    with services():
+        failed = [name for name in modules(argv) if not run(name)]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

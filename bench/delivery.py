@@ -22,7 +22,8 @@ import httpx
 
 from deploy.topics import ensure_topics
 from processors.delivery.service import DeliveryService, Options
-from processors.delivery.testing import TopicReader, notification, produce, wait_for
+from processors.delivery.testing import TopicReader, notification, produce
+from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook
 from schemas.settings import Settings
 from schemas.topics import DELIVERIES, NOTIFICATIONS
