@@ -189,7 +189,7 @@ class Runner:
                 "transaction.timeout.ms": self.options.transaction_timeout_ms,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 5,
+                "linger.ms": 50,  # records are visible only at commit, and commit flushes at once
                 "partitioner": "murmur2_random",
                 "queue.buffering.max.messages": 500_000,
                 **self.options.producer_config,
