@@ -55,8 +55,13 @@ def ensure_jars() -> Path:
 
 
 def _cluster_id() -> str:
-    """A Kafka Uuid string (url-safe base64, no padding) without starting a JVM for it."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka Uuid string (url-safe base64, no padding) without starting a JVM for it. Like
+    Kafka's Uuid.randomUuid, never one starting with '-': `kafka-storage format -t -abc...`
+    would read it as an option and fail (1 broker start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 SERVER_PROPERTIES = """\
