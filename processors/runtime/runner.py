@@ -4,8 +4,8 @@ One transactional producer per process (`transactional.id` = group + instance id
 restarts so a restarted instance fences its zombie and aborts its open transaction at once).
 Every ~100 ms or N records (up to 1 s while catching up on a backlog) the loop sends the
 consumed offsets with the consumer group metadata and commits; only then do store writes reach
-RocksDB. On a failed commit the transaction is
-aborted, the stores' overlays dropped and the consumer rewound to the committed offsets.
+RocksDB. On a failed commit the transaction is aborted, the stores' overlays dropped and the
+consumer rewound to the committed offsets.
 
 Assignment is eager with the `range` assignor: co-partitioned input topics give partition N of
 every input to the same instance, which owns the task (stores, timers) for N. On assignment a
