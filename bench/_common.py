@@ -3,6 +3,7 @@ and cleaning the prefix's topics away afterwards."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
 from pathlib import Path
@@ -55,3 +56,13 @@ def cpu_by_process(pid: int) -> dict[int, float]:
 def cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its descendants together."""
     return sum(cpu_by_process(pid).values())
+
+
+def add_kafka_flag(parser: argparse.ArgumentParser) -> None:
+    """--kafka / --no-kafka: also run a processor benchmark on the real runtime."""
+    parser.add_argument(
+        "--kafka",
+        action=argparse.BooleanOptionalAction,
+        default=bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
+        help="also run on the real runtime (default: when KAFKA_BOOTSTRAP_SERVERS is set)",
+    )

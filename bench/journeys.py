@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
-from bench._common import drop_topics, fresh_settings, rate
+from bench._common import add_kafka_flag, drop_topics, fresh_settings, rate
 from processors.journeys.processor import build
 from processors.runtime.api import Processor
 from processors.runtime.clock import ManualClock
@@ -218,12 +217,7 @@ def parse(argv: list[str], events: int, customers: int) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=events)
     parser.add_argument("--customers", type=int, default=customers)
-    parser.add_argument(
-        "--kafka",
-        action=argparse.BooleanOptionalAction,
-        default=bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
-        help="also run on the real runtime (default: when KAFKA_BOOTSTRAP_SERVERS is set)",
-    )
+    add_kafka_flag(parser)
     return parser.parse_args(argv)
 
 

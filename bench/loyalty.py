@@ -30,7 +30,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench._common import cpu_seconds, drop_topics, fresh_settings, rate
+from bench._common import add_kafka_flag, cpu_seconds, drop_topics, fresh_settings, rate
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import TestDriver
@@ -218,12 +218,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--paced", type=int, default=5_000, help="events in the latency phase")
     parser.add_argument("--rate", type=float, default=1_000, help="events/s in the latency phase")
-    parser.add_argument(
-        "--kafka",
-        action=argparse.BooleanOptionalAction,
-        default=bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
-        help="also run on the real runtime (default: when KAFKA_BOOTSTRAP_SERVERS is set)",
-    )
+    add_kafka_flag(parser)
     return parser.parse_args(argv)
 
 

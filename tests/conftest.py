@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.topics import delete_topics, ensure_topics
+from processors.delivery.receiver import Receiver
 from schemas.settings import Settings
 
 
@@ -55,3 +56,11 @@ def settings(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     ensure_topics(s)
     yield s
     delete_topics(kafka_bootstrap, prefix)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local webhook receiver (its own HTTP server), closed after the test."""
+    r = Receiver()
+    yield r
+    r.close()

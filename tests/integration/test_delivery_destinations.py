@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.delivery.receiver import Receiver
 from processors.delivery.replay import replay
 from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
@@ -27,13 +26,6 @@ from schemas.topics import (
 
 pytestmark = pytest.mark.integration
 FAST = Delivery(retry_tiers=["200ms"], timeout_s=2)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

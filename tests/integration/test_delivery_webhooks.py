@@ -23,13 +23,6 @@ FAST = Delivery(retry_tiers=["200ms", "500ms"], timeout_s=2)
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def run_service(settings: Settings, tmp_path) -> Iterator:
     services: list[DeliveryService] = []
 
