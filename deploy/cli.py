@@ -7,8 +7,15 @@ the others (and the CLI works while parts of the system are still being written)
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from schemas.program import Program
 
 USAGE = """\
 usage: loyalty <command> [args]
@@ -18,7 +25,7 @@ commands:
   ingest [--host H --port P --workers N]                    HTTP ingest service
   process loyalty|audiences|journeys|delivery [flags]       a stream processor
   sink [--metrics-port P]                                   Kafka -> PostgreSQL sink
-  config apply FILE                                         publish a program YAML
+  config apply FILE                                         publish a program YAML (${NAME}: env)
   deliveries replay [flags]                                 re-send dead-lettered webhooks
   demo                                                      send a demo load to the stack
 """
@@ -68,22 +75,55 @@ def _config(args: list[str]) -> int:
     return apply_config(args[1])
 
 
-def apply_config(path: str) -> int:
-    """Validate the YAML (after ${ENV} expansion) and publish it as the next version."""
-    import os
-    from pathlib import Path
+ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+
+class ProgramFileError(ValueError):
+    """A program file that cannot be published; the message says why."""
+
+
+def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """`${NAME}` in every string of parsed YAML -> env[NAME]; `$${NAME}` -> a literal `${NAME}`.
+
+    Expanded after parsing, so a value (a URL with ':' or '#') cannot change the YAML structure.
+    A name not in `env` is refused: a webhook URL left as '${RECEIVER_URL}' would only fail later,
+    at delivery time, where nobody looks."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    missing = [m[2] for m in ENV_REF.finditer(value) if not m[1] and m[2] not in env]
+    if missing:
+        names = ", ".join(dict.fromkeys(missing))
+        raise ProgramFileError(f"{where or 'value'}: {value!r} needs environment variable {names}, not set")
+    return ENV_REF.sub(lambda m: f"${{{m[2]}}}" if m[1] else env[m[2]], value)
+
+
+def load_program(path: Path, env: Mapping[str, str] | None = None) -> Program:
+    """Parse, expand `${NAME}` (from `env`, default os.environ) and validate a program YAML."""
     import yaml
     from pydantic import ValidationError
 
-    from processors.runtime.config_table import publish_program
     from schemas.program import Program
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        data = expand_env(data, os.environ if env is None else env)
+        return Program.model_validate(data)
+    except (OSError, ValidationError, yaml.YAMLError) as exc:
+        raise ProgramFileError(str(exc)) from exc
+
+
+def apply_config(path: str) -> int:
+    """Validate the YAML (after ${NAME} expansion) and publish it as the next version."""
+    from processors.runtime.config_table import publish_program
     from schemas.settings import Settings
 
     try:
-        text = os.path.expandvars(Path(path).read_text())
-        program = Program.model_validate(yaml.safe_load(text) or {})
-    except (OSError, ValidationError, yaml.YAMLError) as exc:
+        program = load_program(Path(path))
+    except ProgramFileError as exc:
         print(f"loyalty config apply: {path}: {exc}", file=sys.stderr)
         return 1
     from processors.loyalty.validate import rule_errors

@@ -216,15 +216,10 @@ def _settings(env: dict[str, str]) -> Settings:
     )
 
 
-def program_text(path: Path, receiver_url: str) -> str:
-    """The program YAML with ${RECEIVER_URL} (and other env vars) expanded."""
-    old = os.environ.get("RECEIVER_URL")
-    os.environ.setdefault("RECEIVER_URL", receiver_url)
-    try:
-        return os.path.expandvars(path.read_text())
-    finally:
-        if old is None:
-            os.environ.pop("RECEIVER_URL", None)
+def program_env(receiver_url: str) -> dict[str, str]:
+    """The environment `${NAME}` in the program expands from: this stack's receiver wins over an
+    inherited RECEIVER_URL (a stack.env sourced from another stack would point elsewhere)."""
+    return {**os.environ, "RECEIVER_URL": receiver_url}
 
 
 def _apply_program(stack: Stack, state: dict, env: dict[str, str], receiver_url: str) -> None:
@@ -235,19 +230,20 @@ def _apply_program(stack: Stack, state: dict, env: dict[str, str], receiver_url:
     if not _module_exists("processors.runtime.config_table"):
         _say("program     skipped (processors.runtime.config_table not available yet)")
         return
-    import yaml
-
+    from deploy.cli import ProgramFileError, load_program
     from processors.runtime.config_table import publish_program
-    from schemas.program import Program
 
-    text = program_text(path, receiver_url)
+    try:
+        program = load_program(path, program_env(receiver_url))
+    except ProgramFileError as exc:
+        raise RuntimeError(f"program {path}: {exc}") from None
+    canonical = program.model_dump_json()
     digest = hashlib.sha256(
-        f"{text}|{env['KAFKA_BOOTSTRAP_SERVERS']}|{env['TOPIC_PREFIX']}".encode()
+        f"{canonical}|{env['KAFKA_BOOTSTRAP_SERVERS']}|{env['TOPIC_PREFIX']}".encode()
     ).hexdigest()
     if state.get("program", {}).get("sha256") == digest:
         _say(f"program     version {state['program']['version']} already applied")
         return
-    program = Program.model_validate(yaml.safe_load(text) or {})
     version = publish_program(_settings(env), program)
     state["program"] = {"sha256": digest, "version": version, "path": str(path)}
     _say(f"program     {path.name} applied as version {version}")
