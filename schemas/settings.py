@@ -19,6 +19,7 @@ class Settings:
     topic_prefix: str = ""
     partitions: int = 6
     replication_factor: int = 1
+    delivery_max_retry_after_s: float = 300.0  # webhook Retry-After longer than this is capped
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -28,6 +29,7 @@ class Settings:
             topic_prefix=_env("TOPIC_PREFIX", ""),
             partitions=int(_env("TOPIC_PARTITIONS", "6")),
             replication_factor=int(_env("TOPIC_REPLICATION_FACTOR", "1")),
+            delivery_max_retry_after_s=float(_env("DELIVERY_MAX_RETRY_AFTER_S", "300")),
         )
 
 

@@ -65,17 +65,28 @@ class Step:
         return self.tier is None
 
 
-def next_step(attempt: int, tier_list: list[Tier], now_ms: int, retry_after: float | None) -> Step:
+def next_step(
+    attempt: int,
+    tier_list: list[Tier],
+    now_ms: int,
+    retry_after: float | None,
+    max_retry_after_s: float = 300.0,
+) -> Step:
     """After failed attempt number `attempt` (1-based), retry on tier `attempt - 1` or DLQ.
 
-    Retry-After moves the not-before time later (never earlier than the tier's delay).
+    A Retry-After (capped at `max_retry_after_s`) longer than that tier's delay picks the first
+    later tier whose delay covers it, else the last tier. The not-before time is always
+    now + the chosen tier's own delay, so each tier topic holds messages of one delay only:
+    its FIFO order is its due order and a paused partition head never blocks a message that
+    is due earlier (another endpoint's, say).
     """
     index = attempt - 1
     if index >= len(tier_list):
         return Step(None)
-    tier = tier_list[index]
-    delay = max(tier.delay_s, retry_after or 0.0)
-    return Step(tier, now_ms + int(delay * 1000))
+    wanted = min(retry_after or 0.0, max_retry_after_s)
+    later = tier_list[index:]
+    tier = next((t for t in later if t.delay_s >= wanted), later[-1])
+    return Step(tier, now_ms + int(tier.delay_s * 1000))
 
 
 def is_success(status: int | None) -> bool:

@@ -48,8 +48,10 @@ class Deliverer:
         program: Callable[[], Program],
         disabled: DisabledTable,
         guard: UrlGuard | None = None,
+        max_retry_after_s: float = 300.0,
     ) -> None:
         self.client = client
+        self.max_retry_after_s = max_retry_after_s
         self.outbox = outbox
         self.program = program
         self.disabled = disabled
@@ -76,7 +78,8 @@ class Deliverer:
             self.disabled.disable(ep, "410 Gone")
             log.warning("endpoint disabled after 410", extra={"endpoint": ep.key})
             return await self._finish(ep, note, attempt, "DISABLED", status, latency, "410 Gone")
-        step = next_step(attempt, tiers(program.delivery), _now_ms(), retry_after)
+        tier_list = tiers(program.delivery)
+        step = next_step(attempt, tier_list, _now_ms(), retry_after, self.max_retry_after_s)
         return await self._retry(ep, note, attempt, step, status, latency, error)
 
     async def defer(self, key: str, note: dict[str, Any]) -> None:

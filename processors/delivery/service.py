@@ -2,7 +2,8 @@
 
 One consumer (group `delivery`) reads notifications, journeys.activity, the event topics,
 audiences.membership and every retry tier topic. Work fans out to per-endpoint lanes; a retry
-message is held (partition paused and rewound) until its not_before time. Offsets are committed
+message is held (partition paused and rewound) until its not_before time, which on a tier topic
+is always write time + that tier's delay, so a held partition head never blocks a due message. Offsets are committed
 only up to the lowest unfinished message, so a kill re-sends but never loses a delivery.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, TopicPartition
 
 from deploy.topics import ensure_topics
 from processors.delivery import metrics
@@ -28,7 +29,7 @@ from processors.delivery.disabled import DisabledTable
 from processors.delivery.dispatcher import Dispatcher
 from processors.delivery.kafka_io import RETRY_PREFIX, KafkaOutbox, consumer, value_schema
 from processors.delivery.offsets import OffsetTracker
-from processors.delivery.policy import tiers
+from processors.delivery.policy import parse_duration, tiers
 from processors.delivery.routing import (
     INPUT_TOPICS,
     JOURNEYS_ACTIVITY,
@@ -134,7 +135,13 @@ class DeliveryService:
         outbox = KafkaOutbox(self.settings, self._loop)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
         client = httpx.AsyncClient(limits=limits, follow_redirects=False)
-        deliverer = Deliverer(client, outbox, self.program, self.disabled)
+        deliverer = Deliverer(
+            client,
+            outbox,
+            self.program,
+            self.disabled,
+            max_retry_after_s=self.settings.delivery_max_retry_after_s,
+        )
         self.dispatcher = Dispatcher(
             deliverer,
             lambda: self.program().delivery.max_concurrency_per_endpoint,
@@ -245,14 +252,14 @@ class DeliveryService:
             log.error("undecodable message skipped", extra={"topic": base, "error": str(exc)})
             self.tracker.add(tp, msg.offset(), 0)
             return
-        if base.startswith(RETRY_PREFIX) and self._hold(msg, value):
+        if base.startswith(RETRY_PREFIX) and self._hold(msg, value, base):
             return
         done = self._acker(tp, msg.offset())
         self._route(base, value, tp, msg.offset(), done)
 
-    def _hold(self, msg: Message, value: dict[str, Any]) -> bool:
-        """Pause a retry partition at this message until its not_before (no busy loop)."""
-        wait_ms = (value.get("not_before") or 0) - int(time.time() * 1000)
+    def _hold(self, msg: Message, value: dict[str, Any], base: str) -> bool:
+        """Pause a retry partition at this message until it is due (no busy loop)."""
+        wait_ms = _due_ms(msg, value, base) - int(time.time() * 1000)
         if wait_ms <= 0:
             return False
         part = TopicPartition(msg.topic(), msg.partition(), msg.offset())
@@ -310,6 +317,24 @@ class DeliveryService:
             pinned = endpoints(program).get(f"destination:{note['endpoint_id']}")
             dests = [pinned] if pinned and pinned.enabled else []
         return [], [(ep, item) for ep in dests]
+
+
+def _due_ms(msg: Message, value: dict[str, Any], base: str) -> int:
+    """A retry's not_before, but never later than its write time + its tier's delay.
+
+    Every tier topic holds one delay only (policy.next_step), so FIFO is due order; this bound
+    keeps that true for records written otherwise (an older version's uncapped Retry-After), so
+    one such record cannot hold the partition for longer than the tier's delay.
+    """
+    not_before = value.get("not_before") or 0
+    kind, written_ms = msg.timestamp()
+    try:
+        delay_ms = int(parse_duration(base[len(RETRY_PREFIX) :]) * 1000)
+    except ValueError:
+        return not_before
+    if kind == TIMESTAMP_NOT_AVAILABLE or written_ms <= 0:
+        return not_before
+    return min(not_before, written_ms + delay_ms)
 
 
 def _single_thread() -> Any:

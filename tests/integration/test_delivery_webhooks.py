@@ -127,7 +127,8 @@ def test_failing_endpoint_dead_letters_while_healthy_one_keeps_its_latency(setti
 def test_retry_after_is_honoured(settings, receiver, run_service):
     route = receiver.routes["/busy"]
     route.fail_first, route.fail_status, route.retry_after = 1, 429, "1"
-    run_service(Program(webhooks=[_hook(receiver, "busy", ["E"])], delivery=FAST))
+    tiers = Delivery(retry_tiers=["200ms", "1s"], timeout_s=2)  # "1s" covers the Retry-After
+    run_service(Program(webhooks=[_hook(receiver, "busy", ["E"])], delivery=tiers))
     produce(settings, NOTIFICATIONS, [notification("E", {})])
     wait_for(lambda: len(route.unique) == 1, timeout=20, what="delivery after 429")
     assert route.received[1][0] - route.received[0][0] >= 0.95

@@ -83,11 +83,11 @@ def test_failure_goes_to_next_tier_keeping_the_id() -> None:
     assert (value["id"], value["attempt"], value["last_error"]) == ("wh-1", 2, "HTTP 500")
 
 
-def test_429_retry_after_sets_not_before() -> None:
-    outcome, outbox, _ = _run(lambda r: httpx.Response(429, headers={"retry-after": "30"}))
-    _, value = outbox.sent[0]
-    assert outcome == "RETRY"
-    assert value["not_before"] - outbox.attempts[0]["at"] == pytest.approx(30_000, abs=200)
+def test_429_retry_after_picks_the_tier_covering_it() -> None:
+    outcome, outbox, _ = _run(lambda r: httpx.Response(429, headers={"retry-after": "1"}))
+    topic, value = outbox.sent[0]
+    assert outcome == "RETRY" and topic == "delivery.retry.1s"  # not the 200ms tier
+    assert value["not_before"] - outbox.attempts[0]["at"] == pytest.approx(1_000, abs=200)
 
 
 def test_exhausted_tiers_dead_letter_with_last_error() -> None:

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from processors.delivery.offsets import OffsetTracker
 from processors.delivery.policy import next_step, parse_duration, parse_retry_after, tiers
@@ -17,6 +18,7 @@ from processors.delivery.routing import (
     request_body,
     webhook_targets,
 )
+from processors.delivery.service import _due_ms
 from processors.delivery.urlguard import RefusedTarget, UrlGuard
 from processors.delivery.verify import VerificationError, sign, signature_header, verify
 from schemas.program import Delivery, Program, Webhook
@@ -94,9 +96,20 @@ def test_next_step_walks_the_tiers_then_dead_letters() -> None:
     assert next_step(3, tier_list, 1_000, None).dlq
 
 
-def test_retry_after_delays_beyond_the_tier() -> None:
+def test_retry_after_moves_to_the_first_tier_covering_it() -> None:
+    tier_list = tiers(Delivery(retry_tiers=["200ms", "5s", "1m", "5m"]))
+    step = next_step(1, tier_list, 1_000, 30)
+    assert (step.tier.name, step.not_before_ms) == ("1m", 61_000)  # the tier's own delay
+    assert next_step(1, tier_list, 1_000, 3).tier.name == "5s"
+    assert next_step(3, tier_list, 1_000, 3).tier.name == "1m"  # never back to an earlier tier
+
+
+def test_retry_after_is_capped_and_bounded_by_the_last_tier() -> None:
+    tier_list = tiers(Delivery(retry_tiers=["200ms", "5s", "1m", "5m"]))
+    assert next_step(1, tier_list, 0, 3600, max_retry_after_s=60).tier.name == "1m"
+    assert next_step(1, tier_list, 0, 3600).tier.name == "5m"  # default cap 300 s
     step = next_step(1, tiers(Delivery(retry_tiers=["200ms"])), 1_000, 30)
-    assert step.not_before_ms == 31_000
+    assert (step.tier.name, step.not_before_ms) == ("200ms", 1_200)  # no tier covers 30 s
 
 
 def _check(url: str, **policy) -> None:
@@ -198,3 +211,17 @@ def test_destination_items_skip_commands() -> None:
     names, item = destination_item("events.loyalty", {**event, "kind": "EVENT"})
     assert names == {"PURCHASE"} and item["event"] == "PURCHASE"
     assert destination_item("events.loyalty", {**event, "kind": "FULFILL"}) is None
+
+
+class _Msg:
+    def __init__(self, written_ms: int) -> None:
+        self.written_ms = written_ms
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_CREATE_TIME, self.written_ms
+
+
+def test_a_retry_record_is_due_at_the_latest_its_tier_delay_after_it_was_written() -> None:
+    legacy = {"not_before": 3_601_000}  # an uncapped Retry-After written by an older version
+    assert _due_ms(_Msg(1_000), legacy, "delivery.retry.5s") == 6_000
+    assert _due_ms(_Msg(1_000), {"not_before": 3_000}, "delivery.retry.5s") == 3_000
