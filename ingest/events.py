@@ -133,11 +133,14 @@ def command(
     reference: str | None = None,
     brand_id: str | None = None,
     reply_to: str | None = None,
+    referral_code: str | None = None,
 ) -> dict[str, Any]:
     """A command Event on events.loyalty (FULFILL, CANCEL, REVERSE, REGISTER, CONSENT, IDENTIFY).
 
     Commands on an event get a deterministic id (customer:kind:target) so a retried command is
     applied once; others follow the event rule (uuid5 of the reference, else uuid4).
+    `referral_code` is the code a registering customer was referred with (the Event field the
+    processor claims for REGISTRATION events and REGISTER commands alike).
     """
     ref = reference
     if ref is None and target_event_id is not None:
@@ -156,7 +159,7 @@ def command(
         "fulfilled": True,
         "reserve": None,
         "redeem": [],
-        "referral_code": None,
+        "referral_code": referral_code,
         "coupon_code": None,
         "tags": [],
         "metadata": "{}",

@@ -67,6 +67,9 @@ class CustomerIn(Body):
     anonymous: bool = False
     reference: Id | None = None
     brand_id: ShortText | None = None
+    referral_code: ShortText | None = Field(
+        default=None, description="The code this customer was referred with (claims the referral)."
+    )
     customer: dict[str, Any] = Field(
         default_factory=dict, description="Profile data: name, email, phone, birthday, ..."
     )

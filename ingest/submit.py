@@ -74,8 +74,16 @@ def accepted_data(record: dict[str, Any], delivered: Delivered) -> dict[str, Any
     }
 
 
+# The event echo is what was sent; everything else the processor put in `detail` is the result.
+NOT_ECHOED = frozenset({"event"})
+
+
 def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str, Any]:
-    """Flatten a loyalty Result (its `detail` JSON) into the synchronous answer."""
+    """Flatten a loyalty Result (its `detail` JSON) into the synchronous answer.
+
+    Every detail key but the event echo is passed through (rules_skipped with punch-card
+    progress, expires_at, reversals, ...), so the answer carries what GET /behavior/events/{id}
+    later shows as `result`."""
     try:
         detail = orjson.loads(result.get("detail") or "{}")
     except orjson.JSONDecodeError:
@@ -84,10 +92,12 @@ def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str
         detail = {}
     return {
         **accepted,
+        **{k: v for k, v in detail.items() if k not in NOT_ECHOED},
         "status": result["status"],
         "reason": result.get("reason"),
         "points": result.get("points", 0.0),
         "rules_applied": detail.get("rules_applied", []),
+        "rules_skipped": detail.get("rules_skipped", []),
         "accumulations": detail.get("accumulations", []),
         "redemptions": detail.get("redemptions", []),
         "wallet": detail.get("wallet"),

@@ -1,4 +1,8 @@
-"""/admin/program: read and publish the program (event types, campaigns, ...); admin scope."""
+"""/admin/program: read and publish the program (event types, campaigns, ...); admin scope.
+
+PUT replaces the whole program, so its body must name every section (an empty list is fine):
+a partial body would silently drop the sections it leaves out (campaigns, webhooks, ...).
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,29 @@ async def get_program(state: Admin) -> dict:
     return {"data": state.programs.current().model_dump(mode="json", by_alias=True)}
 
 
+# `version` is assigned when publishing; every other top-level key must be sent.
+REQUIRED_SECTIONS = tuple(
+    field.alias or name for name, field in Program.model_fields.items() if name != "version"
+)
+
+
+def missing_sections(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Top-level program keys absent from a PUT body, as (path, reason)."""
+    return [(key, "required: PUT replaces the whole program") for key in REQUIRED_SECTIONS if key not in body]
+
+
 @router.put("/program", response_model=DataResponse, responses=ERRORS)
 async def put_program(
     state: Admin,
-    body: Annotated[dict[str, Any], Body(description="A program definition.")],
+    body: Annotated[dict[str, Any], Body(description="A full program definition (every section).")],
 ) -> dict:
     """Validate and publish a program; processors and ingest hot-swap to the new version."""
+    if missing := missing_sections(body):
+        names = ", ".join(path for path, _ in missing)
+        raise ApiError(422, f"incomplete program: missing {names} (PUT replaces the whole program)",
+                       fields=missing)  # fmt: skip
     try:
-        program = Program.model_validate(body)
+        program = Program.model_validate(body, strict=True)
     except ValidationError as exc:
         raise ApiError(422, "invalid program", fields=validation_fields(exc.errors())) from None
     problems = schema_problems(program)

@@ -41,6 +41,7 @@ async def register(
         state.clock(),
         reference=body.reference,
         brand_id=body.brand_id,
+        referral_code=body.referral_code,
     )
     return await submit(state, record, wait, timeout)
 

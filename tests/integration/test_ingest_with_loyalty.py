@@ -1,10 +1,14 @@
 """Ingest and the real loyalty processor over the real broker: synchronous replies for events
-and for commands (fulfil), and idempotent repeats that return the first result."""
+and for commands (fulfil), idempotent repeats that return the first result, and a sync answer
+that agrees with what GET /behavior/events/{id} later reads from the sink."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,12 +17,19 @@ from ingest.config import IngestConfig
 from processors.loyalty.processor import build
 from processors.runtime.config_table import publish_program
 from processors.runtime.runner import Runner, RuntimeOptions
-from schemas.program import Campaign, Program
+from processors.runtime.testing import wait_for
+from schemas.program import Campaign, Program, PunchCard
+from schemas.settings import libpq_url
+from sinks.migrate import upgrade
+from sinks.sink import Sink, SinkOptions
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}
 PROGRAM = Program(
-    campaigns=[Campaign(id="base", condition="properties.amount > 0", formula="properties.amount")]
+    campaigns=[
+        Campaign(id="base", condition="properties.amount > 0", formula="properties.amount"),
+        Campaign(id="card", kind="punch_card", punch_card=PunchCard(punches=3), formula="5"),
+    ]
 )
 
 
@@ -46,6 +57,9 @@ def test_sync_purchase_repeat_and_fulfil_command(client):
     purchase = {"customer_id": "c1", "type": "PURCHASE", "reference": "o1", "properties": {"amount": 40}}
     first = post(client, purchase)
     assert first["status"] == "RESOLVED" and first["points"] == 40
+    assert first["rules_skipped"] == [
+        {"campaign_id": "card", "reason": "punch recorded", "failed": False, "punches": 1, "of": 3}
+    ]
     repeat = post(client, purchase)
     assert repeat["id"] == first["id"] and repeat["points"] == 40  # the first result, no new points
 
@@ -57,3 +71,42 @@ def test_sync_purchase_repeat_and_fulfil_command(client):
     assert resp.json()["data"]["status"] == "RESOLVED"
     wallet = resp.json()["data"]["wallet"]
     assert wallet["points"] == 80
+
+
+@pytest.fixture
+def sink_settings(settings, database_url) -> Iterator:
+    """The test's settings on a fresh migrated database, with a sink writing into it."""
+    name = f"ingest_sync_{uuid.uuid4().hex[:10]}"
+    admin = libpq_url(database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    cfg = dataclasses.replace(settings, database_url=url)
+    sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
+    try:
+        yield cfg
+    finally:
+        sink.stop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_sync_answer_and_stored_result_agree(client, sink_settings):
+    """?wait=true left out rules_skipped (punch-card progress); GET shows the stored result."""
+    body = {"customer_id": "c2", "type": "PURCHASE", "reference": "p1", "properties": {"amount": 3}}
+    sync = post(client, body)
+    assert sync["rules_skipped"][0]["punches"] == 1
+    app = create_app(sink_settings, IngestConfig(api_keys={"k": frozenset({"ingest"})}),
+                     listen_for_results=False)  # fmt: skip
+    with TestClient(app) as reader:
+
+        def stored() -> dict | None:
+            resp = reader.get(f"/behavior/events/{sync['id']}", headers=H)
+            return resp.json()["data"] if resp.status_code == 200 and resp.json()["data"]["result"] else None
+
+        row = wait_for(stored, timeout=60, what="the sink to store the result")
+    result = row["result"]
+    for key in ("status", "points", "rules_applied", "rules_skipped", "accumulations", "duplicate"):
+        assert sync[key] == result[key], key
+    assert row["status"] == sync["status"] and row["points"] == sync["points"]

@@ -15,6 +15,7 @@ from ingest.app import create_app
 from ingest.config import IngestConfig
 from ingest.programs import StaticPrograms
 from ingest.replies import ReplyHub
+from schemas.program import Campaign, Program
 from schemas.settings import Settings
 from tests.unit.test_ingest_fakes import PROGRAM, FakeLookup, FakeProducer
 
@@ -240,6 +241,7 @@ def play_processor(h, points=10.0):
         if record["reply_to"]:
             detail = {
                 "rules_applied": ["spend"],
+                "rules_skipped": [{"campaign_id": "card", "reason": "punch recorded", "punches": 1, "of": 3}],
                 "accumulations": [{"amount": points}],
                 "redemptions": [],
                 "wallet": {"points": points},
@@ -274,6 +276,8 @@ def test_sync_wait_returns_the_processed_result(h):
     data = resp.json()["data"]
     assert data["status"] == "RESOLVED" and data["points"] == 10.0
     assert data["rules_applied"] == ["spend"] and data["wallet"] == {"points": 10.0}
+    assert data["rules_skipped"] == [{"campaign_id": "card", "reason": "punch recorded", "punches": 1, "of": 3}]
+    assert "event" not in data  # the echo of what was sent is left out
     assert h.producer.sent[0][2]["reply_to"] == "ingest-test"
 
 
@@ -321,6 +325,7 @@ def test_customer_commands(h):
     assert key == "c5" and (record["kind"], record["type"]) == ("REGISTER", "REGISTRATION")
     payload = json.loads(record["payload"])
     assert payload == {"migrated": True, "anonymous": False, "customer": {"email": "a@b.c"}}
+    assert record["referral_code"] is None
     consent = {"purposes": {"behavioral_campaigns": False, "email_marketing": True}}
     assert h.client.patch("/customers/c5/consent", json=consent, headers=H).status_code == 202
     record = h.producer.sent[-1][2]
@@ -332,22 +337,52 @@ def test_customer_commands(h):
     assert h.producer.sent[-1][2]["kind"] == "IDENTIFY"
 
 
+def full_program(**sections) -> dict:
+    """A complete PUT body: the default program with `sections` replaced."""
+    return {**Program().model_dump(mode="json", by_alias=True, exclude={"version"}), **sections}
+
+
 def test_admin_program_roundtrip(h):
     admin = {"X-API-Key": "ak"}
     current = h.client.get("/admin/program", headers=admin).json()["data"]
     assert current["version"] == 3
-    new = {"event_types": [{"name": "APP_OPEN", "path": "tracking"}]}
+    new = full_program(event_types=[{"name": "APP_OPEN", "path": "tracking"}])
     resp = h.client.put("/admin/program", json=new, headers=admin)
     assert resp.status_code == 200 and resp.json()["data"]["version"] == 4
     event = {"customer_id": "c1", "type": "APP_OPEN"}
     assert h.client.post("/behavior/events", json=event, headers=H).status_code == 202
-    bad = h.client.put("/admin/program", json={"event_types": [{"name": "lower"}]}, headers=admin)
+    bad = h.client.put("/admin/program", json=full_program(event_types=[{"name": "lower"}]), headers=admin)
     assert bad.status_code == 422 and error_of(bad)["fields"][0]["path"].startswith("event_types.0")
-    bad_schema = {"event_types": [{"name": "X", "schema": {"type": 5}}]}
+    bad_schema = full_program(event_types=[{"name": "X", "schema": {"type": 5}}])
     assert h.client.put("/admin/program", json=bad_schema, headers=admin).status_code == 422
-    bad_rule = {"campaigns": [{"id": "c1", "condition": "properties.amount >", "formula": "1"}]}
+    bad_rule = full_program(campaigns=[{"id": "c1", "condition": "properties.amount >", "formula": "1"}])
     resp = h.client.put("/admin/program", json=bad_rule, headers=admin)
     assert resp.status_code == 422 and "campaign c1 condition" in error_of(resp)["fields"][0]["reason"]
+
+
+def test_admin_put_of_a_partial_program_is_refused_and_keeps_the_program(h):
+    """The docs' old example (only event_types) replaced the whole program: 0 campaigns."""
+    admin = {"X-API-Key": "ak"}
+    h.programs.program = PROGRAM.model_copy(update={"campaigns": [Campaign(id="spend", formula="1")]})
+    partial = {"event_types": [{"name": "APP_OPEN", "path": "tracking"}]}
+    resp = h.client.put("/admin/program", json=partial, headers=admin)
+    assert resp.status_code == 422
+    err = error_of(resp)
+    missing = {f["path"] for f in err["fields"]}
+    assert {"campaigns", "webhooks", "rewards", "tiers", "delivery"} <= missing
+    assert "event_types" not in missing and "version" not in missing
+    assert "campaigns" in err["message"]
+    assert [c.id for c in h.programs.current().campaigns] == ["spend"]  # nothing published
+    empty_lists = full_program(campaigns=[], webhooks=[])  # present but empty is a choice
+    assert h.client.put("/admin/program", json=empty_lists, headers=admin).status_code == 200
+    assert h.programs.current().campaigns == []
+
+
+def test_admin_put_refuses_lax_types(h):
+    admin = {"X-API-Key": "ak"}
+    body = full_program(tiers={"levels": [], "reporting_period_days": "365"})
+    resp = h.client.put("/admin/program", json=body, headers=admin)
+    assert resp.status_code == 422 and error_of(resp)["fields"][0]["path"] == "tiers.reporting_period_days"
 
 
 def test_ops_endpoints(h):
@@ -370,3 +405,17 @@ def test_invalid_unicode_is_a_client_error_not_500(h):
     assert h.client.post("/behavior/events/bulk", content=bulk, headers=headers).status_code == 400
     customer = b'{"customer_id": "\\ud800"}'  # parsed by the framework, refused when encoding
     assert h.client.post("/customers", content=customer, headers=headers).status_code == 422
+
+
+def test_registration_carries_the_referral_code_as_a_registration_event_does(h):
+    """POST /customers refused referral_code (422); it goes where a REGISTRATION event's goes."""
+    body = {"customer_id": "c6", "referral_code": "ANA-1", "customer": {"email": "b@c.d"}}
+    resp = h.client.post("/customers", json=body, headers=H)
+    assert resp.status_code == 202, resp.text
+    register = h.producer.sent[-1][2]
+    event = {"customer_id": "c6", "type": "REGISTRATION", "referral_code": "ANA-1"}
+    assert h.client.post("/behavior/events", json=event, headers=H).status_code == 202
+    as_event = h.producer.sent[-1][2]
+    assert (register["kind"], register["type"]) == ("REGISTER", "REGISTRATION")
+    assert register["referral_code"] == as_event["referral_code"] == "ANA-1"
+    assert "referral_code" not in json.loads(register["payload"])["customer"]
