@@ -93,5 +93,10 @@ def is_success(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
 
 
+def is_redirect(status: int | None) -> bool:
+    """3xx: never followed (see docs/delivery.md), dead-lettered at once."""
+    return status is not None and 300 <= status < 400
+
+
 def honours_retry_after(status: int | None) -> bool:
     return status in (429, 503)

@@ -24,6 +24,7 @@ class Route:
     always: int | None = None
     delay_s: float = 0.0
     retry_after: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with failure answers (Location)
     secret: str | list[str] = ""
     calls: int = 0
     received: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
@@ -79,10 +80,12 @@ class Receiver:
             route.received.append((time.monotonic(), headers, body))
         if route.delay_s:
             time.sleep(route.delay_s)
+        extra = dict(route.headers)
+        if route.retry_after:
+            extra["retry-after"] = route.retry_after
         if route.always is not None:
-            return route.always, {}
+            return route.always, extra
         if call <= route.fail_first:
-            extra = {"retry-after": route.retry_after} if route.retry_after else {}
             return route.fail_status, extra
         if route.secret:
             try:

@@ -1,5 +1,6 @@
 """One delivery attempt: sign, POST, classify, then record it and move the message on
-(delivered, next retry tier, DLQ, or endpoint disabled on 410)."""
+(delivered, next retry tier, DLQ, or endpoint disabled on 410). Redirects are never followed:
+a 3xx goes to the DLQ at once, saying where it pointed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from processors.delivery.disabled import DisabledTable
 from processors.delivery.policy import (
     Step,
     honours_retry_after,
+    is_redirect,
     is_success,
     next_step,
     parse_retry_after,
@@ -74,6 +76,8 @@ class Deliverer:
         metrics.LATENCY.labels(ep.id).observe(latency)
         if is_success(status):
             return await self._finish(ep, note, attempt, "DELIVERED", status, latency, None)
+        if is_redirect(status):  # permanent: the configured URL is wrong, retrying cannot help
+            return await self._dlq(note, ep.id, attempt, status, error, latency)
         if status == 410:
             self.disabled.disable(ep, "410 Gone")
             log.warning("endpoint disabled after 410", extra={"endpoint": ep.key})
@@ -110,7 +114,7 @@ class Deliverer:
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500], None, time.perf_counter() - started
         latency = time.perf_counter() - started
-        error = None if is_success(resp.status_code) else f"HTTP {resp.status_code}"
+        error = None if is_success(resp.status_code) else _error(resp)
         after = None
         if honours_retry_after(resp.status_code):
             after = parse_retry_after(resp.headers.get("retry-after"))
@@ -194,6 +198,13 @@ class Deliverer:
                 "at": _now_ms(),
             }
         )
+
+
+def _error(resp: httpx.Response) -> str:
+    if is_redirect(resp.status_code):
+        location = resp.headers.get("location") or "(no location)"
+        return f"redirect {resp.status_code} to {location[:300]} not followed"
+    return f"HTTP {resp.status_code}"
 
 
 def _lookup(program: Program, key: str) -> Endpoint | None:

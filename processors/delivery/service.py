@@ -3,8 +3,9 @@
 One consumer (group `delivery`) reads notifications, journeys.activity, the event topics,
 audiences.membership and every retry tier topic. Work fans out to per-endpoint lanes; a retry
 message is held (partition paused and rewound) until its not_before time, which on a tier topic
-is always write time + that tier's delay, so a held partition head never blocks a due message. Offsets are committed
-only up to the lowest unfinished message, so a kill re-sends but never loses a delivery.
+is always write time + that tier's delay, so a held partition head never blocks a due message.
+Offsets are committed only up to the lowest unfinished message, so a kill re-sends but never
+loses a delivery.
 """
 
 from __future__ import annotations

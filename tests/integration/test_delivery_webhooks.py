@@ -141,3 +141,17 @@ def test_private_targets_are_refused(settings, receiver, run_service):
     produce(settings, NOTIFICATIONS, [note])
     (dead,) = TopicReader(settings, DELIVERY_DLQ).until(lambda s: len(s) == 1)
     assert dead["id"] == note["id"] and dead["last_error"].startswith("refused")
+
+
+def test_a_redirect_is_dead_lettered_at_once_saying_so(settings, receiver, run_service):
+    moved = receiver.routes["/moved"]
+    moved.always, moved.headers = 302, {"location": receiver.url("/elsewhere")}
+    run_service(Program(webhooks=[_hook(receiver, "moved", ["E"])], delivery=FAST))
+    note = notification("E", {})
+    produce(settings, NOTIFICATIONS, [note])
+    (dead,) = TopicReader(settings, DELIVERY_DLQ).until(lambda s: len(s) == 1)
+    assert (dead["id"], dead["attempt"]) == (note["id"], 1)  # no retry tier
+    assert dead["last_error"] == f"redirect 302 to {receiver.url('/elsewhere')} not followed"
+    (attempt,) = TopicReader(settings, DELIVERIES).until(lambda s: len(s) == 1)
+    assert (attempt["outcome"], attempt["status_code"]) == ("DLQ", 302)
+    assert moved.calls == 1 and receiver.routes["/elsewhere"].calls == 0

@@ -107,3 +107,19 @@ def test_410_disables_the_endpoint_persistently(tmp_path) -> None:
     calls: list[int] = []
     outcome, _, _ = _run(lambda r: calls.append(1) or httpx.Response(200), tmp_path=tmp_path)
     assert outcome == "DISABLED" and calls == []
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_dead_letters_at_once(status: int) -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(status, headers={"location": "http://169.254.169.254/latest"})
+
+    outcome, outbox, _ = _run(handler)
+    topic, value = outbox.sent[0]
+    assert (outcome, topic, value["attempt"]) == ("DLQ", "delivery.dlq", 1)  # no retry tier
+    assert value["last_error"] == f"redirect {status} to http://169.254.169.254/latest not followed"
+    assert calls == [URL]  # the target was not called
+    assert outbox.attempts[0]["status_code"] == status
