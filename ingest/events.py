@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from ingest.config import IngestConfig
 from ingest.errors import ApiError, validation_fields
+from ingest.inputs import check_amount
 from ingest.models import EventIn
 from ingest.programs import TypeRegistry
 from schemas.codec import default_codec
@@ -73,6 +74,7 @@ class EventBuilder:
         problems = etype.errors(body.properties)
         if problems:
             raise ApiError(422, "properties do not match the event type schema", fields=problems)
+        check_amount(body.properties)
         issued = self._issued_at(body, now_ms)
         return {
             "id": event_id(body.customer_id, body.reference),

@@ -58,6 +58,8 @@ class PgLookup:
                 row = await (await conn.execute(sql, (key,))).fetchone()
         except psycopg.errors.UndefinedTable:
             return None  # sinks not migrated yet: nothing has been stored
+        except psycopg.DataError:
+            return None  # a key PostgreSQL cannot even compare (e.g. a NUL) names no row: 404
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(str(exc)) from None
         return _jsonable(row) if row else None

@@ -5,19 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
-ShortText = Annotated[str, Field(max_length=256)]
+from ingest.inputs import MAX_AMOUNT, NO_CONTROL_PATTERN
+
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN)]
+ShortText = Annotated[str, Field(max_length=256, pattern=NO_CONTROL_PATTERN)]
+
+
+def _iso_text(value: Any) -> Any:
+    """issued_at is ISO 8601 text: a number would be read as a Unix time, a bool as 0/1."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text), Field(strict=False)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """Strict: true/false only for booleans, integers for integers (no "yes", 0 or "5")."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class RedeemItem(Body):
     reward_id: Id
-    amount: float = Field(gt=0, le=1e12)
+    amount: float = Field(gt=0, le=MAX_AMOUNT)
 
 
 class EventIn(Body):
@@ -26,7 +40,7 @@ class EventIn(Body):
     customer_id: Id
     type: Annotated[str, Field(min_length=1, max_length=64)]
     reference: Id | None = Field(default=None, description="Idempotency key per customer.")
-    issued_at: datetime | None = Field(
+    issued_at: IsoDatetime | None = Field(
         default=None, description="ISO 8601; at most 72 h old, not in the future."
     )
     brand_id: ShortText | None = None

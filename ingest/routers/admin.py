@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +16,7 @@ from ingest.dependencies import Admin
 from ingest.errors import ApiError, validation_fields
 from ingest.models import DataResponse
 from ingest.programs import schema_problems
-from ingest.routers.common import ERRORS
+from ingest.routers.common import ERRORS, clean_body
 from ingest.submit import unavailable
 from processors.loyalty.validate import rule_errors
 from schemas.program import Program
@@ -41,7 +41,7 @@ def missing_sections(body: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key, "required: PUT replaces the whole program") for key in REQUIRED_SECTIONS if key not in body]
 
 
-@router.put("/program", response_model=DataResponse, responses=ERRORS)
+@router.put("/program", response_model=DataResponse, responses=ERRORS, dependencies=[Depends(clean_body)])
 async def put_program(
     state: Admin,
     body: Annotated[dict[str, Any], Body(description="A full program definition (every section).")],

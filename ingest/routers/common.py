@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Path, Query, Request
 
+from ingest.inputs import NO_CONTROL_PATTERN, refuse
 from ingest.models import ErrorResponse
 
 ERRORS = {
@@ -22,8 +23,17 @@ ERRORS = {
 }
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown id"}}
 
-PathId = Annotated[str, Path(min_length=1, max_length=256)]
+# Ids in paths follow the body's rule (no control characters): a NUL reached PostgreSQL as a 500.
+PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN)]
 Wait = Annotated[bool, Query(description="Wait for the processed result (sync mode).")]
+# The bound is INGEST_MAX_WAIT_TIMEOUT_S's default; a deployment that lowers it refuses more.
 Timeout = Annotated[
-    float | None, Query(gt=0, le=300, description="Seconds to wait with wait=true (default 5).")
+    float | None,
+    Query(gt=0, le=30, description="Seconds to wait with wait=true (default 5, at most 30)."),
 ]
+
+
+async def clean_body(request: Request) -> None:
+    """Refuse control characters and out-of-range integers anywhere in a framework-parsed body
+    (the event endpoints check their raw bodies themselves)."""
+    refuse(await request.body())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from ingest.dependencies import Ingest
@@ -17,10 +17,10 @@ from ingest.models import (
     IdentifyIn,
     ProcessedResponse,
 )
-from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait
+from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body
 from ingest.submit import submit, unavailable
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+router = APIRouter(prefix="/customers", tags=["customers"], dependencies=[Depends(clean_body)])
 RESPONSES = {**ERRORS, 200: {"model": ProcessedResponse}}
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from ingest.dependencies import Ingest, IngestState
 from ingest.errors import ApiError, safe
 from ingest.events import command, topic_for
+from ingest.inputs import exact, problems, suspect
 from ingest.lookup import StoreUnavailable
 from ingest.metrics import EVENTS
 from ingest.models import (
@@ -21,7 +22,7 @@ from ingest.models import (
     ProcessedResponse,
 )
 from ingest.producer import Delivered
-from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait
+from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body
 from ingest.submit import submit, unavailable
 
 router = APIRouter(prefix="/behavior/events", tags=["events"])
@@ -49,7 +50,11 @@ async def post_event(
     The body is parsed here (orjson + EventIn) rather than by the framework: same rules,
     a fraction of the per-request cost on the hottest endpoint."""
     try:
-        body = state.builder.parse(read_json(await request.body()))
+        raw = await request.body()
+        parsed = read_json(raw)
+        if suspect(raw) and (found := problems(exact(raw))):
+            raise ApiError(422, "event failed validation", fields=found)
+        body = state.builder.parse(parsed)
         record = state.builder.build(body, state.clock())
     except ApiError:
         EVENTS.labels("rejected", "unknown").inc()
@@ -94,8 +99,10 @@ BULK_BODY = {
 )
 async def post_bulk(request: Request, state: Ingest) -> Response:
     """Enqueue up to 1000 events; each item is accepted or rejected on its own."""
-    events = _bulk_events(await request.body(), state.config.max_bulk_events)
-    items, messages, indexes = _prepare(state, events)
+    raw = await request.body()
+    events = _bulk_events(raw, state.config.max_bulk_events)
+    exact_events = _exact_events(raw) if suspect(raw) else None
+    items, messages, indexes = _prepare(state, events, exact_events)
     outcomes = await state.producer.send_many(messages)
     for index, outcome in zip(indexes, outcomes, strict=True):
         if not isinstance(outcome, Delivered):
@@ -127,8 +134,14 @@ def _bulk_events(raw: bytes, limit: int) -> list[Any]:
     return body["events"]
 
 
+def _exact_events(raw: bytes) -> list[Any] | None:
+    """The items parsed exactly, for the control-character and integer-range walk."""
+    body = exact(raw)
+    return body.get("events") if isinstance(body, dict) else None
+
+
 def _prepare(
-    state: IngestState, raw_events: list[dict[str, Any]]
+    state: IngestState, raw_events: list[dict[str, Any]], exact_events: list[Any] | None = None
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, bytes]], list[int]]:
     now = state.clock()
     items: list[dict[str, Any]] = []
@@ -137,6 +150,8 @@ def _prepare(
     builder = state.builder
     for index, raw in enumerate(raw_events):
         try:
+            if exact_events is not None and (found := problems(exact_events[index])):
+                raise ApiError(422, "event failed validation", fields=found)
             record = builder.build(builder.parse(raw), now)
             value = builder.encode(record)
         except ApiError as exc:
@@ -194,6 +209,7 @@ async def _command(
 
 
 COMMAND_RESPONSES = {**ERRORS, **NOT_FOUND, 200: {"model": ProcessedResponse}}
+CLEAN = [Depends(clean_body)]
 
 
 @router.patch(
@@ -201,6 +217,7 @@ COMMAND_RESPONSES = {**ERRORS, **NOT_FOUND, 200: {"model": ProcessedResponse}}
     status_code=202,
     response_model=AcceptedResponse,
     responses=COMMAND_RESPONSES,
+    dependencies=CLEAN,
 )
 async def fulfill(
     state: Ingest,
@@ -218,6 +235,7 @@ async def fulfill(
     status_code=202,
     response_model=AcceptedResponse,
     responses=COMMAND_RESPONSES,
+    dependencies=CLEAN,
 )
 async def cancel(
     state: Ingest,
@@ -235,6 +253,7 @@ async def cancel(
     status_code=202,
     response_model=AcceptedResponse,
     responses=COMMAND_RESPONSES,
+    dependencies=CLEAN,
 )
 async def reverse(
     state: Ingest,

@@ -3,6 +3,7 @@ event status, wallets, and the customer lookup behind fulfil/cancel/reverse."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -81,3 +82,22 @@ def test_unreachable_database_is_503():
     with make_client(f"postgresql://loyalty@127.0.0.1:{free_port()}/x", FakeProducer()) as client:
         resp = client.get("/customers/c1/wallet", headers=H)
         assert resp.status_code == 503 and "Retry-After" in resp.headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/behavior/events/%00", "/behavior/events/a%00b", "/customers/%00/wallet", "/customers/a%00b/wallet"],
+)
+def test_nul_in_a_path_id_is_422_not_500(db_url, url):
+    """psycopg refused the NUL (DataError) and the answer was {"error": {"code": "internal"}}."""
+    with make_client(db_url, FakeProducer()) as client:
+        resp = client.get(url, headers=H)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["fields"][0]["path"] in ("event_id", "customer_id")
+
+
+def test_a_key_postgresql_refuses_is_no_row(db_url):
+    """Behind the path rule: a DataError in a lookup is "not found" (404), never a 500."""
+    lookup = PgLookup(db_url, timeout_s=2)
+    assert asyncio.run(lookup.event("a\x00b")) is None
+    assert asyncio.run(lookup.wallet("\x00")) is None
