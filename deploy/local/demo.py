@@ -1,28 +1,40 @@
-"""`loyalty demo`: send a small load to the running stack over HTTP and show what happened.
+"""`loyalty demo`: send a small load to the running stack over HTTP and show every part work.
 
-Registers a customer, sends a few PURCHASEs and tracking PAGE_VIEWs to ingest (INGEST_URL,
-API_KEY from the environment or .local/stack.env), waits until the sink has written them, then
-prints: events accepted, points per customer, webhooks the local receiver got, rows per table.
-References are fixed, so running the demo again is idempotent (no new points).
+With examples/program.yaml (what `make up` applies) the load reaches each part of the product:
+registrations and purchases (points, wallets, ledger), a purchase that redeems points, a
+golden-ticket coupon that lifts a customer to gold (tier change -> `vip` audience -> the
+`vip-welcome` journey and its webhook), an ADD_TO_CART that starts the cart-abandonment journey
+and a purchase that exits it, and tracking-only page views. INGEST_URL, API_KEY and DATABASE_URL
+come from the environment or .local/stack.env. The demo waits (on conditions, with a deadline)
+until PostgreSQL shows every part, then prints a summary read from the sink's tables, so a
+newcomer sees each part work, or which one did not (exit 1). References are fixed, so running
+it again applies nothing twice.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from deploy.local.paths import local_dir
 
-CUSTOMERS = ("demo-alice", "demo-bob")
+T = TypeVar("T")
+Request = tuple[str, dict[str, Any]]  # (path, body)
+
+CUSTOMERS = ("demo-alice", "demo-bob", "demo-carol", "demo-dave")
 PURCHASES = (("demo-alice", "order-1", 125.0), ("demo-alice", "order-2", 40.0))
 PURCHASES += (("demo-bob", "order-1", 310.0),)
+CART_CUSTOMER = "demo-dave"  # enters cart-abandonment, then buys: the journey exits
 
 
 def stack_env(path: Path | None = None) -> dict[str, str]:
@@ -38,86 +50,163 @@ def stack_env(path: Path | None = None) -> dict[str, str]:
     return values | {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
-def demo_requests() -> list[tuple[str, dict[str, Any]]]:
-    """(path, body) of every demo request, in order."""
-    reqs: list[tuple[str, dict[str, Any]]] = [
-        (
-            "/customers",
-            {"customer_id": "demo-alice", "reference": "signup", "customer": {"name": "Alice"}},
-        )
+def event(customer: str, type_: str, reference: str, **fields: Any) -> Request:
+    return "/behavior/events", {"customer_id": customer, "type": type_, "reference": reference, **fields}
+
+
+def demo_requests() -> list[Request]:
+    """(path, body) of every request sent before the cart journey's exit, in order."""
+    reqs: list[Request] = [
+        ("/customers", {"customer_id": c, "reference": "signup", "customer": {"name": c[5:].title()}})
+        for c in ("demo-alice", "demo-carol")
     ]
-    for customer, ref, amount in PURCHASES:
-        body = {"customer_id": customer, "type": "PURCHASE", "reference": ref}
-        reqs.append(("/behavior/events", body | {"properties": {"amount": amount}}))
-    for i, customer in enumerate(CUSTOMERS * 2):
-        body = {"customer_id": customer, "type": "PAGE_VIEW", "reference": f"view-{i}"}
-        reqs.append(("/behavior/events", body | {"properties": {"url": f"/products/{i}"}}))
+    reqs += [event(c, "PURCHASE", ref, properties={"amount": amount}) for c, ref, amount in PURCHASES]
+    # bob spends 100 of the points his first order earned (same customer: applied in order)
+    redeem = [{"reward_id": "POINTS", "amount": 100}]
+    reqs.append(event("demo-bob", "PURCHASE", "order-2", properties={"amount": 20}, redeem=redeem))
+    # 10 000 points at once: carol goes to gold, enters `vip` and gets the vip-welcome webhook
+    reqs.append(event("demo-carol", "COUPON_USE", "golden-ticket", coupon_code="GOLDEN-1"))
+    reqs.append(event(CART_CUSTOMER, "ADD_TO_CART", "cart-1", properties={"sku": "grinder", "price": 89}))
+    for i, customer in enumerate(CUSTOMERS[:2] * 2):
+        reqs.append(event(customer, "PAGE_VIEW", f"view-{i}", properties={"url": f"/products/{i}"}))
     return reqs
 
 
-def send(client: httpx.Client) -> tuple[list[str], list[str]]:
-    """POST every demo request; returns (accepted event ids, rejection messages)."""
+def checkout_request() -> Request:
+    """The purchase that takes the cart customer out of cart-abandonment (an exit event)."""
+    props = {"amount": 89, "category": "electronics"}
+    return event(CART_CUSTOMER, "PURCHASE", "order-1", properties=props)
+
+
+def send(client: httpx.Client, reqs: list[Request]) -> tuple[list[str], list[str]]:
+    """POST each request; returns (accepted event ids, rejection messages)."""
     accepted, rejected = [], []
-    for path, body in demo_requests():
+    for path, body in reqs:
         resp = client.post(path, json=body)
         if resp.status_code in (200, 202):
-            accepted.append(resp.json()["data"]["id"] if "data" in resp.json() else "")
+            accepted.append(resp.json()["data"]["id"])
         else:
             rejected.append(f"{body.get('type', 'REGISTRATION')} -> {resp.status_code} {resp.text}")
     return accepted, rejected
 
 
-def wait_for_sink(database_url: str, ids: list[str], timeout: float = 30.0) -> int:
-    """Poll the events table until every accepted id is there (or the deadline)."""
+def poll(check: Callable[[], T], until: Callable[[T], bool], deadline: float) -> T:
+    """Call `check` until `until(value)` holds or the deadline passes; the last value."""
+    while True:
+        value = check()
+        if until(value) or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.5)
+
+
+def query(database_url: str, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    """Rows of `sql`; none while the database (or a table) is not there yet."""
     import psycopg
 
-    deadline = time.monotonic() + timeout
-    found = 0
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(database_url) as conn:
-                row = conn.execute("SELECT count(*) FROM events WHERE id = ANY(%s)", [ids]).fetchone()
-                found = row[0] if row else 0
-        except psycopg.Error:
-            found = 0
-        if found >= len(ids):
-            break
-        time.sleep(0.5)
-    return found
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            return conn.execute(sql, params).fetchall()
+    except psycopg.Error:
+        return []
 
 
-def wait_for_wallet(client: httpx.Client, customer: str, timeout: float = 15.0) -> dict:
-    """GET the wallet until the sink has written it (it follows loyalty.results)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = client.get(f"/customers/{customer}/wallet")
-        if resp.status_code == 200 or time.monotonic() > deadline:
-            return resp.json().get("data", {}) if resp.status_code == 200 else {}
-        time.sleep(0.5)
+def cart_journey_started(database_url: str, deadline: float) -> bool:
+    """Wait until the sink shows the cart customer in cart-abandonment, so the exit purchase
+    comes after the entry (they travel on different topics)."""
+    sql = (
+        "SELECT 1 FROM journey_instances WHERE customer_id = %(c)s "
+        "AND journey_id = 'cart-abandonment'"
+    )
+    return bool(poll(lambda: query(database_url, sql, {"c": CART_CUSTOMER}), bool, deadline))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the product as the sink's tables show it for the demo customers."""
+
+    name: str
+    count: str  # SQL giving one number; the part worked when it is > 0
+    detail: str = ""  # SQL giving (label, count) rows, shown next to the number
+
+
+_MINE = "customer_id = ANY(%(customers)s)"
+PARTS = (
+    Part(
+        "events processed",
+        f"SELECT count(*) FROM events WHERE id = ANY(%(ids)s) AND status <> 'PENDING' AND {_MINE}",
+        f"SELECT status, count(*) FROM events WHERE id = ANY(%(ids)s) AND {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part("wallets", f"SELECT count(*) FROM wallets WHERE {_MINE}"),
+    Part("customers", f"SELECT count(*) FROM customers WHERE {_MINE}"),
+    Part(
+        "ledger lines",
+        f"SELECT count(*) FROM ledger_lines WHERE {_MINE}",
+        f"SELECT kind, count(*) FROM ledger_lines WHERE {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part("redemptions", f"SELECT count(*) FROM ledger_lines WHERE kind = 'REDEMPTION' AND {_MINE}"),
+    Part(
+        "tier changes",
+        f"SELECT count(*) FROM tier_changes WHERE coalesce(from_tier, '') <> to_tier AND {_MINE}",
+        "SELECT customer_id || ' ' || coalesce(from_tier, '-') || '->' || to_tier, count(*) "
+        f"FROM tier_changes WHERE {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part(
+        "audience members",
+        f"SELECT count(*) FROM audience_members WHERE {_MINE}",
+        f"SELECT audience_id, count(*) FROM audience_members WHERE {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part(
+        "journeys entered",
+        f"SELECT count(*) FROM journey_instances WHERE {_MINE}",
+        "SELECT journey_id || ' ' || status, count(*) FROM journey_instances "
+        f"WHERE {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part(
+        "journeys ended",
+        f"SELECT count(*) FROM journey_instances WHERE status IN ('EXITED', 'COMPLETED') AND {_MINE}",
+    ),
+    Part(
+        "notifications",
+        f"SELECT count(*) FROM notifications WHERE {_MINE}",
+        f"SELECT event, count(*) FROM notifications WHERE {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part(
+        "webhooks delivered",
+        f"SELECT count(*) FROM webhook_deliveries WHERE outcome = 'DELIVERED' AND {_MINE}",
+        f"SELECT event, count(*) FROM webhook_deliveries WHERE outcome = 'DELIVERED' AND {_MINE} "
+        "GROUP BY 1 ORDER BY 1",
+    ),
+)
+
+
+def counts(database_url: str, ids: list[str]) -> dict[str, int]:
+    """Each part's number, read from PostgreSQL now."""
+    params = {"ids": ids, "customers": list(CUSTOMERS)}
+    out = {}
+    for part in PARTS:
+        found = query(database_url, part.count, params)
+        out[part.name] = found[0][0] if found else 0
+    return out
+
+
+def complete(found: dict[str, int], ids: list[str]) -> bool:
+    """Every part shows, and every accepted event has its final status."""
+    return all(found.values()) and found["events processed"] >= len(ids)
+
+
+def details(database_url: str, ids: list[str]) -> dict[str, str]:
+    params = {"ids": ids, "customers": list(CUSTOMERS)}
+    rows = {p.name: query(database_url, p.detail, params) if p.detail else [] for p in PARTS}
+    return {name: ", ".join(f"{label} {n}" for label, n in found) for name, found in rows.items()}
 
 
 def table_counts(database_url: str) -> dict[str, int]:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(database_url) as conn:
-        names = [
-            r[0]
-            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-        ]
-        query = "SELECT count(*) FROM {}"
-        return {n: conn.execute(sql.SQL(query).format(sql.Identifier(n))).fetchone()[0] for n in names}
-
-
-def wait_for_webhooks(path: Path, timeout: float = 15.0) -> Counter[str]:
-    """Poll the receiver's file until a CUSTOMER_ACCUMULATION arrived (or the deadline)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not webhooks(path)["CUSTOMER_ACCUMULATION"]:
-        time.sleep(0.5)
-    return webhooks(path)
+    tables = query(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    return {t: query(database_url, f'SELECT count(*) FROM "{t}"')[0][0] for (t,) in tables}
 
 
 def webhooks(path: Path) -> Counter[str]:
+    """Webhooks the demo receiver got, by event type."""
     counts: Counter[str] = Counter()
     if path.exists():
         for line in path.read_text().splitlines():
@@ -126,29 +215,61 @@ def webhooks(path: Path) -> Counter[str]:
     return counts
 
 
+def print_summary(database_url: str, ids: list[str], found: dict[str, int], timeout: float) -> None:
+    print("summary (PostgreSQL, the demo customers):")
+    info = details(database_url, ids)
+    for name, count in found.items():
+        mark = "ok" if count else "MISSING"
+        print(f"  {mark:<8} {name:<20} {count:>4}  {info.get(name, '')}".rstrip())
+    missing = [name for name, count in found.items() if not count]
+    if found["events processed"] < len(ids):
+        missing.append(f"{len(ids) - found['events processed']} events without a final status")
+    if missing:
+        print(f"not shown within {timeout:.0f}s: {', '.join(missing)} (see .local/logs/sink.log)")
+    else:
+        print("every part worked")
+
+
+def run(client: httpx.Client, database_url: str | None, timeout: float) -> tuple[bool, list[str]]:
+    """Send the load and wait for it; (every part shown, accepted ids)."""
+    deadline = time.monotonic() + timeout
+    accepted, rejected = send(client, demo_requests())
+    if database_url and not cart_journey_started(database_url, time.monotonic() + timeout / 2):
+        print(f"journey: {CART_CUSTOMER} not in cart-abandonment in PostgreSQL yet; buying anyway")
+    more, refused = send(client, [checkout_request()])
+    accepted, rejected = accepted + more, rejected + refused
+    print(f"events accepted: {len(accepted)}, rejected: {len(rejected)}")
+    for line in rejected:
+        print(f"  rejected {line}")
+    if not database_url:
+        return False, accepted
+    found = poll(lambda: counts(database_url, accepted), lambda f: complete(f, accepted), deadline)
+    print(f"events in PostgreSQL: {found['events processed']} of {len(accepted)}")
+    for customer in CUSTOMERS:
+        resp = client.get(f"/customers/{customer}/wallet")
+        data = resp.json().get("data", {}) if resp.status_code == 200 else {}
+        print(f"points {customer}: {data.get('points', 'no wallet yet')} (tier {data.get('tier')})")
+    hooks = webhooks(local_dir() / "receiver.jsonl")
+    print(f"webhooks received by the demo receiver: {sum(hooks.values())} {dict(sorted(hooks.items()))}")
+    print_summary(database_url, accepted, found, timeout)
+    return complete(found, accepted) and not rejected, accepted
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loyalty demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every part")
+    args = parser.parse_args(argv)
     env = stack_env()
     if "INGEST_URL" not in env:
         print("demo: no INGEST_URL (run `make up` first)", file=sys.stderr)
         return 1
     headers = {"X-API-Key": env.get("API_KEY", "dev-key")}
     with httpx.Client(base_url=env["INGEST_URL"], headers=headers, timeout=10) as client:
-        accepted, rejected = send(client)
-        print(f"events accepted: {len(accepted)}, rejected: {len(rejected)}")
-        for line in rejected:
-            print(f"  rejected {line}")
-        if env.get("DATABASE_URL"):
-            found = wait_for_sink(env["DATABASE_URL"], [i for i in accepted if i])
-            print(f"events in PostgreSQL: {found} of {len(accepted)}")
-        for customer in CUSTOMERS:
-            data = wait_for_wallet(client, customer)
-            print(f"points {customer}: {data.get('points', 'no wallet yet')}")
-    hooks = wait_for_webhooks(local_dir() / "receiver.jsonl")
-    print(f"webhooks delivered: {sum(hooks.values())} {dict(hooks)}")
+        ok, _ = run(client, env.get("DATABASE_URL"), args.timeout)
     if env.get("DATABASE_URL"):
         for table, count in table_counts(env["DATABASE_URL"]).items():
             print(f"  table {table:<28} {count} rows")
-    return 0 if accepted and not rejected else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -148,13 +148,3 @@ def test_purchase_earns_points_and_webhook_page_view_is_tracking_only(
     assert rows == [("tracking", "PAGE_VIEW")]
     assert query(db, "SELECT 1 FROM wallets WHERE customer_id = %s", visitor) == []
 
-
-def test_demo_reports_what_happened(stack: dict[str, str]) -> None:
-    """`make run`'s second half: the demo load is accepted and its effects are reported."""
-    env = os.environ | stack
-    out = loyalty(env, "demo")
-    assert "events accepted: 8, rejected: 0" in out
-    assert "events in PostgreSQL: 8 of 8" in out
-    assert "points demo-alice: 165.0" in out  # 125 + 40 with the one-point-per-unit campaign
-    assert "CUSTOMER_ACCUMULATION" in out
-    assert "table wallets" in out
