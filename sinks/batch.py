@@ -1,4 +1,5 @@
-"""A batch in memory: reduced rows per target plus the next offset per partition."""
+"""A batch in memory: reduced rows per target, the records they came from, the offsets they
+cover and the records that cannot become rows (quarantined, see sinks.rejects)."""
 
 from __future__ import annotations
 
@@ -6,37 +7,79 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sinks.mapping import Source, rows_for
+from sinks.rejects import Reject
 from sinks.tables import TARGETS
 
 Row = dict[str, Any]
+Rows = dict[str, dict[tuple, Row]]  # target name -> natural key -> reduced row
+
+
+@dataclass(slots=True)
+class Entry:
+    """One consumed record and the rows it contributes, kept so that a row the database
+    refuses can be traced back to its record and quarantined alone."""
+
+    topic: str  # physical topic
+    partition: int
+    offset: int
+    value: Row
+    pairs: list[tuple[str, Row]]
+
+
+def put(rows: Rows, name: str, row: Row) -> None:
+    """Fold `row` into `rows` under its natural key with the target's reduce rule."""
+    target = TARGETS[name]
+    bucket = rows.setdefault(name, {})
+    key = tuple(row[k] for k in target.key)
+    old = bucket.get(key)
+    bucket[key] = row if old is None else target.reduce(old, row)
+
+
+def reduce_entries(entries: list[Entry]) -> Rows:
+    """The rows of `entries` folded as a batch of just those records would fold them."""
+    rows: Rows = {}
+    for entry in entries:
+        for name, row in entry.pairs:
+            put(rows, name, row)
+    return rows
 
 
 @dataclass
 class Batch:
     """Rows reduced to one per natural key, and the offsets they cover."""
 
-    rows: dict[str, dict[tuple, Row]] = field(default_factory=dict)
+    rows: Rows = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, part) -> next
     records: int = 0
     per_topic: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
 
-    def add(self, value: Row | None, src: Source, physical_topic: str) -> None:
-        """Fold one record in; `value` None (undecodable) only advances the offset."""
+    def add(self, value: Row, src: Source, physical_topic: str) -> None:
+        """Fold one decoded record in; one that cannot be mapped to rows is quarantined."""
+        self._advance(src, physical_topic)
+        try:
+            pairs = rows_for(value, src)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.rejects.append(Reject.unmappable(physical_topic, src, value, exc))
+            return
+        for name, row in pairs:
+            put(self.rows, name, row)
+        self.entries.append(Entry(physical_topic, src.partition, src.offset, value, pairs))
+
+    def add_undecodable(self, src: Source, physical_topic: str, reject: Reject) -> None:
+        """A record the codec refused: its offset is covered and it goes to quarantine."""
+        self._advance(src, physical_topic)
+        self.rejects.append(reject)
+
+    def put(self, name: str, row: Row) -> None:
+        put(self.rows, name, row)
+
+    def _advance(self, src: Source, physical_topic: str) -> None:
         self.records += 1
         self.per_topic[src.topic] = self.per_topic.get(src.topic, 0) + 1
         self.offsets[(physical_topic, src.partition)] = src.offset + 1
-        if value is None:
-            return
-        for name, row in rows_for(value, src):
-            self.put(name, row)
-
-    def put(self, name: str, row: Row) -> None:
-        target = TARGETS[name]
-        bucket = self.rows.setdefault(name, {})
-        key = tuple(row[k] for k in target.key)
-        old = bucket.get(key)
-        bucket[key] = row if old is None else target.reduce(old, row)
 
     def row_count(self) -> int:
         return sum(len(b) for b in self.rows.values())

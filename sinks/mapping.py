@@ -67,6 +67,12 @@ def dumps(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+def sequence(state: Row) -> int | None:
+    """The loyalty processor's per-customer counter (absent in records of older versions)."""
+    value = state.get("sequence")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def name_of(value: Any) -> str | None:
     """A tier (or similar) given as a string or as an object with id/name."""
     if value is None or isinstance(value, str):
@@ -96,6 +102,7 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
         "target_event_id": ev.get("target_event_id"),
         "issued_at": ts(ev.get("issued_at")),
         "received_at": ts(ev.get("received_at")),
+        "sends": 1,
     }
     return [("events_from_event", row)]
 
@@ -186,6 +193,7 @@ def _wallet(wallet: Row, res: Row, detail: Row, processed: datetime | None) -> R
         "tier": name_of(detail.get("tier")),
         "event_id": res["event_id"],
         "updated_at": processed,
+        "sequence": sequence(wallet),
     }
 
 
@@ -222,6 +230,7 @@ def profile_rows(prof: Row, src: Source) -> list[tuple[str, Row]]:
         "profile": dumps(p),
         "config_version": prof.get("config_version", 0),
         "updated_at": ts(prof.get("updated_at")),
+        "sequence": sequence(p),
     }
     return [("customers", row)]
 

@@ -18,5 +18,9 @@ BATCH_RECORDS = Histogram(
 LAG = Gauge("sink_lag", "Records not yet committed to PostgreSQL", ["topic", "partition"])
 DB_ERRORS = Counter("sink_db_errors_total", "Failed batch transactions or offset reads")
 FENCED = Counter("sink_fenced_total", "Batches abandoned because stored offsets moved")
-BAD_RECORDS = Counter("sink_bad_records_total", "Records skipped: undecodable or unmappable")
+REJECTS = Counter(
+    "sink_rejects_total",
+    "Records or rows quarantined in sink_rejects (table 'none': undecodable or unmappable)",
+    ["table"],
+)
 DB_UP = Gauge("sink_db_up", "1 when the last database operation succeeded")

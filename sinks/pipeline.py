@@ -15,9 +15,9 @@ from collections.abc import Callable
 import psycopg
 
 from sinks.batch import Batch
-from sinks.writer import Fenced, Offsets, Reconnecting, write_batch
+from sinks.writer import Fenced, Offsets, Reconnecting, Written, write_batch
 
-Done = Callable[[Batch, dict[str, int], float], None]
+Done = Callable[[Batch, Written, float], None]
 
 
 class BatchWriter:

@@ -24,7 +24,8 @@ from sinks import metrics as m
 from sinks.batch import Batch
 from sinks.mapping import SOURCE_TOPICS, Source
 from sinks.pipeline import BatchWriter
-from sinks.writer import Fenced, Offsets, Reconnecting, load_offsets
+from sinks.rejects import Reject
+from sinks.writer import Fenced, Offsets, Reconnecting, Written, load_offsets
 
 log = logging.getLogger("sinks.sink")
 
@@ -222,26 +223,24 @@ class Sink:
             self._batch.started = time.monotonic()
         base = base_name(physical, self.settings)
         src = Source(base, msg.partition(), msg.offset(), msg.timestamp()[1])
-        value = self._decode(msg, base)
         try:
-            self._batch.add(value, src, physical)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self._bad(src, exc)
-            self._batch.add(None, src, physical)
+            value = self._codec.decode(msg.value(), schema_for(base))
+        except (CodecError, ValueError, EOFError, TypeError, IndexError) as exc:
+            reject = Reject.undecodable(physical, src, msg.key(), msg.value(), exc)
+            self._batch.add_undecodable(src, physical, reject)
+            self._quarantined(reject)
+            return
+        before = len(self._batch.rejects)
+        self._batch.add(value, src, physical)
+        if len(self._batch.rejects) > before:
+            self._quarantined(self._batch.rejects[-1])
 
-    def _decode(self, msg: Message, base: str) -> dict | None:
-        try:
-            return self._codec.decode(msg.value(), schema_for(base))
-        except (CodecError, ValueError, EOFError, TypeError) as exc:
-            self._bad(Source(base, msg.partition(), msg.offset()), exc)
-            return None
-
-    def _bad(self, src: Source, exc: Exception) -> None:
-        m.BAD_RECORDS.inc()
+    def _quarantined(self, reject: Reject) -> None:
+        """Logged at once; counted (sink_rejects_total) when its batch commits."""
         log.error(
-            "skipping bad record",
-            extra={"topic": src.topic, "partition": src.partition, "offset": src.offset,
-                   "error": repr(exc)},
+            "record quarantined in sink_rejects",
+            extra={"topic": reject.topic, "partition": reject.partition,
+                   "offset": reject.offset, "error": reject.error},
         )  # fmt: skip
 
     def _flush(self) -> None:
@@ -260,7 +259,7 @@ class Sink:
             self._db_failed("writing batch", error)
         self._enter_resync()
 
-    def _record(self, batch: Batch, written: dict[str, int], seconds: float) -> None:
+    def _record(self, batch: Batch, written: Written, seconds: float) -> None:
         """Called by the writer thread once a batch has committed."""
         self._committed.update(batch.offsets)
         self.db_ok = True
@@ -270,8 +269,16 @@ class Sink:
         m.BATCHES.inc()
         m.BATCH_SECONDS.observe(seconds)
         m.BATCH_RECORDS.observe(len(batch))
-        for table, n in written.items():
+        for table, n in written.rows.items():
             m.ROWS.labels(table).inc(n)
+        for reject in written.rejects:
+            m.REJECTS.labels(reject.table or "none").inc()
+            if reject.table:
+                log.error(
+                    "row refused by PostgreSQL, quarantined in sink_rejects",
+                    extra={"topic": reject.topic, "partition": reject.partition,
+                           "offset": reject.offset, "table": reject.table, "error": reject.error},
+                )  # fmt: skip
         for topic, n in batch.per_topic.items():
             m.RECORDS.labels(topic).inc(n)
 

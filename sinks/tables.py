@@ -35,12 +35,28 @@ def latest_by(col: str) -> Reducer:
     return reduce
 
 
+def latest_in_sequence(old: Row, new: Row) -> Row:
+    """Keep the row with the greatest per-customer `sequence` (mirrors IN_SEQUENCE); rows
+    written before the processor kept a sequence fall back to `updated_at`."""
+    if old["sequence"] is not None and new["sequence"] is not None:
+        return old if new["sequence"] < old["sequence"] else new
+    return latest_by("updated_at")(old, new)
+
+
+def fold_sends(old: Row, new: Row) -> Row:
+    """A repeated event id keeps the first send's fields (the one applied) and counts."""
+    return {**old, "sends": old["sends"] + new["sends"]}
+
+
 def merge_journey(old: Row, new: Row) -> Row:
-    """Fold a later activity of one journey instance into its state (mirrors the SQL)."""
+    """Fold a later activity of one journey instance into its state (mirrors the SQL).
+
+    Only ENTER, EXIT and COMPLETE carry a status; a TRANSITION or ACTION (status None)
+    keeps the one the instance has."""
     terminal = old["status"] in ("EXITED", "COMPLETED")
     return {
         **old,
-        "status": old["status"] if terminal else new["status"],
+        "status": old["status"] if terminal else new["status"] or old["status"],
         "current_node": new["current_node"] or old["current_node"],
         "trigger_event_id": old["trigger_event_id"] or new["trigger_event_id"],
         "entered_at": old["entered_at"] or new["entered_at"],
@@ -107,16 +123,29 @@ def latest_wins(name: str, table: str, columns: tuple[str, ...], key: tuple[str,
     return Target(name, table, columns, key, latest_by(col), (upsert(table, columns, key, tail),))
 
 
+def in_sequence(table: str, columns: tuple[str, ...]) -> Target:
+    """Per-customer state: the greatest processor `sequence` wins (see latest_in_sequence)."""
+    key = ("customer_id",)
+    newer = (
+        f"CASE WHEN EXCLUDED.sequence IS NOT NULL AND {table}.sequence IS NOT NULL "
+        f"THEN EXCLUDED.sequence >= {table}.sequence "
+        f"ELSE EXCLUDED.updated_at >= {table}.updated_at END"
+    )
+    tail = f"DO UPDATE SET {set_excluded(columns, key)} WHERE {newer}"
+    return Target(table, table, columns, key, latest_in_sequence, (upsert(table, columns, key, tail),))
+
+
 EVENT_COLS = (
     "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status",
     "properties", "tags", "metadata", "fulfilled", "target_event_id", "issued_at", "received_at",
+    "sends",
 )  # fmt: skip
 RESULT_COLS = (
     "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status", "reason",
     "points", "result", "properties", "target_event_id", "issued_at", "received_at",
     "processed_at", "config_version",
 )  # fmt: skip
-_FROM_EVENT = set(EVENT_COLS) - {"id", "status"}
+_FROM_EVENT = set(EVENT_COLS) - {"id", "status", "sends"}
 _KEEP_FROM_EVENT = ("reference", "brand_id", "properties", "target_event_id", "issued_at",
                     "received_at")  # fmt: skip
 
@@ -125,16 +154,23 @@ EVENTS_FROM_EVENT = Target(
     "events",
     EVENT_COLS,
     ("id",),
-    keep_last,
+    fold_sends,
     (
         upsert(
             "events",
             EVENT_COLS,
             ("id",),
+            # a row so far written only by its result (sends = 0) takes the event's fields;
+            # a repeat keeps the first send's (the applied one) and is only counted
             "DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in EVENT_COLS if c in _FROM_EVENT)
-            + ", status = CASE WHEN events.processed_at IS NULL THEN EXCLUDED.status"
-            " ELSE events.status END",
+            + ", ".join(
+                f"{c} = CASE WHEN events.sends = 0 THEN EXCLUDED.{c} ELSE events.{c} END"
+                for c in EVENT_COLS
+                if c in _FROM_EVENT
+            )
+            + ", status = CASE WHEN events.processed_at IS NULL AND events.sends = 0"
+            " THEN EXCLUDED.status ELSE events.status END"
+            ", sends = events.sends + EXCLUDED.sends",
         ),
     ),
 )
@@ -152,7 +188,8 @@ EVENTS_FROM_RESULT = Target(
             "DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, "
             "points = EXCLUDED.points, result = EXCLUDED.result, "
             "processed_at = EXCLUDED.processed_at, config_version = EXCLUDED.config_version, "
-            + ", ".join(f"{c} = COALESCE(events.{c}, EXCLUDED.{c})" for c in _KEEP_FROM_EVENT)
+            # the result names the event as applied: its fields win over a repeat's
+            + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, events.{c})" for c in _KEEP_FROM_EVENT)
             + " WHERE events.processed_at IS NULL OR EXCLUDED.processed_at >= events.processed_at",
         ),
     ),
@@ -165,14 +202,14 @@ LEDGER_COLS = (
 )  # fmt: skip
 WALLET_COLS = (
     "customer_id", "points", "lifetime", "pending", "balance", "wallet", "tier", "event_id",
-    "updated_at",
+    "updated_at", "sequence",
 )  # fmt: skip
 CUSTOMER_COLS = (
     "customer_id", "anonymous", "identified", "tier", "tags", "consent", "purchase_count",
     "total_spend", "last_purchase_at", "event_count", "last_event_at", "first_seen",
     "lifetime_points", "points", "birthday", "registered_at", "rfm_recency", "rfm_frequency",
     "rfm_monetary", "rfm_score", "events_by_type", "traits", "profile", "config_version",
-    "updated_at",
+    "updated_at", "sequence",
 )  # fmt: skip
 TIER_COLS = ("id", "customer_id", "direction", "from_tier", "to_tier", "changed_at", "data")
 NOTIFICATION_COLS = ("id", "event", "customer_id", "data", "created_at", "config_version")
@@ -215,6 +252,8 @@ AUDIENCE_MEMBERS = Target(
 )
 
 _INSTANCE_LIST = ", ".join(INSTANCE_COLS)
+# an instance first seen through a TRANSITION or ACTION (status NULL) is ACTIVE
+_INSTANCE_SELECT = _INSTANCE_LIST.replace("status", "COALESCE(status, 'ACTIVE')", 1)
 JOURNEY_INSTANCES = Target(
     "journey_instances",
     "journey_instances",
@@ -222,10 +261,10 @@ JOURNEY_INSTANCES = Target(
     ("instance_id",),
     merge_journey,
     (
-        f"INSERT INTO journey_instances AS j ({_INSTANCE_LIST}) SELECT {_INSTANCE_LIST} "
+        f"INSERT INTO journey_instances AS j ({_INSTANCE_LIST}) SELECT {_INSTANCE_SELECT} "
         "FROM {stage} ON CONFLICT (instance_id) DO UPDATE SET "
         "status = CASE WHEN j.status IN ('EXITED', 'COMPLETED') THEN j.status "
-        "ELSE EXCLUDED.status END, "
+        "ELSE COALESCE(EXCLUDED.status, j.status) END, "
         "current_node = COALESCE(EXCLUDED.current_node, j.current_node), "
         "trigger_event_id = COALESCE(j.trigger_event_id, EXCLUDED.trigger_event_id), "
         "entered_at = COALESCE(j.entered_at, EXCLUDED.entered_at), "
@@ -240,8 +279,8 @@ TARGETS: dict[str, Target] = {
         EVENTS_FROM_EVENT,
         EVENTS_FROM_RESULT,
         latest_wins("ledger_lines", "ledger_lines", LEDGER_COLS, ("id",), "processed_at"),
-        latest_wins("wallets", "wallets", WALLET_COLS, ("customer_id",), "updated_at"),
-        latest_wins("customers", "customers", CUSTOMER_COLS, ("customer_id",), "updated_at"),
+        in_sequence("wallets", WALLET_COLS),
+        in_sequence("customers", CUSTOMER_COLS),
         insert_only("tier_changes", "tier_changes", TIER_COLS, ("id",)),
         insert_only("notifications", "notifications", NOTIFICATION_COLS, ("id",)),
         AUDIENCE_MEMBERS,

@@ -9,11 +9,13 @@ upserts, makes each record's effect land exactly once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from operator import itemgetter
 
 import psycopg
 
-from sinks.batch import Batch
+from sinks.batch import Batch, Entry, Rows, put, reduce_entries
+from sinks.rejects import Reject, is_data_error, write_rejects
 from sinks.tables import TARGETS, Target
 
 Offsets = dict[tuple[str, int], int]
@@ -54,18 +56,81 @@ def load_offsets(conn: psycopg.Connection, topics: list[str]) -> Offsets:
     return {(t, p): o for t, p, o in rows}
 
 
-def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> dict[str, int]:
-    """Write `batch` and its offsets in one transaction; returns rows staged per table."""
-    written: dict[str, int] = {}
+@dataclass
+class Written:
+    """What one committed batch wrote: rows staged per table and the rejects it stored."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> Written:
+    """Write `batch`, its rejects and its offsets in one transaction.
+
+    The whole batch is tried first in a savepoint; if PostgreSQL refuses a row for a data
+    reason, the batch is split until each refused row is isolated and quarantined, and every
+    other row is written. Any other error (connection, fencing) rolls everything back.
+    """
+    out = Written(rejects=list(batch.rejects))
     with conn.transaction():
         _check_and_store_offsets(conn, batch.offsets, committed)
-        for name, target in TARGETS.items():
-            rows = batch.rows.get(name)
-            if rows:
-                _write_target(conn, target, list(rows.values()))
-                label = target.counted or target.table
-                written[label] = written.get(label, 0) + len(rows)
-    return written
+        try:
+            with conn.transaction():
+                _write_rows(conn, batch.rows, out.rows)
+        except Exception as exc:  # noqa: BLE001 - only data errors are handled here
+            if not is_data_error(exc):
+                raise
+            out.rows.clear()
+            _isolate(conn, batch.entries, out)
+        write_rejects(conn, out.rejects)
+    return out
+
+
+def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], clear: bool = False) -> None:
+    for name, target in TARGETS.items():
+        bucket = rows.get(name)
+        if bucket:
+            _write_target(conn, target, list(bucket.values()), clear)
+            label = target.counted or target.table
+            written[label] = written.get(label, 0) + len(bucket)
+
+
+def _isolate(conn: psycopg.Connection, entries: list[Entry], out: Written) -> None:
+    """Write `entries` in savepoints, halving on a data error down to one record's rows."""
+    if not entries:
+        return
+    written: dict[str, int] = {}
+    try:
+        with conn.transaction():
+            _write_rows(conn, reduce_entries(entries), written, clear=True)
+    except Exception as exc:  # noqa: BLE001 - only data errors are handled here
+        if not is_data_error(exc):
+            raise
+        if len(entries) == 1:
+            _isolate_rows(conn, entries[0], out)
+        else:
+            mid = len(entries) // 2
+            _isolate(conn, entries[:mid], out)
+            _isolate(conn, entries[mid:], out)
+        return
+    for label, n in written.items():
+        out.rows[label] = out.rows.get(label, 0) + n
+
+
+def _isolate_rows(conn: psycopg.Connection, entry: Entry, out: Written) -> None:
+    """One record: write each of its rows alone; quarantine the ones refused."""
+    for name, row in entry.pairs:
+        try:
+            with conn.transaction():
+                rows: Rows = {}
+                put(rows, name, row)
+                _write_rows(conn, rows, out.rows, clear=True)
+        except Exception as exc:  # noqa: BLE001 - only data errors are handled here
+            if not is_data_error(exc):
+                raise
+            table = TARGETS[name].table
+            out.rejects.append(Reject.refused(entry.topic, entry.partition, entry.offset, table,
+                                              entry.value, exc))  # fmt: skip
 
 
 def _check_and_store_offsets(conn: psycopg.Connection, offsets: Offsets, committed: Mapping) -> None:
@@ -97,7 +162,9 @@ def _check_and_store_offsets(conn: psycopg.Connection, offsets: Offsets, committ
         raise Fenced(f"{len(moves) - done} of {len(moves)} partitions moved under us")
 
 
-def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict]) -> None:
+def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], clear: bool = False) -> None:
+    """COPY `rows` into the target's stage and move them; `clear` empties the stage after
+    (needed when one transaction writes the same target more than once)."""
     cols = target.all_columns
     values = itemgetter(*cols)
     with conn.cursor() as cur:
@@ -107,3 +174,5 @@ def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict]) ->
                 copy.write_row(values(row))
         for sql in target.sql():
             cur.execute(sql)
+        if clear:
+            cur.execute(f"DELETE FROM {target.stage}")

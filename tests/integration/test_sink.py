@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,34 +13,15 @@ import pytest
 
 from processors.runtime.testing import wait_for
 from schemas import topics as t
-from schemas.settings import Settings, libpq_url
+from schemas.settings import Settings
 from sinks import samples
 from sinks.batch import Batch
 from sinks.mapping import Source
-from sinks.migrate import upgrade
 from sinks.sink import Sink, SinkOptions
 from sinks.writer import Fenced, load_offsets, write_batch
+from tests.support.pg import committed, query, scalar
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def sink_db(database_url: str) -> Iterator[str]:
-    """A fresh database on the server of DATABASE_URL, migrated to head."""
-    name = f"sink_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-@pytest.fixture
-def cfg(settings: Settings, sink_db: str) -> Settings:
-    return dataclasses.replace(settings, database_url=sink_db)
 
 
 @pytest.fixture
@@ -49,24 +29,6 @@ def sink(cfg: Settings) -> Iterator[Sink]:
     s = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
     yield s
     s.stop()
-
-
-def query(url: str, sql: str, *args: Any) -> list[tuple]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def scalar(url: str, sql: str, *args: Any) -> Any:
-    return query(url, sql, *args)[0][0]
-
-
-def committed(cfg: Settings) -> int:
-    """Records committed to PostgreSQL for this test's topics (offsets start at 0)."""
-    return scalar(
-        cfg.database_url,
-        "SELECT coalesce(sum(next_offset), 0) FROM sink_offsets WHERE topic LIKE %s",
-        cfg.topic_prefix + "%",
-    )
 
 
 def test_events_results_ledger_and_wallets_land_exactly_once(cfg: Settings, sink: Sink) -> None:
@@ -95,13 +57,20 @@ def test_events_results_ledger_and_wallets_land_exactly_once(cfg: Settings, sink
 
 
 def _rekey(value: dict, prefix: str) -> dict:
-    """Give every test its own customer ids (the database is shared by the module)."""
+    """Give every test its own customer and event ids (the database is shared by the module:
+    a repeated event id keeps the first send's row)."""
     value = dict(value)
     value["customer_id"] = prefix + value["customer_id"]
     if "event_id" in value:
+        value["event_id"] = prefix + value["event_id"]
         detail = orjson.loads(value["detail"])
         detail["wallet"]["customer_id"] = value["customer_id"]
+        for line in detail.get("accumulations", []) + detail.get("redemptions", []):
+            line["id"] = prefix + line["id"]
+            line["event_id"] = prefix + line.get("event_id", "")
         value["detail"] = orjson.dumps(detail).decode()
+    else:
+        value["id"] = prefix + value["id"]
     return value
 
 
