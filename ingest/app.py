@@ -31,7 +31,7 @@ from ingest.programs import (
     table_publisher,
     table_source,
 )
-from ingest.ratelimit import RateLimiter
+from ingest.ratelimit import RateLimiter, shared
 from ingest.replies import ReplyHub, ResultListener
 from ingest.routers import admin, customers, events, health
 from schemas.settings import Settings
@@ -141,7 +141,9 @@ def _build_state(
         hub=hub or ReplyHub(),
         lookup=lookup or PgLookup(settings.database_url),
         publisher=publisher or table_publisher(settings),
-        limiter=RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
+        limiter=RateLimiter(
+            config.rate_limit_per_s, config.rate_limit_burst, list(config.api_keys), shared()
+        ),
         clock=clock,
         closers=closers,
     )

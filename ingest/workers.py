@@ -37,6 +37,7 @@ from types import FrameType
 
 import uvicorn
 
+from ingest.ratelimit import SharedBuckets, use_shared
 from processors.runtime.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,14 @@ class WorkerServer(uvicorn.Server):
             self.link.send(READY)
 
 
-def serve(sock: socket.socket, link: Connection, log_level: str) -> None:
-    """Worker process: serve the app on `sock` until SIGTERM / SIGINT or the supervisor is gone."""
+def serve(
+    sock: socket.socket, link: Connection, log_level: str, buckets: SharedBuckets | None = None
+) -> None:
+    """Worker process: serve the app on `sock` until SIGTERM / SIGINT or the supervisor is gone.
+
+    `buckets` are the host's shared rate-limit buckets (one limit for all workers)."""
     configure_logging("ingest")
+    use_shared(buckets)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
     threading.Thread(target=_stop_with_supervisor, args=(link,), name="supervisor-watch", daemon=True).start()
@@ -163,6 +169,7 @@ class Supervisor:
         self.options = options
         self.port = options.port
         self.context = multiprocessing.get_context("spawn")
+        self.buckets = SharedBuckets(context=self.context)  # every worker, restarts included
         self.workers: dict[int, Worker] = {}  # slot -> its running worker
         self.failures = dict.fromkeys(range(options.workers), 0)  # slot -> failed starts in a row
         self.restart_at: dict[int, float] = {}  # slot -> when to start its next worker
@@ -232,7 +239,9 @@ class Supervisor:
             return
         link, child_link = self.context.Pipe()
         process = self.context.Process(
-            target=serve, args=(sock, child_link, self.options.log_level), name=f"ingest-worker-{slot}"
+            target=serve,
+            args=(sock, child_link, self.options.log_level, self.buckets),
+            name=f"ingest-worker-{slot}",
         )
         try:
             process.start()

@@ -1,7 +1,7 @@
 """`loyalty ingest --workers 2` as real processes (ingest/workers.py): new connections spread
 over both workers (one SO_REUSEPORT socket each), a killed worker is replaced while the other
-keeps serving, SIGTERM stops every process, and a port in use or an app that cannot start ends
-the service with an error instead of a restart loop."""
+keeps serving, SIGTERM stops every process, a port in use or an app that cannot start ends
+the service with an error instead of a restart loop, and the rate limit holds across workers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,3 +208,57 @@ def test_workers_failing_to_start_stop_the_service(tmp_path):
     assert code == 1
     assert "failed to start 3 times in a row" in log
     assert log.count("ingest worker exited before serving") == 3
+
+
+def pool_on_both_workers(ingest: Ingest, each: int = 2, limit: int = 200) -> list[http.client.HTTPConnection]:
+    """Keep-alive connections, opened until each of the two workers holds `each` of them (a
+    connection stays with the worker the kernel gave it); the others are closed."""
+    kept: dict[int, list[http.client.HTTPConnection]] = {}
+    for _ in range(limit):
+        conn = http.client.HTTPConnection("127.0.0.1", ingest.port, timeout=10)
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        pid = json.loads(resp.read())["pid"]
+        if len(kept.setdefault(pid, [])) < each:
+            kept[pid].append(conn)
+        else:
+            conn.close()
+        if len(kept) == 2 and all(len(c) == each for c in kept.values()):
+            return [c for conns in kept.values() for c in conns]
+    raise AssertionError(f"connections never reached both workers: {kept}")
+
+
+def hammer(conn: http.client.HTTPConnection, until: float, counts: Counter[int]) -> None:
+    body = json.dumps({"customer_id": "c1", "type": "PURCHASE", "properties": {"amount": 1}})
+    headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    while time.monotonic() < until:
+        conn.request("POST", "/behavior/events", body, headers)
+        resp = conn.getresponse()
+        resp.read()
+        counts[resp.status] += 1
+
+
+def test_rate_limit_holds_across_two_workers(settings, tmp_path):
+    """With a bucket per worker, 2 workers let twice the limit through (47 req/s at 20 req/s).
+    Load comes on connections to both workers for DURATION s, far above the limit; accepted
+    requests stay within burst + rate x elapsed (x1.2 margin): a bucket per worker would
+    admit 2 x 20 + 2 x 20 x 3 = 160 > 92."""
+    rate, burst, duration = 20, 20, 3.0
+    service = start_ingest(tmp_path, INGEST_RATE_LIMIT=str(rate), INGEST_RATE_BURST=str(burst))
+    try:
+        service.worker_pids()
+        pool = pool_on_both_workers(service)
+        counts: Counter[int] = Counter()
+        started = time.monotonic()
+        threads = [threading.Thread(target=hammer, args=(conn, started + duration, counts)) for conn in pool]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        for conn in pool:
+            conn.close()
+    finally:
+        stop(service)
+    assert set(counts) <= {202, 429} and counts[429] > 0, counts
+    assert rate * elapsed * 0.5 <= counts[202] <= rate * elapsed * 1.2 + burst, (counts, elapsed)
