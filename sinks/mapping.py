@@ -274,8 +274,8 @@ def _tier_change(n: Row, direction: str, data: Any, created: datetime | None) ->
         "id": n["id"],
         "customer_id": n["customer_id"],
         "direction": direction,
-        "from_tier": name_of(_first(data, "from_tier", "previous_tier", "old_tier", "from")),
-        "to_tier": name_of(_first(data, "to_tier", "new_tier", "tier", "to")),
+        "from_tier": name_of(_first(data, "from_tier_id", "from_tier", "previous_tier", "from")),
+        "to_tier": name_of(_first(data, "to_tier_id", "to_tier", "new_tier", "tier", "to")),
         "changed_at": ts(_first(data, "changed_at", "at")) or created,
         "data": dumps(data),
     }

@@ -210,3 +210,5 @@ def test_every_kind_lands_in_its_table_and_nothing_is_refused(walked: dict, sink
             if not found:
                 missing.append((topic, kind, table, value[field]))
     assert missing == []
+    assert scalar(sink_db, "SELECT count(*) FROM tier_changes WHERE to_tier IS NOT NULL") >= 2
+    assert scalar(sink_db, "SELECT count(*) FROM tier_changes WHERE to_tier IS NULL") == 0

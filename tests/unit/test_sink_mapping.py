@@ -67,6 +67,29 @@ def test_tier_change_from_notification() -> None:
     assert (row["direction"], row["from_tier"], row["to_tier"]) == ("DOWNGRADE", "gold", "silver")
 
 
+def test_tier_change_from_the_documented_flat_payload() -> None:
+    data = {"customer_id": "c", "from_tier_id": "silver", "to_tier_id": "gold",
+            "from_tier_name": "Silver", "to_tier_name": "Gold", "triggered_by": "EVENT"}  # fmt: skip
+    n = {"id": "n2", "event": "TIER_UPGRADE", "customer_id": "c", "created_at": 1000,
+         "data": orjson.dumps(data).decode()}  # fmt: skip
+    row = dict(rows_for(n, Source(t.NOTIFICATIONS)))["tier_changes"]
+    assert (row["direction"], row["from_tier"], row["to_tier"]) == ("UPGRADE", "silver", "gold")
+
+
+def test_a_transition_keeps_the_instance_status_and_repeats_are_counted() -> None:
+    batch = Batch()
+    act = {"journey_id": "j", "instance_id": "i", "customer_id": "c", "at": 1}
+    batch.add({**act, "id": "a1", "kind": "ENTER", "to_node": "start"}, Source(t.JOURNEYS_ACTIVITY), "ja")
+    batch.add({**act, "id": "a2", "kind": "TRANSITION", "to_node": "wait"}, Source(t.JOURNEYS_ACTIVITY), "ja")
+    (inst,) = batch.rows["journey_instances"].values()
+    assert (inst["status"], inst["current_node"]) == ("ACTIVE", "wait")
+    ev = {"id": "e", "customer_id": "c", "type": "PURCHASE", "properties": '{"amount": 1}'}
+    batch.add(ev, Source(t.EVENTS_LOYALTY), "el")
+    batch.add({**ev, "properties": '{"amount": 2}'}, Source(t.EVENTS_LOYALTY), "el")
+    (row,) = batch.rows["events_from_event"].values()
+    assert (row["properties"], row["sends"]) == ('{"amount": 1}', 2)
+
+
 def test_batch_keeps_latest_wallet_and_result() -> None:
     ev = samples.event("c1", 1)
     batch = Batch()
