@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from processors.loyalty.rules import RuleError, compile_rule
+from processors.loyalty.bounds import Refused
+from processors.loyalty.rules import NotFinite, RuleError, compile_rule
 from schemas.program import Campaign, Program
 
 DAY_MS = 86_400_000
@@ -148,6 +149,8 @@ class Budget:
 def formula_award(c: Campaign, activation: Any, info: dict[str, Any] | None = None) -> Award | Skip:
     try:
         amount = compile_rule(c.formula).amount(activation)
+    except NotFinite as exc:
+        raise Refused(f"points_not_finite: campaign {c.id}: {exc}") from None
     except RuleError as exc:
         return Skip(c.id, f"formula failed: {exc}", failed=True)
     return Award(c.id, c.kind, c.reward_id, amount, c.condition, c.formula, info=info or {})

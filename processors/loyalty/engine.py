@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import campaigns, profile, tiers, wallet
+from processors.loyalty import bounds, campaigns, profile, tiers, wallet
 from processors.loyalty import notifications as n
+from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
 from processors.loyalty.envelope import as_json, command, public_event, uid
 from processors.loyalty.lifecycle import Lifecycle
@@ -26,7 +27,12 @@ from schemas.program import Program
 
 DAY_MS = 86_400_000
 Lookup = Callable[[str], dict[str, Any] | None]
-__all__ = ["Output", "apply", "command", "fire", "new_state", "public_event", "uid"]
+__all__ = ["Output", "Refused", "apply", "command", "fire", "new_state", "public_event", "refuse", "uid"]
+# kinds with their own handler in `apply`; any other kind is an event (EVENT, REGISTER, SCHEDULED)
+COMMANDS = frozenset(
+    {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY"}
+    | {"REFERRAL_REWARD", "COUPON_GRANTED", "COUPON_REJECTED"}
+)
 
 
 @dataclass
@@ -66,6 +72,8 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         self.expired: list[dict[str, Any]] = []  # lines expired on the way (timer was late)
         self.final: tuple[dict[str, Any], Bindings] | None = None  # post-event profile
         self.fresh: str | None = None  # id `apply` just looked up and found unknown
+        self.notes: list[tuple[str, str, dict[str, Any]]] = []  # webhooks, sent by `finish`
+        self._sequence: int | None = None
         self.out = Output(state)
 
     # -- small helpers -------------------------------------------------------------------
@@ -73,15 +81,32 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         """The wallet JSON, cached until the next ledger change (`self.changed()`)."""
         if self._wallet is None:
             self._wallet = wallet.summary(self.state, self.cid)
+            self._wallet["sequence"] = self.sequence()
         return self._wallet
 
     def changed(self) -> None:
         self._wallet = None
 
+    def sequence(self) -> int:
+        """This call's number in the customer's sequence, taken once per call that emits a
+        wallet or a profile: sinks keep the highest, which wall clocks of two hosts are not.
+        It lives in the state, so restores and replays give the same numbers."""
+        if self._sequence is None:
+            self._sequence = self.state["sequence"] = self.state.get("sequence", 0) + 1
+        return self._sequence
+
     def notify(self, source_id: str, event: str, data: dict[str, Any]) -> None:
-        self.out.notifications.append(
-            n.notification(source_id, event, self.cid, data, self.now, self.program.version)
-        )
+        """Queue a webhook; `finish` adds the wallet to those that carry one, so every
+        notification of a call shows the wallet after the whole call, as its result does."""
+        self.notes.append((source_id, event, data))
+
+    def _send_notes(self) -> None:
+        for source_id, event, data in self.notes:
+            if event in n.WITH_WALLET:
+                data["wallet"] = self.wallet()
+            note = n.notification(source_id, event, self.cid, data, self.now, self.program.version)
+            self.out.notifications.append(note)
+        self.notes = []
 
     def result(self, event: dict, status: str, reason: str | None = None, **detail: Any) -> dict:
         accs = detail.get("accumulations", [])
@@ -155,7 +180,9 @@ class Step(Lifecycle, Rekeyed, Scheduled):
     def finish(self) -> Output:
         prof, binds = self._final_profile()
         prof["traits"] = profile.traits(self.program, binds)
+        prof["sequence"] = self.sequence()
         self.out.profile = prof
+        self._send_notes()
         self._schedule_expiry()
         return self.out
 
@@ -174,6 +201,9 @@ class Step(Lifecycle, Rekeyed, Scheduled):
             res = self.result(event, "REJECTED", reason)
             self.remember(event["id"], res, "REJECTED")
             return self.finish()
+        out_of_range = bounds.amount_error(props)
+        if out_of_range:
+            return self._fail(event, out_of_range)
         self._track(event)
         if event["type"] == "REGISTRATION" or event.get("kind") == "REGISTER":
             self._register(event)
@@ -185,8 +215,8 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         redemptions = self._redeem(event, event.get("redeem") or [], "REDEMPTION")
         detail = self._earn(event, props)
         self._upgrade(event)
-        if self.welcome:  # after the welcome rewards, so the wallet shows them
-            data = n.registration(self.cid, self.state["customer"], self.wallet())
+        if self.welcome:
+            data = n.registration(self.cid, self.state["customer"])
             self.notify(event["id"], n.CUSTOMER_REGISTRATION, data)
         res = self.result(event, "RESOLVED", redemptions=redemptions, **detail)
         self.remember(event["id"], res, "RESOLVED")
@@ -219,7 +249,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
             lines += wallet.consume(self.state, r["reward_id"], r["amount"], event["id"], self.now, kind)
             self.changed()
         if lines and kind == "REDEMPTION":
-            self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, lines, self.wallet()))
+            self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, lines))
         return lines
 
     def _earn(self, event: dict, props: dict) -> dict[str, Any]:
@@ -259,14 +289,16 @@ class Step(Lifecycle, Rekeyed, Scheduled):
                     }
                 )
         if accs:
-            self.notify(event["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs, self.wallet()))
+            self.notify(event["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs))
         return {"rules_applied": applied, "accumulations": accs, "rules_skipped": skipped}
 
     def _credit(self, event: dict, award: Award, mult: float, index: int) -> dict | None:
         campaign = campaigns.by_id(self.program)[award.campaign_id]
         if campaign.tier_multipliers:
             award.multiplier = mult
-        amount = rounded(award.amount * award.multiplier, self.program.rounding)
+        amount = award.amount * award.multiplier
+        bounds.check_award(campaign.id, award.reward_id, amount, self._held(award.reward_id))
+        amount = rounded(amount, self.program.rounding)
         amount = self.budget.spend(campaign, amount) if amount > 0 else 0.0
         if amount <= 0:
             return None
@@ -299,6 +331,13 @@ class Step(Lifecycle, Rekeyed, Scheduled):
                 n.coupon(self.cid, award.campaign_id, code),
             )
         return line
+
+    def _held(self, reward_id: str) -> float:
+        """What a credit adds to, for the balance bound: lifetime points (never below the
+        points balance; O(1) on the hot path) or the balance of another reward."""
+        if reward_id == wallet.POINTS:
+            return self.state["lifetime"]
+        return wallet.balance(self.state).get(reward_id, 0.0)
 
     # -- tiers -----------------------------------------------------------------------------
     def _tier_target(self) -> Any:
@@ -378,6 +417,15 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         self.remember(event["id"], res, "RESOLVED")
         return self.finish()
 
+    def refused(self, event: dict, reason: str) -> Output:
+        """The output for an input refused mid-way (bounds.Refused), built on the state as it
+        was before it: a FAILED result with the reason and nothing applied."""
+        if event.get("kind", "EVENT") in COMMANDS:
+            return self._command_failed(event, reason)
+        if event.get("kind") == "SCHEDULED":
+            self._rearm(event["type"])  # the timer that produced it has fired
+        return self._fail(event, reason)
+
     def identify(self, event: dict) -> Output:
         self.state["anonymous"] = False
         res = self.result(event, "RESOLVED")
@@ -394,7 +442,8 @@ def apply(
     budget: Budget | None = None,
 ) -> Output:
     """Apply one event or command to a customer's state (a deep copy is not taken: the caller
-    owns `state`). A repeated event id returns its first result, marked duplicate."""
+    owns `state`). A repeated event id returns its first result, marked duplicate. Raises
+    Refused (bounds) when the event must not be applied: discard `state` and call `refuse`."""
     state = state or new_state(event["customer_id"])
     prior = lookup(event["id"])
     if prior is not None:
@@ -412,10 +461,34 @@ def apply(
         "COUPON_GRANTED": step.coupon_decision,
         "COUPON_REJECTED": step.coupon_decision,
     }.get(kind, step.event)
-    out = handler(event)
+    try:
+        out = handler(event)
+    except Refused as exc:
+        exc.event = event
+        raise
+    return _once(out, event)
+
+
+def _once(out: Output, event: dict[str, Any]) -> Output:
     if event["id"] not in out.records and out.results:  # commands are applied once too
         out.records[event["id"]] = {"result": out.results[0], "status": out.results[0]["status"]}
     return out
+
+
+def refuse(
+    state: dict[str, Any] | None,
+    event: dict[str, Any],
+    reason: str,
+    program: Program,
+    now: int,
+    lookup: Lookup,
+) -> Output:
+    """After `apply` or `fire` raised Refused: the FAILED output for `exc.event`, on the state
+    as it was before (re-read it: the one they were given is half-changed)."""
+    state = state or new_state(event["customer_id"])
+    step = Step(state, program, now, lookup, Budget())
+    step.fresh = event["id"]
+    return _once(step.refused(event, reason), event)
 
 
 def fire(
@@ -427,7 +500,7 @@ def fire(
     lookup: Lookup,
     budget: Budget | None = None,
 ) -> Output:
-    """A durable timer came due for this customer."""
+    """A durable timer came due for this customer (may raise Refused, as `apply`)."""
     state = state or new_state(customer_id)
     return Step(state, program, now, lookup, budget or Budget()).fire(payload)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from processors.loyalty import campaigns, profile, wallet
+from processors.loyalty import bounds, campaigns, profile, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.envelope import as_json, public_event
 from processors.loyalty.records import applied
@@ -26,7 +26,7 @@ class Lifecycle:
         self.state["reservations"][event["id"]] = {"lines": lines, "expires_at": expires}
         self.changed()
         if lines:
-            self.notify(event["id"], n.REWARDS_RESERVATION, n.lines(self.cid, lines, self.wallet()))
+            self.notify(event["id"], n.REWARDS_RESERVATION, n.lines(self.cid, lines))
         self.out.timers.append(
             (
                 expires,
@@ -57,12 +57,15 @@ class Lifecycle:
         if record is None:
             return self._command_failed(cmd, why or "")
         event = record["event"]
+        out_of_range = bounds.amount_error(as_json(event.get("properties")))
+        if out_of_range:  # a reservation made before amounts were bounded
+            return self._command_failed(cmd, out_of_range)
         reservation = self.state["reservations"].pop(event["id"], {"lines": []})
         self.changed()
         self.out.cancels.append(f"reservation:{event['id']}")
         redemptions = [{**ln, "kind": "REDEMPTION"} for ln in reservation["lines"]]
         if redemptions:
-            self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, redemptions, self.wallet()))
+            self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, redemptions))
         detail = self._earn(event, as_json(event.get("properties")))
         self._upgrade(event)
         self.notify(cmd["id"], n.BEHAVIOR_EVENT_FULFILLED, n.behavior_event(self.cid, public_event(event)))
@@ -95,7 +98,7 @@ class Lifecycle:
         wallet.restore(self.state, reservation["lines"])
         self.changed()
         self.out.cancels.append(f"reservation:{event_id}")
-        data = n.lines(self.cid, reservation["lines"], self.wallet())
+        data = n.lines(self.cid, reservation["lines"])
         self.notify(f"{event_id}:{status}", n.REWARDS_RESERVATION_CANCELLED, data)
         shown = {**event, "kind": cmd["kind"] if cmd else "EXPIRE"}
         shown["reply_to"] = cmd.get("reply_to") if cmd else None

@@ -18,6 +18,16 @@ BEHAVIOR_EVENT_FAILED = "BEHAVIOR_EVENT_FAILED"
 COUPON_REDEMPTION = "COUPON_REDEMPTION"
 TIER_UPGRADE = "TIER_UPGRADE"
 TIER_DOWNGRADE = "TIER_DOWNGRADE"
+# the types whose data carries the wallet (added by engine.Step once the whole call is applied)
+WITH_WALLET = frozenset(
+    {
+        CUSTOMER_REGISTRATION,
+        CUSTOMER_ACCUMULATION,
+        CUSTOMER_REDEMPTION,
+        REWARDS_RESERVATION,
+        REWARDS_RESERVATION_CANCELLED,
+    }
+)
 
 
 def notification(
@@ -35,13 +45,14 @@ def notification(
     }
 
 
-def registration(customer_id: str, customer: dict[str, Any], wallet: dict[str, Any]) -> dict:
-    return {"customer_id": customer_id, "customer": customer, "wallet": wallet}
+def registration(customer_id: str, customer: dict[str, Any]) -> dict:
+    """CUSTOMER_REGISTRATION (its `wallet` is added last, see WITH_WALLET)."""
+    return {"customer_id": customer_id, "customer": customer}
 
 
-def lines(customer_id: str, entries: list[dict[str, Any]], wallet: dict[str, Any]) -> dict:
-    """Payload of ACCUMULATION, REDEMPTION, RESERVATION and RESERVATION_CANCELLED."""
-    return {"customer_id": customer_id, "lines": entries, "wallet": wallet}
+def lines(customer_id: str, entries: list[dict[str, Any]]) -> dict:
+    """ACCUMULATION, REDEMPTION, RESERVATION and RESERVATION_CANCELLED (`wallet` added last)."""
+    return {"customer_id": customer_id, "lines": entries}
 
 
 def behavior_event(customer_id: str, event: dict[str, Any]) -> dict:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from processors.loyalty import engine, metrics
+from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Budget
 from processors.loyalty.codes import Codes
 from processors.loyalty.envelope import public_event
@@ -61,6 +62,8 @@ class LoyaltyProcessor(Processor):
         budget = self._budget(ctx)
         try:
             out = engine.apply(state, event, ctx.config, ctx.now(), events.get, budget)
+        except Refused as exc:
+            out, budget = self._refused(ctx, event["customer_id"], exc)
         except Exception as exc:  # a bug must not wedge the partition on one poison event
             log.exception("event failed", extra={"event_id": event.get("id")})
             metrics.INTERNAL_ERRORS.inc()
@@ -76,11 +79,26 @@ class LoyaltyProcessor(Processor):
         lookup = ctx.store(EVENTS).get
         try:
             out = engine.fire(state, timer.key, timer.payload, ctx.config, ctx.now(), lookup, budget)
+        except Refused as exc:
+            if exc.event is None:  # nothing to fail: as an internal error
+                log.error("timer refused: %s", exc.reason, extra={"timer_id": timer.id})
+                metrics.INTERNAL_ERRORS.inc()
+                return
+            out, budget = self._refused(ctx, timer.key, exc)
         except Exception:  # as for events: log, drop this timer, keep the partition going
             log.exception("timer failed", extra={"timer_id": timer.id})
             metrics.INTERNAL_ERRORS.inc()
             return
         self._write(ctx, out, timer.key, budget)
+
+    def _refused(self, ctx: Context, customer_id: str, exc: Refused) -> tuple[engine.Output, Budget]:
+        """Apply nothing of a refused input: the store hands out copies, so reading the state
+        again undoes what the engine had changed before it refused."""
+        assert exc.event is not None  # `apply` and `fire` name what they refuse
+        state = ctx.store(CUSTOMERS).get(customer_id)
+        lookup = ctx.store(EVENTS).get
+        out = engine.refuse(state, exc.event, exc.reason, ctx.config, ctx.now(), lookup)
+        return out, self._budget(ctx)
 
     def _budget(self, ctx: Context) -> Budget:
         """Spends are read from the store only for the budgeted campaigns an event reaches

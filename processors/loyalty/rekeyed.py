@@ -41,7 +41,7 @@ class Rekeyed:
                 accs.append(line)
                 applied.append(award.explain())
         if accs:
-            self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs, self.wallet()))
+            self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs))
         self._upgrade(cmd)
         res = self.result(cmd, "RESOLVED", rules_applied=applied, accumulations=accs)
         self.remember(cmd["id"], res, "RESOLVED")
@@ -68,7 +68,7 @@ class Rekeyed:
         line = self._credit(cmd, outcome, mult, 0)
         accs = [line] if line else []
         if accs:
-            self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs, self.wallet()))
+            self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs))
         self._upgrade(cmd)
         res = self.result(cmd, "RESOLVED", rules_applied=[outcome.explain()], accumulations=accs)
         self.remember(cmd["id"], res, "RESOLVED")

@@ -24,6 +24,11 @@ class RuleError(ValueError):
     """A rule that does not compile or cannot be evaluated; the message says why."""
 
 
+class NotFinite(RuleError):
+    """A formula gave inf or nan: the numbers it read are absurd, so the whole event is
+    refused (bounds.Refused), not just this campaign."""
+
+
 class Bindings:
     """The CEL variables of one evaluation moment, converted lazily into one `cel.Context`
     shared by every rule evaluated at that moment (converting Python values is what costs)."""
@@ -82,7 +87,7 @@ class Rule:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RuleError(f"formula {self.source!r} gave {value!r}, not a number")
         if value != value or value in (float("inf"), float("-inf")):
-            raise RuleError(f"formula {self.source!r} gave {value!r}")
+            raise NotFinite(f"formula {self.source!r} gave {value!r}")
         return float(value)
 
 

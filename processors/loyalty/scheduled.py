@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from processors.loyalty import profile, wallet
+from processors.loyalty.bounds import Refused
 from processors.loyalty.envelope import command, uid
 
 if TYPE_CHECKING:
@@ -72,10 +73,22 @@ class Scheduled:
                 return self.out
         type_ = SCHEDULED_TYPES[kind]
         event = command("SCHEDULED", self.cid, type_, self.now, id=uid(self.cid, type_, self.now))
-        out = self.event(event)
+        try:
+            out = self.event(event)
+        except Refused as exc:
+            exc.event = event
+            raise
         if kind != "inactivity":
             self._schedule_dates()
         return out
+
+    def _rearm(self, type_: str) -> None:
+        """What firing a scheduled event's timer does to the state, without the event
+        (it was refused): the next birthday/anniversary, or inactivity measured afresh."""
+        if type_ == SCHEDULED_TYPES["inactivity"]:
+            self.state.pop("inactivity_at", None)
+        else:
+            self._schedule_dates()
 
     def _schedule_dates(self) -> None:
         sched = self.program.scheduled

@@ -63,11 +63,16 @@ def change(
     event_id: str | None,
     event_type: str | None,
 ) -> dict[str, Any]:
-    """The TIER_UPGRADE / TIER_DOWNGRADE webhook payload."""
+    """The TIER_UPGRADE / TIER_DOWNGRADE webhook payload: the product docs' flat fields
+    (a side with no tier is null; the trigger fields are null for CRON_DOWNGRADE)."""
     return {
         "customer_id": customer_id,
-        "from": info(old),
-        "to": info(new),
+        "from_tier_id": old.id if old else None,
+        "to_tier_id": new.id if new else None,
+        "from_tier_name": old.name if old else None,
+        "to_tier_name": new.name if new else None,
+        "from_tier_level": old.level if old else None,
+        "to_tier_level": new.level if new else None,
         "triggered_by": triggered_by,
         "trigger_event_id": event_id,
         "trigger_event_type": event_type,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from processors.loyalty.bounds import redemption_error
+
 Line = dict[str, Any]
 POINTS = "POINTS"
 EPS = 1e-9
@@ -91,6 +93,9 @@ def shortfall(state: dict[str, Any], wanted: list[dict[str, Any]]) -> str | None
         return None
     need: dict[str, float] = {}
     for r in wanted:
+        out_of_range = redemption_error(r["reward_id"], r["amount"])
+        if out_of_range:
+            return out_of_range
         need[r["reward_id"]] = need.get(r["reward_id"], 0.0) + r["amount"]
     have = balance(state)
     for reward_id, amount in need.items():

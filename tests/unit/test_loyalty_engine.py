@@ -124,6 +124,7 @@ def test_purchase_earns_by_formula_and_explains_why():
         "lifetime",
         "pending",
         "lines",
+        "sequence",
     }
     assert profile(out)["purchase_count"] == 1 and profile(out)["total_spend"] == 150
 
@@ -229,8 +230,8 @@ def test_upgrade_on_the_event_then_multiplier_applies():
     shop = Shop(program(campaigns=[BASE], tiers=TIERS))
     out = shop.send("ann", id="big", properties={"amount": 100})
     (up,) = hooks(out, "TIER_UPGRADE")
-    assert up["from"] == {"id": "bronze", "name": "Bronze", "level": 0}
-    assert up["to"] == {"id": "silver", "name": "Silver", "level": 1}
+    assert (up["from_tier_id"], up["from_tier_name"], up["from_tier_level"]) == ("bronze", "Bronze", 0)
+    assert (up["to_tier_id"], up["to_tier_name"], up["to_tier_level"]) == ("silver", "Silver", 1)
     assert (up["triggered_by"], up["trigger_event_id"], up["trigger_event_type"]) == (
         "EVENT",
         "big",
@@ -248,7 +249,9 @@ def test_downgrade_at_the_end_of_the_reporting_period():
     assert profile(out)["tier"] == "gold"
     out = shop.advance(31 * DAY)
     (down,) = hooks(out, "TIER_DOWNGRADE")
-    assert down["to"]["id"] == "bronze" and down["triggered_by"] == "CRON_DOWNGRADE"
+    assert (down["from_tier_id"], down["to_tier_id"]) == ("gold", "bronze")
+    assert down["triggered_by"] == "CRON_DOWNGRADE"
+    assert (down["trigger_event_id"], down["trigger_event_type"]) == (None, None)
     assert profile(out)["period_purchases"] == 0
 
 
@@ -274,7 +277,7 @@ def test_redemption_and_failure_when_balance_is_short():
     shop.send("ann", properties={"amount": 1})
     out = shop.send("ann", properties={"amount": 1}, redeem=[{"reward_id": "POINTS", "amount": 30}])
     (hook,) = hooks(out, "CUSTOMER_REDEMPTION")
-    assert hook["lines"][0]["amount"] == 30 and hook["wallet"]["points"] == 70
+    assert hook["lines"][0]["amount"] == 30 and hook["wallet"]["points"] == 170  # after the event
     out = shop.send("ann", properties={"amount": 1}, redeem=[{"reward_id": "POINTS", "amount": 500}])
     res = result(out)
     assert res["status"] == "FAILED" and "insufficient balance" in res["reason"]
