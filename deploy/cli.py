@@ -27,7 +27,7 @@ commands:
   sink [--metrics-port P]                                   Kafka -> PostgreSQL sink
   config apply FILE                                         publish a program YAML (${NAME}: env)
   deliveries replay [flags]                                 re-send dead-lettered webhooks
-  demo                                                      send a demo load to the stack
+  demo [--timeout S]                                        a demo load; shows every part work
 """
 
 PROCESSORS = ("loyalty", "audiences", "journeys")

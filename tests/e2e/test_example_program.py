@@ -26,6 +26,7 @@ import httpx
 import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from psycopg import sql
 
 from deploy.local.paths import ROOT
 from deploy.local.postgres import create_database
@@ -80,6 +81,14 @@ def stack(kafka_bootstrap: str, database_url: str) -> Iterator[dict[str, str]]:
         _print_logs(home)
         shutil.rmtree(home, ignore_errors=True)
         delete_topics(kafka_bootstrap, prefix)
+        drop_database(database_url, db)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """The shared server keeps no database per run (the stack is down by now)."""
+    name = sql.Identifier(url.rsplit("/", 1)[1])
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 def _print_logs(home: Path) -> None:
