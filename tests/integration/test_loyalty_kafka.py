@@ -158,6 +158,33 @@ def test_reservation_survives_restart_then_expires(
         (expired,) = results.wait_for(where(event_id=order, status="EXPIRED"))
         assert expired["detail"]["wallet"]["points"] == 300
         assert expired["detail"]["wallet"]["pending"] == 0
+        # the customer's sequence came back with the state from the changelog
+        sequence = pending["detail"]["wallet"]["sequence"]
+        assert dup["detail"]["wallet"]["sequence"] == sequence
+        assert expired["detail"]["wallet"]["sequence"] == sequence + 1
+        assert run.error is None
+    finally:
+        run.stop()
+
+
+def test_overflowing_amounts_fail_and_leave_the_wallet_finite(
+    settings: Settings, results: Results, tmp_path: Path
+) -> None:
+    """Straight from Kafka (no ingest bounds): 1e308 then 1.7e308 used to sum to inf, which
+    JSON stores as null, and the wallet showed 0."""
+    publish_program(settings, PROGRAM)
+    run = results.runner = runner(settings, tmp_path, ManualClock())
+    try:
+        cid = f"ovf-{uuid.uuid4().hex[:8]}"
+        for amount in (1e308, 1.7e308):
+            send(settings, cid, properties={"amount": amount})
+        failed = results.wait_for(lambda rs: len(found := where(customer_id=cid)(rs)) == 2 and found)
+        assert {r["status"] for r in failed} == {"FAILED"}
+        assert all(r["reason"].startswith("amount_out_of_range") for r in failed)
+        send(settings, cid, properties={"amount": 7})
+        (ok,) = results.wait_for(where(customer_id=cid, status="RESOLVED"))
+        wallet = ok["detail"]["wallet"]
+        assert (wallet["points"], wallet["lifetime"], wallet["balance"]) == (7, 7, {"POINTS": 7})
         assert run.error is None
     finally:
         run.stop()
