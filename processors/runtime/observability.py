@@ -24,6 +24,10 @@ COMMIT_LATENCY = Histogram(
     ["processor"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+DEAD_LETTERS = Counter(
+    "stream_dead_letters_total", "Records (or timers) sent to the processor's dead-letter topic",
+    ["processor", "reason"],
+)
 ABORTS = Counter("stream_transactions_aborted_total", "Aborted transactions", ["processor"])
 LAG = Gauge("stream_consumer_lag", "Records behind the end", ["processor", "topic", "partition"])
 RESTORE_RECORDS = Counter(

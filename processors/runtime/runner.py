@@ -38,7 +38,16 @@ from processors.runtime.api import Processor, Record
 from processors.runtime.changelog import changelog_topic, ensure_changelogs, restore
 from processors.runtime.clock import Clock, SystemClock
 from processors.runtime.config_table import ProgramTable
-from processors.runtime.task import TIMERS_STORE, PartitionTask
+from processors.runtime.dead_letters import (
+    DECODE_ERRORS,
+    POLICIES,
+    DeadLetter,
+    Tombstone,
+    dlq_topic,
+    ensure_dlq_topic,
+    timer_value,
+)
+from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
 from schemas.codec import default_codec
 from schemas.settings import Settings
 from schemas.topics import base_name, schema_for, topic_name
@@ -63,6 +72,9 @@ class RuntimeOptions:
     poll_batch: int = 500
     consumer_config: dict[str, Any] = field(default_factory=dict)
     producer_config: dict[str, Any] = field(default_factory=dict)
+    # "dlq": a record that cannot be decoded or whose handler raises goes to <processor>.dlq
+    # and processing goes on; "fail": the processor stops (see dead_letters.py)
+    error_policy: str = "dlq"
 
 
 def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_up: bool) -> bool:
@@ -106,6 +118,13 @@ class Runner:
         self._latency = m.PROCESS_LATENCY.labels(processor.name)
         self.health: m.HealthServer | None = None
         self.program_table = ProgramTable(settings)
+        if self.options.error_policy not in POLICIES:
+            raise ValueError(f"error_policy must be one of {POLICIES}, not {self.options.error_policy!r}")
+        self.dlq = topic_name(dlq_topic(processor.name), settings)
+        # records (topic, partition, offset) and timers (id) whose handler raised: the
+        # transaction was rewound, and when the loop meets them again they are dead-lettered
+        self._poison: dict[tuple[str, int, int], BaseException] = {}
+        self._poison_timers: dict[str, BaseException] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Runner:
@@ -135,6 +154,8 @@ class Runner:
 
     def run(self) -> None:
         ensure_changelogs(self.settings, self.group, self._store_names())
+        if self.options.error_policy == "dlq":
+            ensure_dlq_topic(self.settings, self.dlq)
         self.program_table.start()
         if self.options.metrics_port is not None:
             self.health = m.HealthServer(self.options.metrics_port, self.healthy).start()
@@ -229,7 +250,8 @@ class Runner:
                     if msg.error().fatal():
                         raise FatalError(str(msg.error()))
                     continue
-                self._process(msg)
+                if not self._process(msg):
+                    break  # rewound: the rest of this poll is read again
             self._punctuate()
             self._check_config()
             elapsed_ms = (time.monotonic() - self.txn_started) * 1000
@@ -243,28 +265,83 @@ class Runner:
             self.txn_records = 0
             self.txn_started = time.monotonic()
 
-    def _process(self, msg: Any) -> None:
+    def _process(self, msg: Any) -> bool:
+        """Process one message in the open transaction; False when the handler raised and the
+        transaction was rewound (the record is dead-lettered when the loop reaches it again)."""
         partition = msg.partition()
         task = self.tasks.get(partition)
         if task is None:  # not ours any more (revoked mid-batch)
-            return
+            return True
         self._begin()
         physical = msg.topic()
-        topic, schema = self._inputs.get(physical) or self._input_info(physical)
-        raw = msg.value()
-        if raw is None:
-            value = {}
-        else:
-            value = self.codec.decode(raw, schema) if schema else orjson.loads(raw)
-        key = msg.key()
         offset = msg.offset()
-        record = Record(topic, partition, offset, key.decode() if key else None, value, msg.timestamp()[1])
+        topic, schema = self._inputs.get(physical) or self._input_info(physical)
+        try:
+            record = self._record(msg, topic, schema)
+        except DECODE_ERRORS as exc:
+            self._dead_letter(msg, "undecodable", exc)
+            return True
+        failure = self._poison.pop((physical, partition, offset), None)
+        if failure is not None:
+            self._dead_letter(msg, "processing", failure)
+            return True
         started = time.perf_counter()
-        task.process(record)
+        try:
+            task.process(record)
+        except Exception as exc:
+            if self.options.error_policy == "fail":
+                raise
+            self._poison[(physical, partition, offset)] = exc
+            log.warning("handler raised; rewinding to dead-letter the record",
+                        extra={"topic": topic, "partition": partition, "offset": offset,
+                               "error": repr(exc)})  # fmt: skip
+            self._rewind_transaction()
+            return False
         self._latency.observe(time.perf_counter() - started)
         self._count(self._in_counts, topic)
+        self._advance(physical, partition, offset)
+        return True
+
+    def _record(self, msg: Any, topic: str, schema: str | None) -> Record:
+        raw = msg.value()
+        if raw is None:
+            raise Tombstone("record without a value (tombstone)")
+        value = self.codec.decode(raw, schema) if schema else orjson.loads(raw)
+        if not isinstance(value, dict):
+            raise TypeError(f"value is {type(value).__name__}, not a record")
+        key = msg.key()
+        return Record(topic, msg.partition(), msg.offset(), key.decode() if key else None, value,
+                      msg.timestamp()[1])  # fmt: skip
+
+    def _advance(self, physical: str, partition: int, offset: int) -> None:
         self.positions[(physical, partition)] = offset + 1
         self.txn_records += 1
+
+    def _dead_letter(self, msg: Any, reason: str, error: BaseException) -> None:
+        """Move past `msg` in this transaction, its original bytes on the dead-letter topic."""
+        if self.options.error_policy == "fail":
+            raise error
+        letter = DeadLetter(reason, error, self.processor.name, msg.topic(), msg.partition(),
+                            msg.offset(), self.config_version)  # fmt: skip
+        self._produce(self.dlq, msg.key(), msg.value(), headers=letter.headers())
+        self._advance(msg.topic(), msg.partition(), msg.offset())
+        letter.log()
+
+    def _dead_letter_timer(self, timer: Any, error: BaseException) -> None:
+        letter = DeadLetter("timer", error, self.processor.name, "", -1, -1, self.config_version)
+        self._produce(self.dlq, timer.key.encode(), timer_value(timer), headers=letter.headers())
+        letter.log()
+
+    def _rewind_transaction(self) -> None:
+        """Abort the open transaction and seek back to the last commit."""
+        if self.in_txn:
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as exc:
+                raise FatalError(str(exc)) from exc
+            self.in_txn = False
+        m.ABORTS.labels(self.processor.name).inc()
+        self._rewind()
 
     def _input_info(self, physical: str) -> tuple[str, str | None]:
         topic = base_name(physical, self.settings)
@@ -304,7 +381,16 @@ class Runner:
         for task in list(self.tasks.values()):
             if now >= task.next_due:
                 self._begin()
-                fired = task.fire_due(now)
+                try:
+                    fired = task.fire_due(now, skip=self._poison_timers, dead=self._dead_letter_timer)
+                except TimerFailed as failed:
+                    if self.options.error_policy == "fail":
+                        raise failed.error from failed
+                    self._poison_timers[failed.timer.id] = failed.error
+                    log.warning("timer handler raised; rewinding to dead-letter the timer",
+                                extra={"timer": failed.timer.id, "error": repr(failed.error)})  # fmt: skip
+                    self._rewind_transaction()
+                    return
                 m.TIMERS_FIRED.labels(self.processor.name).inc(fired)
                 self.txn_records += fired
                 backlog += task.due_count(now)

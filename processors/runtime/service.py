@@ -28,6 +28,12 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
     parser.add_argument("--commit-every", type=int, default=10_000)
     parser.add_argument("--catch-up-interval-ms", type=int, default=1000)
     parser.add_argument("--static-membership", action="store_true")
+    parser.add_argument(
+        "--error-policy",
+        choices=["dlq", "fail"],
+        default=os.environ.get("ERROR_POLICY", "dlq"),
+        help="a record that cannot be decoded or processed: dead-letter it and go on, or stop",
+    )
     args = parser.parse_args(argv)
     return RuntimeOptions(
         state_dir=Path(args.state_dir),
@@ -37,6 +43,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
         commit_every=args.commit_every,
         catch_up_interval_ms=args.catch_up_interval_ms,
         static_membership=args.static_membership,
+        error_policy=args.error_policy,
     )
 
 

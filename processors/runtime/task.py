@@ -21,6 +21,15 @@ _NEVER = 1 << 62
 Emit = Callable[[str, str, dict[str, Any]], None]
 
 
+class TimerFailed(Exception):
+    """A timer's handler raised; the runner dead-letters the timer after rewinding."""
+
+    def __init__(self, timer: Timer, error: BaseException) -> None:
+        super().__init__(f"timer {timer.id}: {error!r}")
+        self.timer = timer
+        self.error = error
+
+
 def timer_key(at: int, timer_id: str) -> str:
     return f"t/{at:015d}/{timer_id}"
 
@@ -72,8 +81,17 @@ class PartitionTask:
             return 0
         return sum(1 for _ in self.timers.range("t/", f"t/{now + 1:015d}"))
 
-    def fire_due(self, now: int, limit: int = 1000) -> int:
-        """Run on_timer for due timers (oldest first) inside the current transaction."""
+    def fire_due(
+        self,
+        now: int,
+        limit: int = 1000,
+        skip: dict[str, BaseException] | None = None,
+        dead: Callable[[Timer, BaseException], None] | None = None,
+    ) -> int:
+        """Run on_timer for due timers (oldest first) inside the current transaction.
+
+        A timer in `skip` (its handler raised before) is removed and handed to `dead` instead;
+        a handler that raises now surfaces as TimerFailed, naming the timer."""
         if now < self.next_due:
             return 0
         fired = 0
@@ -84,8 +102,16 @@ class PartitionTask:
             for key, t in due:
                 self.timers.delete(key)
                 self.timers.delete(f"i/{t['id']}")
-                self.processor.on_timer(self.context, Timer(t["id"], t["key"], t["at"], t["payload"]))
+                timer = Timer(t["id"], t["key"], t["at"], t["payload"])
                 fired += 1
+                error = skip.pop(timer.id, None) if skip else None
+                if error is not None and dead is not None:
+                    dead(timer, error)
+                    continue
+                try:
+                    self.processor.on_timer(self.context, timer)
+                except Exception as exc:
+                    raise TimerFailed(timer, exc) from exc
         self.reload_timers()
         return fired
 

@@ -48,8 +48,9 @@ def test_handler_failure_aborts_the_transaction_and_a_restart_is_exact(settings,
         sent[key] = sent.get(key, 0) + 1
     producer.flush(30)
     options = RuntimeOptions(
-        state_dir=tmp_path, instance_id="x", clock=ManualClock(), commit_interval_ms=10_000
-    )
+        state_dir=tmp_path, instance_id="x", clock=ManualClock(), commit_interval_ms=10_000,
+        error_policy="fail",  # stop on the failure (the default dead-letters the record)
+    )  # fmt: skip
     crashed = Runner(FailsOnce(), settings, options).start()
     wait_for_runner(crashed)
     assert isinstance(crashed.error, RuntimeError)
