@@ -20,6 +20,7 @@ from ingest import errors
 from ingest.config import IngestConfig
 from ingest.dependencies import SECURITY, SECURITY_SCHEMES, IngestState, wall_clock_ms
 from ingest.events import EventBuilder
+from ingest.inputs import JSON_SCHEMAS, with_json_refs
 from ingest.lookup import Lookup, PgLookup
 from ingest.middleware import IngestMiddleware
 from ingest.models import EventIn
@@ -102,12 +103,15 @@ def _openapi_with_security(app: FastAPI) -> dict:
         components = schema.setdefault("components", {})
         components["securitySchemes"] = SECURITY_SCHEMES
         event = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.setdefault("schemas", {}).update(event.pop("$defs", {}), EventIn=event)
+        program, program_defs = admin.program_schema()
+        components.setdefault("schemas", {}).update(
+            event.pop("$defs", {}), EventIn=event, **JSON_SCHEMAS, **program_defs, Program=program
+        )
         for path, operations in schema["paths"].items():
             if path != "/healthz":
                 for operation in operations.values():
                     operation["security"] = SECURITY
-        app.openapi_schema = schema
+        app.openapi_schema = with_json_refs(schema)
     return app.openapi_schema
 
 

@@ -43,13 +43,19 @@ class IngestState:
 
 
 def api_key(request: Request) -> str | None:
-    """The key from X-API-Key or Authorization: Bearer (documented as security schemes)."""
+    """The key from X-API-Key or Authorization: Bearer (documented as security schemes).
+
+    An Authorization header that is not `Bearer <token>` is refused even beside a valid
+    X-API-Key: the spec declares it a bearer token, so a malformed one is a client error."""
     headers = request.headers
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    authorization = headers.get("authorization")
+    token = None
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "Authorization must be 'Bearer <API key>'")
+    return headers.get("x-api-key") or token
 
 
 def require(scope: str):

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,17 @@ def validation_fields(errors: list[dict], prefix: str = "") -> list[tuple[str, s
     return fields
 
 
+def allowed_methods(request: Request, fallback: str) -> str:
+    """Every method the spec gives this path. Starlette names only the first route that matched
+    the path (GET for /admin/program, leaving out PUT); paths outside the spec keep its answer."""
+    path = request.url.path
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods = {m.upper() for m in operations} | ({"HEAD"} if "get" in operations else set())
+            return ", ".join(sorted(methods))
+    return fallback
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -101,11 +113,14 @@ def install(app: FastAPI) -> None:
         return error_response(ApiError(422, "request failed validation", fields=validation_fields(errors)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 400:
             message = f"malformed request body: {message}"
-        return error_response(ApiError(exc.status_code, message, headers=exc.headers or None))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+        return error_response(ApiError(exc.status_code, message, headers=headers or None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

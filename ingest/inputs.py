@@ -1,11 +1,12 @@
 """Input rules no JSON Schema of a program can forget: text without control characters and
-integers that fit in 64 bits, anywhere in a body; amounts up to MAX_AMOUNT.
+numbers that fit in 64-bit signed integers, anywhere in a body; amounts up to MAX_AMOUNT.
 
 PostgreSQL text cannot hold NUL, so one NUL accepted here used to stop the sink; other C0
 controls (all but tab, newline, carriage return) are refused with it, as no event needs them.
-Cheap on the hot path: a body is walked only when a regex over its raw bytes finds a JSON escape
-that could be such a character (\\u0000-\\u001f, \\b, \\f) or a run of 19+ digits. JSON cannot
-carry those characters unescaped (the parsers refuse raw control bytes in strings with a 400).
+Cheap on the hot path: a body is walked only when a scan of its raw bytes finds a JSON escape
+that could be such a character (\\u0000-\\u001f, \\b, \\f), a run of 19+ digits or an exponent
+of 10 or more. JSON cannot carry those characters unescaped (the parsers refuse raw control
+bytes in strings with a 400).
 """
 
 from __future__ import annotations
@@ -18,24 +19,35 @@ from ingest.errors import ApiError
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # The same rule as a JSON Schema pattern (published in /openapi.json for ids).
-NO_CONTROL_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+NO_CONTROL_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f]*$"
 _ESCAPE = re.compile(rb"\\(?:u00[01]|[bf])")  # a literal-prefix regex: a memchr-speed scan
 # Digits -> "0", everything else -> " ": a 19-digit run becomes a substring search (a digit
 # regex has no literal prefix and cost 2.5 us per bulk event; this costs about 0.15 us).
-_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+# Exponents map too ("e"/"E" -> "e", "+" kept, "-" -> " "): "1e19" and "1E+300" become
+# "0e00" and "0e+000", found by a search for "e00" / "e+00"; negative exponents are not.
+_DIGITS = bytes(
+    0x30 if 0x30 <= b <= 0x39 else 0x65 if b in (0x45, 0x65) else 0x2B if b == 0x2B else 0x20
+    for b in range(256)
+)
 _LONG_RUN = b"0" * 19
+_BIG_EXPONENTS = (b"e00", b"e+00")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_LIMIT = 2.0**63  # a float this large is an integer too big for 64 bits
 MAX_AMOUNT = 1e12  # |properties.amount| and redeem amounts; the loyalty processor bounds the same
 
 
 def suspect(raw: bytes) -> bool:
-    """True when the raw body may hold a control character or an integer beyond 64 bits."""
-    return _ESCAPE.search(raw) is not None or _LONG_RUN in raw.translate(_DIGITS)
+    """True when the raw body may hold a control character or a number beyond 64 bits."""
+    if _ESCAPE.search(raw) is not None:
+        return True
+    shape = raw.translate(_DIGITS)
+    return _LONG_RUN in shape or any(exponent in shape for exponent in _BIG_EXPONENTS)
 
 
 def problems(value: Any, path: str = "") -> list[tuple[str, str]]:
-    """(path, reason) for every control character in a key or string and every integer out of
-    the 64-bit signed range, in a parsed JSON value (keys and values, nested)."""
+    """(path, reason) for every control character in a key or string and every number out of
+    the 64-bit signed range (integers, and floats of 2^63 or more), in a parsed JSON value
+    (keys and values, nested)."""
     found: list[tuple[str, str]] = []
     _walk(value, path, found)
     return found[:20]
@@ -45,8 +57,11 @@ def _walk(value: Any, path: str, found: list[tuple[str, str]]) -> None:
     if isinstance(value, str):
         if CONTROL.search(value):
             found.append((path or "body", "control character (U+0000-U+001F other than tab, LF, CR)"))
-    elif isinstance(value, bool) or value is None or isinstance(value, float):
+    elif isinstance(value, bool) or value is None:
         return
+    elif isinstance(value, float):
+        if not -FLOAT_LIMIT < value < FLOAT_LIMIT:
+            found.append((path or "body", "number outside the 64-bit signed range"))
     elif isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
             found.append((path or "body", "integer outside the 64-bit signed range"))
@@ -85,3 +100,42 @@ def check_amount(properties: dict[str, Any]) -> None:
     if not -MAX_AMOUNT <= amount <= MAX_AMOUNT:
         raise ApiError(422, "amount out of range",
                        fields=[("properties.amount", f"must be within ±{MAX_AMOUNT:g}")])  # fmt: skip
+
+
+# The same rules for free-form objects (properties, metadata, customer), in /openapi.json.
+# Models mark such a field with JSON_OBJECT_MARK (pydantic cannot emit an outside $ref);
+# with_json_refs swaps the marks for the reference once the spec is built.
+JSON_OBJECT_MARK = {"type": "object", "x-json-object": True}
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_OBJECT_REF = {"$ref": "#/components/schemas/JsonObject"}
+JSON_SCHEMAS = {
+    "JsonObject": {
+        "type": "object",
+        "description": "Free-form JSON: no control characters in keys or strings, numbers within int64.",
+        "propertyNames": {"pattern": NO_CONTROL_PATTERN},
+        "additionalProperties": JSON_VALUE_REF,
+    },
+    "JsonValue": {
+        "anyOf": [
+            {"type": "string", "pattern": NO_CONTROL_PATTERN},
+            {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+            {"type": "number", "minimum": -9.2e18, "maximum": 9.2e18},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": JSON_VALUE_REF},
+            JSON_OBJECT_REF,
+        ]
+    },
+}
+
+
+def with_json_refs(node: Any) -> Any:
+    """The spec with every JSON_OBJECT_MARK replaced by a reference to JsonObject."""
+    if isinstance(node, dict):
+        if node.get("x-json-object"):
+            extra = {k: v for k, v in node.items() if k not in JSON_OBJECT_MARK}
+            return {"allOf": [JSON_OBJECT_REF], **extra} if extra else dict(JSON_OBJECT_REF)
+        return {k: with_json_refs(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [with_json_refs(v) for v in node]
+    return node

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from ingest.inputs import MAX_AMOUNT, NO_CONTROL_PATTERN
+from ingest.inputs import JSON_OBJECT_MARK, MAX_AMOUNT, NO_CONTROL_PATTERN
 
 Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN)]
 ShortText = Annotated[str, Field(max_length=256, pattern=NO_CONTROL_PATTERN)]
@@ -21,6 +21,14 @@ def _iso_text(value: Any) -> Any:
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text), Field(strict=False)]
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 1.0; strict mode alone would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+# Free-form objects; the spec states the input rules (ingest/inputs.py) the server applies.
+JsonObject = Annotated[dict[str, Any], WithJsonSchema(JSON_OBJECT_MARK)]
 
 
 class Body(BaseModel):
@@ -38,20 +46,20 @@ class EventIn(Body):
     """One behaviour event as sent by a producer."""
 
     customer_id: Id
-    type: Annotated[str, Field(min_length=1, max_length=64)]
+    type: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
     reference: Id | None = Field(default=None, description="Idempotency key per customer.")
     issued_at: IsoDatetime | None = Field(
         default=None, description="ISO 8601; at most 72 h old, not in the future."
     )
     brand_id: ShortText | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: JsonObject = Field(default_factory=dict)
     fulfilled: bool = True
-    reserve: int | None = Field(default=None, ge=1, le=3650, description="Reservation days.")
+    reserve: Integer | None = Field(default=None, ge=1, le=3650, description="Reservation days.")
     redeem: list[RedeemItem] = Field(default_factory=list, max_length=100)
     referral_code: ShortText | None = None
     coupon_code: ShortText | None = None
     tags: list[ShortText] = Field(default_factory=list, max_length=100)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class CommandIn(Body):
@@ -61,12 +69,20 @@ class CommandIn(Body):
     customer_id: Id | None = None
 
 
+# A purpose is true or false when given; left out, it keeps its value (null is not a value).
+Purpose = Annotated[bool, Field(default=None)]
+
+
 class Purposes(Body):
-    behavioral_campaigns: bool | None = None
-    coupon_campaigns: bool | None = None
-    punchcard_campaigns: bool | None = None
-    email_marketing: bool | None = None
-    push_notifications: bool | None = None
+    """At least one purpose (minProperties in the spec, as the server requires)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    behavioral_campaigns: Purpose
+    coupon_campaigns: Purpose
+    punchcard_campaigns: Purpose
+    email_marketing: Purpose
+    push_notifications: Purpose
 
 
 class ConsentIn(Body):
@@ -84,7 +100,7 @@ class CustomerIn(Body):
     referral_code: ShortText | None = Field(
         default=None, description="The code this customer was referred with (claims the referral)."
     )
-    customer: dict[str, Any] = Field(
+    customer: JsonObject = Field(
         default_factory=dict, description="Profile data: name, email, phone, birthday, ..."
     )
 

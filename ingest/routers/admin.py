@@ -6,9 +6,9 @@ a partial body would silently drop the sections it leaves out (campaigns, webhoo
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +16,7 @@ from ingest.dependencies import Admin
 from ingest.errors import ApiError, validation_fields
 from ingest.models import DataResponse
 from ingest.programs import schema_problems
-from ingest.routers.common import ERRORS, clean_body
+from ingest.routers.common import ERRORS, clean_body, read_json
 from ingest.submit import unavailable
 from processors.loyalty.validate import rule_errors
 from schemas.program import Program
@@ -41,12 +41,34 @@ def missing_sections(body: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key, "required: PUT replaces the whole program") for key in REQUIRED_SECTIONS if key not in body]
 
 
-@router.put("/program", response_model=DataResponse, responses=ERRORS, dependencies=[Depends(clean_body)])
-async def put_program(
-    state: Admin,
-    body: Annotated[dict[str, Any], Body(description="A full program definition (every section).")],
-) -> dict:
+def program_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The PUT body's JSON Schema (schemas/program.py, every section required) and its $defs,
+    for /openapi.json."""
+    schema = Program.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    schema["required"] = list(REQUIRED_SECTIONS)
+    schema["description"] = "A full program: every section (PUT replaces the whole program)."
+    return schema, defs
+
+
+PROGRAM_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Program"}}},
+}
+
+
+@router.put(
+    "/program",
+    response_model=DataResponse,
+    responses=ERRORS,
+    dependencies=[Depends(clean_body)],
+    openapi_extra={"requestBody": PROGRAM_BODY},
+)
+async def put_program(state: Admin, request: Request) -> dict:
     """Validate and publish a program; processors and ingest hot-swap to the new version."""
+    body = read_json(await request.body())
+    if not isinstance(body, dict):
+        raise ApiError(422, "a program is a JSON object", fields=[("body", "must be an object")])
     if missing := missing_sections(body):
         names = ", ".join(path for path, _ in missing)
         raise ApiError(422, f"incomplete program: missing {names} (PUT replaces the whole program)",

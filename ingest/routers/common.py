@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from fastapi import Path, Query, Request
 
+from ingest.errors import ApiError
 from ingest.inputs import NO_CONTROL_PATTERN, refuse
 from ingest.models import ErrorResponse
 
@@ -37,3 +39,10 @@ async def clean_body(request: Request) -> None:
     """Refuse control characters and out-of-range integers anywhere in a framework-parsed body
     (the event endpoints check their raw bodies themselves)."""
     refuse(await request.body())
+
+
+def read_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "request body is not valid JSON") from None

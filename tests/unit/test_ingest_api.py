@@ -276,7 +276,9 @@ def test_sync_wait_returns_the_processed_result(h):
     data = resp.json()["data"]
     assert data["status"] == "RESOLVED" and data["points"] == 10.0
     assert data["rules_applied"] == ["spend"] and data["wallet"] == {"points": 10.0}
-    assert data["rules_skipped"] == [{"campaign_id": "card", "reason": "punch recorded", "punches": 1, "of": 3}]
+    assert data["rules_skipped"] == [
+        {"campaign_id": "card", "reason": "punch recorded", "punches": 1, "of": 3}
+    ]
     assert "event" not in data  # the echo of what was sent is left out
     assert h.producer.sent[0][2]["reply_to"] == "ingest-test"
 
@@ -419,3 +421,26 @@ def test_registration_carries_the_referral_code_as_a_registration_event_does(h):
     assert (register["kind"], register["type"]) == ("REGISTER", "REGISTRATION")
     assert register["referral_code"] == as_event["referral_code"] == "ANA-1"
     assert "referral_code" not in json.loads(register["payload"])["customer"]
+
+
+def test_405_names_every_method_of_the_path(h):
+    """Starlette's Allow listed only the first matching route: GET, not PUT, on /admin/program."""
+    resp = h.client.delete("/admin/program", headers={"X-API-Key": "ak"})
+    assert resp.status_code == 405 and error_of(resp)["code"] == "method_not_allowed"
+    assert set(resp.headers["Allow"].split(", ")) == {"GET", "HEAD", "PUT"}
+
+
+def test_spec_timeout_bound_is_the_servers(h):
+    spec = h.client.get("/openapi.json").json()
+    params = spec["paths"]["/behavior/events"]["post"]["parameters"]
+    timeout = next(p for p in params if p["name"] == "timeout")["schema"]
+    bound = timeout.get("maximum") or timeout["anyOf"][0]["maximum"]
+    assert bound == h.app.state.ingest.config.max_wait_timeout_s == 30
+    over = h.client.post("/behavior/events?wait=true&timeout=299", json=purchase(), headers=H)
+    assert over.status_code == 422 and error_of(over)["fields"][0]["path"] == "timeout"
+
+
+def test_a_malformed_authorization_header_is_401_even_with_an_api_key(h):
+    headers = {**H, "Authorization": "Basic abc"}
+    resp = h.client.post("/behavior/events", json=purchase(), headers=headers)
+    assert resp.status_code == 401 and h.producer.sent == []
