@@ -139,3 +139,15 @@ def test_the_precheck_finds_every_escape_of_a_control_character():
     for text in ("\t\n\r", "plain", "\u00e9"):
         assert problems({"a": text}) == []
     assert not suspect(json.dumps({"a": "\t\n\r plain", "n": 10**17}).encode())
+
+
+def test_floats_beyond_64_bits_are_refused_in_any_notation(h):
+    headers = {**H, "Content-Type": "application/json"}
+    event = b'{"customer_id": "c1", "type": "PURCHASE", "properties": {"amount": 1}, "metadata": '
+    for number in (b"1e19", b"1E+19", b"-9.3e18", b"12345678901234567890.5"):
+        raw = event + b'{"x": ' + number + b"}}"
+        assert paths(h.client.post("/behavior/events", content=raw, headers=headers)) == ["metadata.x"], (
+            number
+        )
+    ok = event + b'{"x": 1e18, "y": 2.5e-30}}'
+    assert h.client.post("/behavior/events", content=ok, headers=headers).status_code == 202
