@@ -38,6 +38,7 @@ NOTIFICATIONS = "notifications"
 AUDIENCES_MEMBERSHIP = "audiences.membership"
 JOURNEYS_ACTIVITY = "journeys.activity"
 DELIVERY_DLQ = "delivery.dlq"
+DELIVERY_DISABLED = "delivery.disabled"  # endpoints disabled after a 410, by endpoint hash
 DELIVERIES = "deliveries"
 PROGRAM_CONFIG = "program.config"
 LOYALTY_REFERRALS = "loyalty.referrals"  # re-keyed by referral code -> owner
@@ -63,6 +64,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(AUDIENCES_MEMBERSHIP, "Membership"),
         TopicSpec(JOURNEYS_ACTIVITY, "JourneyActivity"),
         TopicSpec(DELIVERY_DLQ, "Notification"),
+        TopicSpec(DELIVERY_DISABLED, None, compacted=True, key="endpoint_hash"),  # JSON values
         TopicSpec(DELIVERIES, "DeliveryAttempt"),
         TopicSpec(PROGRAM_CONFIG, "ProgramConfig", compacted=True, key="program"),
         TopicSpec(LOYALTY_REFERRALS, "Event", key="referral_code"),

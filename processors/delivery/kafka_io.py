@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -108,3 +109,17 @@ def consumer(settings: Settings, group_id: str, instance_id: str | None = None) 
     if instance_id:
         conf["group.instance.id"] = instance_id
     return Consumer(conf)
+
+
+def partitions(client: Consumer, topic: str, timeout: float = 15.0) -> list[int]:
+    """A topic's partitions once metadata lists every one with a leader. A topic created a
+    moment ago may be listed with no partitions yet: assigning those would read nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = client.list_topics(topic, timeout=5).topics.get(topic)
+        parts = meta.partitions if meta and meta.error is None else {}
+        if parts and all(p.leader >= 0 and p.error is None for p in parts.values()):
+            return sorted(parts)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no metadata with leaders for {topic}")
+        time.sleep(0.1)

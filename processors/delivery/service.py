@@ -85,8 +85,7 @@ class DeliveryService:
         self._held: set[tuple[str, int]] = set()
         self._topics: list[str] = []
         self.tracker = OffsetTracker()
-        state = self.options.state_dir
-        self.disabled = DisabledTable(state / "disabled-endpoints.json" if state else None)
+        self.disabled = DisabledTable(settings)
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -128,6 +127,8 @@ class DeliveryService:
             from processors.runtime.config_table import ProgramTable
 
             self._table = await asyncio.to_thread(ProgramTable(self.settings).start)
+        _remove_legacy_table(self.options.state_dir)
+        await asyncio.to_thread(self.disabled.start)
         http = (
             HealthServer(self.options.metrics_port, self.healthy).start()
             if self.options.metrics_port is not None
@@ -162,6 +163,7 @@ class DeliveryService:
             self.dispatcher.close()
             await client.aclose()
             await asyncio.to_thread(outbox.close)
+            await asyncio.to_thread(self.disabled.stop)
             await self._loop.run_in_executor(pool, self.consumer.close)
             pool.shutdown()
             if self._table:
@@ -336,6 +338,14 @@ def _due_ms(msg: Message, value: dict[str, Any], base: str) -> int:
     if kind == TIMESTAMP_NOT_AVAILABLE or written_ms <= 0:
         return not_before
     return min(not_before, written_ms + delay_ms)
+
+
+def _remove_legacy_table(state_dir: Path | None) -> None:
+    """Older versions kept the disabled endpoints, secrets included, in this file."""
+    legacy = state_dir / "disabled-endpoints.json" if state_dir else None
+    if legacy and legacy.exists():
+        legacy.unlink()
+        log.warning("removed %s (it held webhook secrets); the table is now a topic", legacy)
 
 
 def _single_thread() -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from processors.delivery.kafka_io import partitions
 from schemas.codec import decode, encode
 from schemas.settings import Settings
 from schemas.topics import schema_for, topic_name
@@ -49,7 +50,7 @@ class TopicReader:
             }
         )
         topic = topic_name(base, settings)  # assign, not subscribe: no group join delay
-        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        parts = partitions(self.consumer, topic)
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         self.schema = "Notification" if base.startswith("delivery.retry.") else schema_for(base)
         self.seen: list[dict[str, Any]] = []
@@ -68,3 +69,4 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+

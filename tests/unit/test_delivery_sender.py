@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -44,13 +45,15 @@ def _note(attempt: int = 0) -> dict[str, Any]:
     }
 
 
-def _run(handler, attempt: int = 0, tmp_path=None) -> tuple[str, FakeOutbox, DisabledTable]:
+def _run(
+    handler, attempt: int = 0, disabled: DisabledTable | None = None
+) -> tuple[str, FakeOutbox, DisabledTable]:
     program = Program(
         webhooks=[Webhook(id="a", url=URL, events=["CUSTOMER_ACCUMULATION"], secret="s3cret")],
         delivery=Delivery(retry_tiers=["200ms", "1s"]),
     )
     outbox = FakeOutbox()
-    disabled = DisabledTable(tmp_path / "disabled.json" if tmp_path else None)
+    disabled = disabled or DisabledTable()
 
     async def go() -> str:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
@@ -100,12 +103,14 @@ def test_exhausted_tiers_dead_letter_with_last_error() -> None:
     assert "ConnectError" in value["last_error"]
 
 
-def test_410_disables_the_endpoint_persistently(tmp_path) -> None:
-    outcome, outbox, disabled = _run(lambda r: httpx.Response(410), tmp_path=tmp_path)
+def test_410_disables_the_endpoint_keyed_by_a_hash_without_the_secret() -> None:
+    outcome, outbox, disabled = _run(lambda r: httpx.Response(410))
     assert outcome == "DISABLED" and outbox.sent[0][0] == "delivery.dlq"
-    assert list(DisabledTable(tmp_path / "disabled.json").rows()) == ["webhook:a"]
+    (key,) = disabled.rows()
+    assert key == hashlib.sha256(f"webhook:a\n{URL}".encode()).hexdigest()
+    assert "s3cret" not in json.dumps(disabled.rows())
     calls: list[int] = []
-    outcome, _, _ = _run(lambda r: calls.append(1) or httpx.Response(200), tmp_path=tmp_path)
+    outcome, _, _ = _run(lambda r: calls.append(1) or httpx.Response(200), disabled=disabled)
     assert outcome == "DISABLED" and calls == []
 
 
