@@ -24,11 +24,14 @@ from schemas.topics import topic_name
 class Load(threading.Thread):
     """Produces `total` records over `keys` keys at about `rate`/s in the background."""
 
-    def __init__(self, settings: Settings, total: int, keys: int, rate: int, extra: dict | None = None):
+    def __init__(self, settings: Settings, total: int, keys: int, rate: int, extra: dict | None = None,
+                 poison_every: int = 0):  # fmt: skip
         super().__init__(daemon=True)
         self.settings, self.total, self.keys, self.rate = settings, total, keys, rate
         self.extra = extra or {}
+        self.poison_every = poison_every  # every n-th record is not JSON (a dead letter)
         self.sent: dict[str, int] = defaultdict(int)
+        self.poisoned = 0
 
     def run(self) -> None:
         producer = Producer(
@@ -43,6 +46,10 @@ class Load(threading.Thread):
         started = time.monotonic()
         for i in range(self.total):
             key = f"key-{i % self.keys}"
+            if self.poison_every and i % self.poison_every == self.poison_every - 1:
+                producer.produce(topic, f"poison {i}".encode(), key.encode())
+                self.poisoned += 1
+                continue
             producer.produce(topic, orjson.dumps({"amount": 2, **self.extra}), key.encode())
             self.sent[key] += 1
             if i % 200 == 0:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from deploy.topics import ensure_topics
+from processors.runtime.dead_letters import dlq_topic
 from processors.runtime.example import TOPICS
+from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import wait_for
 from tests.reliability.harness import Load, Outputs, ProcessorProcess, assert_exactly_once
 
@@ -43,6 +45,39 @@ def test_kill_minus_9_repeatedly_under_load_loses_and_doubles_nothing(counter):
     assert sum(load.sent.values()) == 20_000
     assert_exactly_once(outputs, load.sent)
     assert proc.terminate() == 0
+
+
+def test_dead_letters_under_kill_minus_9_are_neither_lost_nor_doubled(counter):
+    """Poison records among the load: each lands in counter.dlq exactly once, however often
+    the processor is killed, because the dead letter commits with the offset that passes it."""
+    settings, tmp, outputs = counter
+    load = Load(settings, total=8_000, keys=30, rate=1_500, poison_every=97)
+    proc = ProcessorProcess(settings, tmp / "state", "a", tmp).start()
+    load.start()
+    rng = random.Random(11)
+    for _ in range(3):
+        outputs.poll(rng.uniform(1.0, 2.5))
+        proc.kill()
+        proc.start()
+    load.join()
+    outputs.wait_for(load.sent, timeout=120)
+    assert_exactly_once(outputs, load.sent)
+    letters = wait_for(lambda: (got := dead_letters(settings)) and len(got) >= load.poisoned and got,
+                       timeout=60, what="every poison record dead-lettered")  # fmt: skip
+    assert sorted(letters) == sorted(f"poison {i}".encode() for i in range(96, 8_000, 97))
+    assert proc.terminate() == 0
+
+
+def dead_letters(settings) -> list[bytes]:
+    """Every committed dead letter of the counter processor, read until the topic is quiet."""
+    consumer = committed_reader(settings, dlq_topic("counter"))
+    got: list[bytes] = []
+    try:
+        while batch := consumer.consume(500, 1.0):
+            got += [m.value() for m in batch if not m.error()]
+    finally:
+        consumer.close()
+    return got
 
 
 def test_second_instance_joins_and_leaves_mid_stream(counter):
