@@ -16,7 +16,7 @@ from ingest.dependencies import Admin
 from ingest.errors import ApiError, validation_fields
 from ingest.models import DataResponse
 from ingest.programs import schema_problems
-from ingest.routers.common import ERRORS, clean_body, read_json
+from ingest.routers.common import ERRORS, clean_admin_body, read_json
 from ingest.submit import unavailable
 from processors.loyalty.validate import rule_errors
 from schemas.program import Program
@@ -61,7 +61,7 @@ PROGRAM_BODY = {
     "/program",
     response_model=DataResponse,
     responses=ERRORS,
-    dependencies=[Depends(clean_body)],
+    dependencies=[Depends(clean_admin_body)],
     openapi_extra={"requestBody": PROGRAM_BODY},
 )
 async def put_program(state: Admin, request: Request) -> dict:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Path, Query, Request
 
+from ingest.dependencies import Admin, Ingest
 from ingest.errors import ApiError
 from ingest.inputs import NO_CONTROL_PATTERN, refuse
 from ingest.models import ErrorResponse
@@ -35,9 +36,15 @@ Timeout = Annotated[
 ]
 
 
-async def clean_body(request: Request) -> None:
+async def clean_body(request: Request, _: Ingest) -> None:
     """Refuse control characters and out-of-range integers anywhere in a framework-parsed body
-    (the event endpoints check their raw bodies themselves)."""
+    (the event endpoints check their raw bodies themselves). Takes the auth dependency (run
+    once per request, cached) so a request without a valid key gets its 401 first."""
+    refuse(await request.body())
+
+
+async def clean_admin_body(request: Request, _: Admin) -> None:
+    """clean_body for the admin scope."""
     refuse(await request.body())
 
 

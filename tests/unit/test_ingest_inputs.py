@@ -151,3 +151,19 @@ def test_floats_beyond_64_bits_are_refused_in_any_notation(h):
         )
     ok = event + b'{"x": 1e18, "y": 2.5e-30}}'
     assert h.client.post("/behavior/events", content=ok, headers=headers).status_code == 202
+
+
+def test_auth_comes_before_the_input_rules(h):
+    customer = {"customer_id": "c1", "customer": {"name": "Ana\u0000"}}
+    assert h.client.post("/customers", json=customer).status_code == 401
+    program = {"name": "p\u0000"}
+    assert h.client.put("/admin/program", json=program, headers=H).status_code == 403
+
+
+def test_the_input_rule_dependency_takes_no_extra_rate_limit_token():
+    harness = Harness(rate_limit_per_s=0.001, rate_limit_burst=2)
+    with TestClient(harness.app) as client:
+        codes = [
+            client.post("/customers", json={"customer_id": "c1"}, headers=H).status_code for _ in range(3)
+        ]
+    assert codes == [202, 202, 429]
