@@ -27,6 +27,8 @@ commands:
   sink [--metrics-port P]                                   Kafka -> PostgreSQL sink
   config apply FILE                                         publish a program YAML (${NAME}: env)
   deliveries replay [flags]                                 re-send dead-lettered webhooks
+  dlq list PROCESSOR [--limit N] [--json]                   a processor's dead letters: what, why, from where
+  dlq replay PROCESSOR --offset P:O..|--all [--dry-run]     re-inject them into their source topic
   demo [--timeout S]                                        a demo load; shows every part work
 """
 
@@ -142,6 +144,90 @@ def _deliveries(args: list[str]) -> int:
     return _call("processors.delivery.replay")(args[1:])
 
 
+DLQ_REPLAY_HELP = """\
+Re-produce dead letters' original key and value bytes to their source topic (the key picks the
+partition, murmur2_random as every producer), with a header dlq.replayed-from=<dlq topic>:P:O.
+Replaying does not remove them from the dead-letter topic (Kafka topics are append-only): a dead
+letter replayed twice is re-injected twice. Timer dead letters have no source record and are
+refused (skipped, with the reason, by --all)."""
+
+
+def _dlq_parser() -> Any:
+    import argparse
+
+    from deploy.dlq import parse_position
+
+    def position(text: str) -> tuple[int, int]:
+        try:
+            return parse_position(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    def count(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+        return int(text)
+
+    parser = argparse.ArgumentParser(prog="loyalty dlq", description="a stream processor's dead letters")
+    sub = parser.add_subparsers(dest="action", required=True)
+    listing = sub.add_parser("list", help="print the dead letters of a processor")
+    listing.add_argument("processor", help="loyalty, audiences, journeys, ... (its topic is <processor>.dlq)")
+    listing.add_argument("--limit", type=count, default=None, metavar="N", help="at most N dead letters")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    again = sub.add_parser("replay", help="re-inject dead letters into their source topic",
+                           description=DLQ_REPLAY_HELP)  # fmt: skip
+    again.add_argument("processor", help="whose <processor>.dlq to replay from")
+    chosen = again.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--offset", type=position, action="extend", nargs="+", metavar="P:O",
+                        help="dead letters by partition:offset in the dead-letter topic")  # fmt: skip
+    chosen.add_argument("--all", action="store_true", help="every dead letter of the topic")
+    again.add_argument("--dry-run", action="store_true", help="show what would be replayed, produce nothing")
+    return parser
+
+
+def _dlq(args: list[str]) -> int:
+    import orjson
+
+    from deploy import dlq
+    from schemas.settings import Settings
+
+    opts = _dlq_parser().parse_args(args)
+    settings = Settings.from_env()
+    topic = dlq.physical_topic(settings, opts.processor)
+    try:
+        if opts.action == "list":
+            count = 0
+            for letter in dlq.read_dead_letters(settings, opts.processor, limit=opts.limit):
+                count += 1
+                print(orjson.dumps(letter.as_json()).decode() if opts.json else letter.describe())
+            if not opts.json:
+                print(f"{_letters(count)} in {topic}")
+            return 0
+        wanted = None if opts.all else {p for p, _ in opts.offset}
+        letters = dlq.read_dead_letters(settings, opts.processor, partitions=wanted)
+        plan = dlq.plan_replay(letters, None if opts.all else opts.offset)
+        for letter, why in plan.skipped:
+            print(f"skipped {letter.position}: {why}")
+        if opts.dry_run:
+            for letter in plan.letters:
+                key = dlq.show_key(letter.key)
+                print(f"would replay {letter.position} -> {letter.source_topic}  key {key}")
+            print(f"dry run: {_letters(len(plan.letters))} would be replayed; nothing produced")
+            return 0
+        for done in dlq.replay(settings, plan):
+            print(f"replayed {dlq.describe_replayed(done)}")
+        print(f"replayed {_letters(len(plan.letters))}; they stay in {topic} "
+              "(Kafka topics are append-only)")  # fmt: skip
+        return 0
+    except dlq.DlqError as exc:
+        print(f"loyalty dlq {opts.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _letters(count: int) -> str:
+    return f"{count} dead letter{'s' * (count != 1)}"
+
+
 def _demo(args: list[str]) -> int:
     return _call("deploy.local.demo")(args)
 
@@ -153,6 +239,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sink": _sink,
     "config": _config,
     "deliveries": _deliveries,
+    "dlq": _dlq,
     "demo": _demo,
 }
 
