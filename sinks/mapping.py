@@ -107,6 +107,12 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
     return [("events_from_event", row)]
 
 
+# result detail keys holding the ledger lines a result created (EXPIRY: points expiry timer,
+# REVERSAL: a reversed event's accumulations taken back)
+LEDGER_KEYS = ("accumulations", "redemptions", "expirations", "reversals")
+OPEN = "OPEN"  # ledger_lines kind of an open line's current state: `amount` = what is left
+
+
 def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
     """A Result: the event's status and summary, its ledger lines and the wallet after it.
 
@@ -120,12 +126,16 @@ def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
         return []
     processed = ts(res.get("processed_at"))
     out = [("events_from_result", _event_from_result(res, detail, processed))]
-    for key in ("accumulations", "redemptions"):
+    for key in LEDGER_KEYS:
         for line in detail.get(key) or []:
             if isinstance(line, dict) and line.get("id"):
                 out.append(("ledger_lines", _ledger_line(line, res, processed)))
     wallet = detail.get("wallet")
     if isinstance(wallet, dict):
+        for line in wallet.get("lines") or []:  # the open lines this result changed
+            if isinstance(line, dict) and line.get("id"):
+                row = _ledger_line({**line, "kind": OPEN}, res, processed)
+                out.append(("ledger_lines", {**row, "id": f"{line['id']}:{OPEN}"}))
         out.append(("wallets", _wallet(wallet, res, detail, processed)))
     return out
 

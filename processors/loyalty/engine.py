@@ -26,6 +26,7 @@ from processors.loyalty.scheduled import Scheduled
 from schemas.program import Program
 
 DAY_MS = 86_400_000
+LINES_V = 2  # the wallet carries touched lines only (1: every open line, before the marker)
 Lookup = Callable[[str], dict[str, Any] | None]
 __all__ = ["Output", "Refused", "apply", "command", "fire", "new_state", "public_event", "refuse", "uid"]
 # kinds with their own handler in `apply`; any other kind is an event (EVENT, REGISTER, SCHEDULED)
@@ -74,13 +75,14 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         self.fresh: str | None = None  # id `apply` just looked up and found unknown
         self.notes: list[tuple[str, str, dict[str, Any]]] = []  # webhooks, sent by `finish`
         self._sequence: int | None = None
+        self.touched = _touched_at_start(state)  # the wallet's `lines`: buckets this call changed
         self.out = Output(state)
 
     # -- small helpers -------------------------------------------------------------------
     def wallet(self) -> dict[str, Any]:
         """The wallet JSON, cached until the next ledger change (`self.changed()`)."""
         if self._wallet is None:
-            self._wallet = wallet.summary(self.state, self.cid)
+            self._wallet = wallet.summary(self.state, self.cid, self.touched)
             self._wallet["sequence"] = self.sequence()
         return self._wallet
 
@@ -246,7 +248,8 @@ class Step(Lifecycle, Rekeyed, Scheduled):
     def _redeem(self, event: dict, wanted: list[dict], kind: str) -> list[dict]:
         lines: list[dict] = []
         for r in wanted:
-            lines += wallet.consume(self.state, r["reward_id"], r["amount"], event["id"], self.now, kind)
+            reward, amount = r["reward_id"], r["amount"]
+            lines += wallet.consume(self.state, reward, amount, event["id"], self.now, kind, self.touched)
             self.changed()
         if lines and kind == "REDEMPTION":
             self.notify(event["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, lines))
@@ -317,7 +320,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
             award.rule,
             exp,
         )
-        wallet.accumulate(self.state, line)
+        wallet.accumulate(self.state, line, self.touched)
         self.changed()
         self.out.credited.append(line)
         campaigns.progress(self.state, award.campaign_id)["count"] += 1
@@ -431,6 +434,15 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         res = self.result(event, "RESOLVED")
         self.remember(event["id"], res, "RESOLVED")
         return self.finish()
+
+
+def _touched_at_start(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Nothing yet, except once per customer whose state predates the bounded wallet: then
+    every open line, so the sink's `OPEN` ledger rows (`?lines=true`) start complete."""
+    if state.get("lines_v") == LINES_V:
+        return {}
+    state["lines_v"] = LINES_V
+    return {b["id"]: b for b in state["buckets"]}
 
 
 def apply(

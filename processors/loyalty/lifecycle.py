@@ -95,7 +95,7 @@ class Lifecycle:
         event = applied(record)["event"]
         reservation = self.state["reservations"].pop(event_id, {"lines": []})
         self.changed()
-        wallet.restore(self.state, reservation["lines"])
+        wallet.restore(self.state, reservation["lines"], self.touched)
         self.changed()
         self.out.cancels.append(f"reservation:{event_id}")
         data = n.lines(self.cid, reservation["lines"])
@@ -119,7 +119,7 @@ class Lifecycle:
             return self._command_failed(cmd, why or "")
         event = record["event"]
         lines = [
-            wallet.reverse_accumulation(self.state, acc, cmd["id"], self.now, i)
+            wallet.reverse_accumulation(self.state, acc, cmd["id"], self.now, i, self.touched)
             for i, acc in enumerate(record["accumulations"])
         ]
         self.changed()
@@ -128,7 +128,7 @@ class Lifecycle:
                 profile.metrics(self.state)["period_points"] -= acc["amount"]
             if acc.get("campaign_id"):  # a reversed reward no longer counts toward the limit
                 campaigns.progress(self.state, acc["campaign_id"])["count"] -= 1
-        wallet.restore(self.state, record["redemptions"])
+        wallet.restore(self.state, record["redemptions"], self.touched)
         self.changed()
         if event.get("kind") != "SCHEDULED":
             profile.record(self.state, event, as_json(event.get("properties")), sign=-1)

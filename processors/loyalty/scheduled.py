@@ -21,7 +21,7 @@ class Scheduled:
     """Mixin of `engine.Step`."""
 
     def _expire(self) -> list[dict]:
-        lines = wallet.expire(self.state, self.now)
+        lines = wallet.expire(self.state, self.now, self.touched)
         self.changed()
         self.expired += lines
         for ln in lines:

@@ -7,13 +7,21 @@ campaign and rule that produced it, so a balance can always be explained line by
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from processors.loyalty.bounds import redemption_error
 
 Line = dict[str, Any]
+Touched = dict[str, Line] | None  # bucket id -> bucket an engine call changed (its wallet `lines`)
 POINTS = "POINTS"
 EPS = 1e-9
+EXPIRATIONS_SHOWN = 3  # dated `totals` entries per reward: keeps the wallet's size bounded
+
+
+def _touch(touched: Touched, bucket: Line) -> None:
+    if touched is not None:
+        touched[bucket["id"]] = bucket
 
 
 def line_id(event_id: str, kind: str, index: int) -> str:
@@ -52,9 +60,11 @@ def line(
     }
 
 
-def accumulate(state: dict[str, Any], entry: Line) -> Line:
+def accumulate(state: dict[str, Any], entry: Line, touched: Touched = None) -> Line:
     """Add an ACCUMULATION line as a new open bucket."""
-    state["buckets"].append({**entry, "remaining": entry["amount"]})
+    bucket = {**entry, "remaining": entry["amount"]}
+    state["buckets"].append(bucket)
+    _touch(touched, bucket)
     if entry["reward_id"] == POINTS:
         state["lifetime"] += entry["amount"]
     return entry
@@ -108,7 +118,13 @@ def shortfall(state: dict[str, Any], wanted: list[dict[str, Any]]) -> str | None
 
 
 def consume(
-    state: dict[str, Any], reward_id: str, amount: float, event_id: str, now: int, kind: str
+    state: dict[str, Any],
+    reward_id: str,
+    amount: float,
+    event_id: str,
+    now: int,
+    kind: str,
+    touched: Touched = None,
 ) -> list[Line]:
     """Take `amount` out of the open buckets, oldest-expiring first; one line per bucket."""
     lines: list[Line] = []
@@ -119,6 +135,7 @@ def consume(
         take = min(bucket["remaining"], left)
         bucket["remaining"] -= take
         left -= take
+        _touch(touched, bucket)
         entry = line(
             kind,
             take,
@@ -136,22 +153,24 @@ def consume(
     return lines
 
 
-def restore(state: dict[str, Any], lines: list[Line]) -> None:
+def restore(state: dict[str, Any], lines: list[Line], touched: Touched = None) -> None:
     """Put consumed lines back into their buckets (cancelled reservation, reversed redemption)."""
     by_id = {b["id"]: b for b in state["buckets"]}
     for entry in lines:
         bucket = by_id.get(entry.get("source_line_id", ""))
         if bucket is not None:
             bucket["remaining"] += entry["amount"]
+            _touch(touched, bucket)
             continue
         source = {**entry, "id": entry.get("source_line_id") or entry["id"]}
         source["kind"] = "ACCUMULATION"
         source["remaining"] = entry["amount"]
         state["buckets"].append(source)
         by_id[source["id"]] = source
+        _touch(touched, source)
 
 
-def expire(state: dict[str, Any], now: int) -> list[Line]:
+def expire(state: dict[str, Any], now: int, touched: Touched = None) -> list[Line]:
     """Close every bucket whose expiration date has passed; one EXPIRY line each."""
     lines = []
     for bucket in state["buckets"]:
@@ -168,8 +187,10 @@ def expire(state: dict[str, Any], now: int) -> list[Line]:
                 bucket["rule"],
                 exp,
             )
+            entry["source_line_id"] = bucket["id"]
             lines.append(entry)
             bucket["remaining"] = 0.0
+            _touch(touched, bucket)
     if lines:
         _drop_empty(state)
     return lines
@@ -180,7 +201,9 @@ def next_expiry(state: dict[str, Any]) -> int | None:
     return min(dates) if dates else None
 
 
-def reverse_accumulation(state: dict[str, Any], entry: Line, event_id: str, now: int, index: int) -> Line:
+def reverse_accumulation(
+    state: dict[str, Any], entry: Line, event_id: str, now: int, index: int, touched: Touched = None
+) -> Line:
     """Take back an accumulation: its own bucket first, then FIFO; a rest is owed (negative)."""
     left = entry["amount"]
     bucket = next((b for b in state["buckets"] if b["id"] == entry["id"]), None)
@@ -188,12 +211,14 @@ def reverse_accumulation(state: dict[str, Any], entry: Line, event_id: str, now:
         take = min(bucket["remaining"], left)
         bucket["remaining"] -= take
         left -= take
+        _touch(touched, bucket)
     for other in _fifo(state, entry["reward_id"]):
         if left <= EPS:
             break
         take = min(other["remaining"], left)
         other["remaining"] -= take
         left -= take
+        _touch(touched, other)
     reversal = line(
         "REVERSAL",
         -entry["amount"],
@@ -205,7 +230,9 @@ def reverse_accumulation(state: dict[str, Any], entry: Line, event_id: str, now:
         entry["rule"],
     )
     if left > EPS:  # already spent: the customer owes it
-        state["buckets"].append({**reversal, "amount": -left, "remaining": -left})
+        owed = {**reversal, "amount": -left, "remaining": -left}
+        state["buckets"].append(owed)
+        _touch(touched, owed)
     if entry["reward_id"] == POINTS:
         state["lifetime"] -= entry["amount"]
     _drop_empty(state)
@@ -216,21 +243,56 @@ def _drop_empty(state: dict[str, Any]) -> None:
     state["buckets"] = [b for b in state["buckets"] if abs(b["remaining"]) > EPS]
 
 
-def summary(state: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    """The wallet JSON of results and webhooks."""
-    bal = balance(state)
+def summary(state: dict[str, Any], customer_id: str, touched: Touched = None) -> dict[str, Any]:
+    """The wallet JSON of results and webhooks, of bounded size (docs/loyalty.md, "The
+    wallet"): totals per reward and the next expirations, not every open line; `lines` are
+    only the open lines this call changed (`touched`), amount = what is left (0: closed)."""
+    bal, totals = _totals(state["buckets"])
+    reserved = _reserved(state)
     return {
         "customer_id": customer_id,
         "balance": bal,
         "points": bal.get(POINTS, 0.0),
         "lifetime": state["lifetime"],
-        "pending": pending(state),
-        "lines": [_public(b) for b in state["buckets"]],
+        "pending": reserved.get(POINTS, 0.0),
+        "reserved": reserved,
+        "totals": totals,
+        "lines": [_public(b) for b in (touched or {}).values()],
     }
+
+
+def _totals(buckets: list[Line]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Balance per reward, and per reward its next EXPIRATIONS_SHOWN expiration dates with the
+    amount expiring then, plus what never expires (expiration_date null): one pass."""
+    bal: dict[str, float] = {}
+    dated: dict[str, dict[int | None, float]] = {}
+    for b in buckets:
+        reward, left = b["reward_id"], b["remaining"]
+        bal[reward] = bal.get(reward, 0.0) + left
+        by_date = dated.setdefault(reward, {})
+        by_date[b["expiration_date"]] = by_date.get(b["expiration_date"], 0.0) + left
+    totals: list[dict[str, Any]] = []
+    for reward in sorted(dated):
+        by_date = dated[reward]
+        never = by_date.pop(None, 0.0)
+        for at in heapq.nsmallest(EXPIRATIONS_SHOWN, by_date):
+            totals.append({"total": by_date[at], "reward_id": reward, "expiration_date": at})
+        if abs(never) > EPS:
+            totals.append({"total": never, "reward_id": reward, "expiration_date": None})
+    return bal, totals
+
+
+def _reserved(state: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in state["reservations"].values():
+        for ln in r["lines"]:
+            out[ln["reward_id"]] = out.get(ln["reward_id"], 0.0) + ln["amount"]
+    return out
 
 
 def _public(bucket: dict[str, Any]) -> Line:
     """The open line as shown: `amount` = what is left (same key order as the bucket)."""
     out = dict(bucket)  # a C-level copy; cheaper than filtering keys one by one
-    out["amount"] = out.pop("remaining")
+    left = out.pop("remaining")
+    out["amount"] = left if abs(left) > EPS else 0.0
     return out

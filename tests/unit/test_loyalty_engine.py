@@ -123,6 +123,8 @@ def test_purchase_earns_by_formula_and_explains_why():
         "points",
         "lifetime",
         "pending",
+        "reserved",
+        "totals",
         "lines",
         "sequence",
     }

@@ -37,7 +37,7 @@ REDEEM_40 = [{"reward_id": "POINTS", "amount": 40}]
 
 # The documented data of each webhook: field -> type (None: null allowed, as the docs say).
 WALLET = {"customer_id": str, "balance": dict, "points": float, "lifetime": float, "pending": float}
-WALLET |= {"lines": list, "sequence": int}
+WALLET |= {"reserved": dict, "totals": list, "lines": list, "sequence": int}
 LINE = {
     "id": str,
     "amount": float,
