@@ -53,6 +53,22 @@ class KafkaOutbox:
         await self._produce(topic, key, value, on_delivery)
         await fut
 
+    async def send_raw(self, physical_topic: str, key: bytes | None, value: bytes | None,
+                       headers: list[tuple[str, bytes]]) -> None:  # fmt: skip
+        """Produce bytes as they are (a dead letter keeps the original record) and await the ack."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            self.loop.call_soon_threadsafe(_resolve, fut, err)
+
+        while True:
+            try:
+                self.producer.produce(physical_topic, value, key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                await asyncio.sleep(0.01)
+        await fut
+
     def record(self, attempt: dict[str, Any]) -> None:
         try:
             self._produce_now(DELIVERIES, attempt["customer_id"], attempt, None)

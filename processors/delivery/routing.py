@@ -191,6 +191,13 @@ def batch_notification(endpoint: Endpoint, items: list[dict[str, Any]], now_ms: 
     }
 
 
+def check_notification(note: dict[str, Any]) -> None:
+    """Raise now (the record is dead-lettered) rather than when its request body is built,
+    where the failure would leave the offset unacknowledged and stall its partition."""
+    if note["event"] != BATCH_EVENT:
+        json.loads(note["data"])
+
+
 def request_body(note: dict[str, Any]) -> bytes:
     """Webhooks get {"event", "data"}; a destination batch is sent as its {"events": [...]}."""
     if note["event"] == BATCH_EVENT:

@@ -35,6 +35,7 @@ from processors.delivery.routing import (
     INPUT_TOPICS,
     JOURNEYS_ACTIVITY,
     NOTIFICATIONS,
+    check_notification,
     destination_item,
     destination_targets,
     endpoint_key,
@@ -44,11 +45,14 @@ from processors.delivery.routing import (
     webhook_targets,
 )
 from processors.delivery.sender import Deliverer
+from processors.runtime.dead_letters import DECODE_ERRORS, DeadLetter, Tombstone, ensure_dlq_topic
 from processors.runtime.observability import HealthServer
-from schemas.codec import CodecError, decode
+from schemas.codec import decode
 from schemas.program import Program
 from schemas.settings import Settings
 from schemas.topics import TopicSpec, base_name, topic_name
+
+INPUT_DLQ = "delivery.input.dlq"  # records delivery cannot decode or route (see _dead_letter)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,10 @@ class DeliveryService:
         self._topics: list[str] = []
         self.tracker = OffsetTracker()
         self.disabled = DisabledTable(settings)
+        # a record delivery cannot decode or route: its own dead letters (delivery.dlq holds
+        # webhooks that exhausted their retries, a different thing)
+        self.input_dlq = topic_name(INPUT_DLQ, settings)
+        self.outbox: KafkaOutbox | None = None
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -134,7 +142,8 @@ class DeliveryService:
             if self.options.metrics_port is not None
             else None
         )
-        outbox = KafkaOutbox(self.settings, self._loop)
+        await asyncio.to_thread(ensure_dlq_topic, self.settings, self.input_dlq)
+        outbox = self.outbox = KafkaOutbox(self.settings, self._loop)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
         client = httpx.AsyncClient(limits=limits, follow_redirects=False)
         deliverer = Deliverer(
@@ -250,15 +259,39 @@ class DeliveryService:
             return  # rewound: re-fetched after the hold
         base = base_name(msg.topic(), self.settings)
         try:
+            if msg.value() is None:
+                raise Tombstone("record without a value (tombstone)")
             value = decode(msg.value(), value_schema(base))
-        except (CodecError, TypeError) as exc:
-            log.error("undecodable message skipped", extra={"topic": base, "error": str(exc)})
-            self.tracker.add(tp, msg.offset(), 0)
+        except DECODE_ERRORS as exc:
+            self._dead_letter(msg, "undecodable", exc)
             return
         if base.startswith(RETRY_PREFIX) and self._hold(msg, value, base):
             return
         done = self._acker(tp, msg.offset())
-        self._route(base, value, tp, msg.offset(), done)
+        try:
+            self._route(base, value, tp, msg.offset(), done)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop delivery
+            self._dead_letter(msg, "processing", exc)
+
+    def _dead_letter(self, msg: Message, reason: str, error: BaseException) -> None:
+        """Send `msg`'s bytes to delivery's input DLQ; its offset commits once that is acked."""
+        letter = DeadLetter(reason, error, "delivery", msg.topic(), msg.partition(), msg.offset(),
+                            self.program().version)  # fmt: skip
+        tp = (msg.topic(), msg.partition())
+        self.tracker.add(tp, msg.offset(), 1)
+        done = self._acker(tp, msg.offset())
+        assert self.outbox is not None and self._loop is not None
+        send = self.outbox.send_raw(self.input_dlq, msg.key(), msg.value(), letter.headers())
+        self._loop.create_task(self._dead_letter_sent(send, letter, done))
+
+    async def _dead_letter_sent(self, send: Any, letter: DeadLetter, done: Callable[[], None]) -> None:
+        try:
+            await send
+        except Exception:  # noqa: BLE001 - not acked: the offset stays, redelivered after restart
+            log.exception("dead letter not written; the record stays unacknowledged")
+            return
+        letter.log()
+        done()
 
     def _hold(self, msg: Message, value: dict[str, Any], base: str) -> bool:
         """Pause a retry partition at this message until it is due (no busy loop)."""
@@ -288,6 +321,7 @@ class DeliveryService:
         jobs: list[tuple[str, dict[str, Any]]] = []
         items: list[tuple[Any, dict[str, Any]]] = []
         if base == NOTIFICATIONS or base.startswith(RETRY_PREFIX):
+            check_notification(value)
             key = endpoint_key(value)
             if key and base.startswith(RETRY_PREFIX):
                 jobs = [(key, value)]
