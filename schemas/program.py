@@ -178,6 +178,14 @@ class Delivery(Model):
     max_concurrency_per_endpoint: int = Field(default=8, gt=0)
 
 
+class Retention(Model):
+    """How long per-event records live in processor state. 120 days outlasts the usual return
+    windows (30-90 days) plus payment disputes, so returns can still be reversed, while the
+    `events` store stays bounded (docs/loyalty.md, "Retention")."""
+
+    events_days: int = Field(default=120, gt=0)
+
+
 class Program(Model):
     version: int = 0  # assigned by `loyalty config apply`
     name: str = "program"
@@ -194,6 +202,7 @@ class Program(Model):
     webhooks: list[Webhook] = Field(default_factory=list)
     destinations: list[Destination] = Field(default_factory=list)
     delivery: Delivery = Field(default_factory=Delivery)
+    retention: Retention = Field(default_factory=Retention)
 
     @field_validator("event_types")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import bounds, campaigns, profile, tiers, wallet
+from processors.loyalty import bounds, campaigns, profile, retention, tiers, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
@@ -148,7 +148,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
         record = self.out.records.get(event_id)
         if record is None and event_id != self.fresh:
             record = self.lookup(event_id)
-        record = record or {"result": res}
+        record = record or {"result": res, "since": self.now}
         record = {**record, "status": status, **extra}
         self.out.records[event_id] = record
 
@@ -458,7 +458,7 @@ def apply(
     Refused (bounds) when the event must not be applied: discard `state` and call `refuse`."""
     state = state or new_state(event["customer_id"])
     prior = lookup(event["id"])
-    if prior is not None:
+    if prior is not None and not retention.expired(prior, now, program):
         return _duplicate(state, prior, event)
     step = Step(state, program, now, lookup, budget or Budget())
     step.fresh = event["id"]  # no record yet: `remember` need not read the store again
@@ -483,7 +483,9 @@ def apply(
 
 def _once(out: Output, event: dict[str, Any]) -> Output:
     if event["id"] not in out.records and out.results:  # commands are applied once too
-        out.records[event["id"]] = {"result": out.results[0], "status": out.results[0]["status"]}
+        first = out.results[0]
+        since = first["processed_at"]
+        out.records[event["id"]] = {"result": first, "status": first["status"], "since": since}
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from processors.loyalty import bounds, campaigns, profile, wallet
+from processors.loyalty import bounds, campaigns, profile, retention, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.envelope import as_json, public_event
 from processors.loyalty.records import applied
@@ -41,9 +41,13 @@ class Lifecycle:
     def _target(self, cmd: dict, wanted: str) -> tuple[dict | None, str | None]:
         target_id = cmd.get("target_event_id")
         record = self.out.records.get(target_id or "") or (self.lookup(target_id) if target_id else None)
+        if record is not None and retention.expired(record, self.now, self.program):
+            return None, retention.too_old(target_id or "", self.program)
         record = applied(record) if record is not None else None
         if record is None or record["event"].get("customer_id") != self.cid:
-            return None, f"unknown event {target_id} for customer {self.cid}"
+            days = self.program.retention.events_days
+            window = f"or older than the {days}-day retention window"
+            return None, f"unknown event {target_id} for customer {self.cid} ({window})"
         if record["status"] != wanted:
             return None, f"event {target_id} is {record['status']}, not {wanted}"
         return record, None

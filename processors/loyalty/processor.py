@@ -11,12 +11,14 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import engine, metrics
+from processors.loyalty import engine, metrics, retention
 from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Budget
 from processors.loyalty.codes import Codes
 from processors.loyalty.envelope import public_event
 from processors.runtime.api import Context, Processor, Record, Timer
+from schemas.event_types import TypeRegistry
+from schemas.intake import Invalid, record_problem, rejected_result
 from schemas.settings import Settings
 from schemas.topics import (
     COUPON_CLAIMS,
@@ -29,6 +31,7 @@ from schemas.topics import (
 
 log = logging.getLogger(__name__)
 CUSTOMERS, EVENTS, CODES, BUDGETS = "customers", "events", "codes", "budgets"
+TYPES = TypeRegistry()  # event types compiled per program version, as ingest compiles them
 
 
 class LoyaltyProcessor(Processor):
@@ -46,6 +49,7 @@ class LoyaltyProcessor(Processor):
 
     def __init__(self, partitions: int | None = None) -> None:
         self.partitions = partitions or Settings.from_env().partitions
+        self.armed: set[int] = set()  # partitions whose retention sweep this instance scheduled
 
     def process(self, ctx: Context, record: Record) -> None:
         value = record.value
@@ -58,6 +62,10 @@ class LoyaltyProcessor(Processor):
 
     def _event(self, ctx: Context, event: dict[str, Any]) -> None:
         customers, events = ctx.store(CUSTOMERS), ctx.store(EVENTS)
+        invalid = record_problem(TYPES.of(ctx.config), event)  # straight from Kafka: ingest's check
+        if invalid is not None and events.get(event["id"]) is None:  # a repeat keeps its result
+            ctx.emit(LOYALTY_RESULTS, event["customer_id"], _rejected(ctx, event, invalid))
+            return
         state = customers.get(event["customer_id"])
         budget = self._budget(ctx)
         try:
@@ -72,6 +80,9 @@ class LoyaltyProcessor(Processor):
         self._write(ctx, out, event["customer_id"], budget)
 
     def on_timer(self, ctx: Context, timer: Timer) -> None:
+        if timer.payload.get("type") == retention.SWEEP:
+            retention.sweep(ctx, ctx.store(EVENTS))
+            return
         state = ctx.store(CUSTOMERS).get(timer.key)
         if state is None:
             return
@@ -107,9 +118,14 @@ class LoyaltyProcessor(Processor):
 
     def _write(self, ctx: Context, out: engine.Output, customer_id: str, budget: Budget) -> None:
         ctx.store(CUSTOMERS).put(customer_id, out.state)
-        events = ctx.store(EVENTS)
+        events, now = ctx.store(EVENTS), ctx.now()
         for event_id, rec in out.records.items():
             events.put(event_id, rec)
+            if rec.get("since") == now:  # first written by this call: index it for the sweep
+                events.put(retention.index_key(now, event_id), 1)
+        if ctx.partition not in self.armed:
+            retention.arm(ctx)
+            self.armed.add(ctx.partition)
         for campaign_id in budget.changed:
             ctx.store(BUDGETS).put(campaign_id, budget.spent[campaign_id])
         for res in out.results:
@@ -156,6 +172,12 @@ def _internal_error(ctx: Context, event: dict[str, Any], exc: Exception) -> dict
         "reply_to": event.get("reply_to"),
         "detail": orjson.dumps({"event": public_event(event), "duplicate": False}).decode(),
     }
+
+
+def _rejected(ctx: Context, event: dict[str, Any], invalid: Invalid) -> dict[str, Any]:
+    """REJECTED with ingest's field errors, nothing applied or remembered (as a 422 at ingest)."""
+    return rejected_result(invalid, event["id"], event["customer_id"], event["type"], ctx.now(),
+                           ctx.config.version, public_event(event), event.get("reply_to"))  # fmt: skip
 
 
 def build() -> Processor:

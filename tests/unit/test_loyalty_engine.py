@@ -20,6 +20,7 @@ REKEYED = ("events.loyalty", "loyalty.referrals", "coupons.claims")
 
 def program(**fields: Any) -> Program:
     fields.setdefault("version", 1)
+    fields.setdefault("event_types", [{"name": "APP_OPEN"}])  # undefined types are REJECTED
     return Program.model_validate(fields)
 
 
@@ -556,7 +557,7 @@ def test_an_event_record_keeps_the_first_result_once_and_still_reverses():
     shop = Shop(program(campaigns=[{**BASE, "formula": "100"}]))
     shop.send("ann", id="order", properties={"amount": 1})
     record = shop.driver.store("events")["order"]
-    assert set(record) == {"result", "status"}  # the event and its lines live in the result
+    assert set(record) == {"result", "status", "since"}  # the event and its lines live in the result
     legacy = {
         **record,
         "event": {
