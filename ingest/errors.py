@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from schemas.intake import error_body, safe, validation_fields  # noqa: F401 - shared with the router
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -28,11 +30,6 @@ _CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
-
-
-def safe(text: Any) -> str:
-    """Text that always encodes as UTF-8 (inputs may carry lone surrogates)."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ApiError(Exception):
@@ -55,32 +52,6 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return error_body(self.code, self.message, self.fields)
-
-
-def error_body(code: str, message: str, fields: list[tuple[str, str]] = ()) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": code,
-            "message": safe(message),
-            "fields": [{"path": safe(p), "reason": safe(r)} for p, r in fields],
-        }
-    }
-
-
-def loc_path(loc: tuple | list) -> str:
-    """Pydantic location -> dotted path without the 'body' prefix, e.g. redeem.0.amount."""
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
-def validation_fields(errors: list[dict], prefix: str = "") -> list[tuple[str, str]]:
-    fields = []
-    for err in errors:
-        path = loc_path(err.get("loc", ()))
-        fields.append((f"{prefix}{path}" if prefix else path, err.get("msg", "invalid")))
-    return fields
 
 
 def allowed_methods(request: Request, fallback: str) -> str:

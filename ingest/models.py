@@ -2,64 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.inputs import JSON_OBJECT_MARK, MAX_AMOUNT, NO_CONTROL_PATTERN
-
-Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN)]
-ShortText = Annotated[str, Field(max_length=256, pattern=NO_CONTROL_PATTERN)]
-
-
-def _iso_text(value: Any) -> Any:
-    """issued_at is ISO 8601 text: a number would be read as a Unix time, a bool as 0/1."""
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO 8601 date-time string")
-    return value
-
-
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text), Field(strict=False)]
-def _integral(value: Any) -> Any:
-    """JSON Schema's integer includes 1.0; strict mode alone would refuse it."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Integer = Annotated[int, BeforeValidator(_integral)]
-# Free-form objects; the spec states the input rules (ingest/inputs.py) the server applies.
-JsonObject = Annotated[dict[str, Any], WithJsonSchema(JSON_OBJECT_MARK)]
-
-
-class Body(BaseModel):
-    """Strict: true/false only for booleans, integers for integers (no "yes", 0 or "5")."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-
-
-class RedeemItem(Body):
-    reward_id: Id
-    amount: float = Field(gt=0, le=MAX_AMOUNT)
-
-
-class EventIn(Body):
-    """One behaviour event as sent by a producer."""
-
-    customer_id: Id
-    type: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
-    reference: Id | None = Field(default=None, description="Idempotency key per customer.")
-    issued_at: IsoDatetime | None = Field(
-        default=None, description="ISO 8601; at most 72 h old, not in the future."
-    )
-    brand_id: ShortText | None = None
-    properties: JsonObject = Field(default_factory=dict)
-    fulfilled: bool = True
-    reserve: Integer | None = Field(default=None, ge=1, le=3650, description="Reservation days.")
-    redeem: list[RedeemItem] = Field(default_factory=list, max_length=100)
-    referral_code: ShortText | None = None
-    coupon_code: ShortText | None = None
-    tags: list[ShortText] = Field(default_factory=list, max_length=100)
-    metadata: JsonObject = Field(default_factory=dict)
+from schemas.intake import (  # noqa: F401 - the event body is shared with the router and helper
+    Body,
+    EventIn,
+    Id,
+    Integer,
+    IsoDatetime,
+    JsonObject,
+    RedeemItem,
+    ShortText,
+)
 
 
 class CommandIn(Body):

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from ingest.dependencies import Ingest, IngestState
 from ingest.errors import ApiError, safe
-from ingest.events import command, topic_for
-from ingest.inputs import exact, problems, suspect
+from ingest.events import SCREENED, command, topic_for
+from ingest.inputs import exact, suspect
 from ingest.lookup import StoreUnavailable
 from ingest.metrics import EVENTS
 from ingest.models import (
@@ -52,10 +52,7 @@ async def post_event(
     try:
         raw = await request.body()
         parsed = read_json(raw)
-        if suspect(raw) and (found := problems(exact(raw))):
-            raise ApiError(422, "event failed validation", fields=found)
-        body = state.builder.parse(parsed)
-        record = state.builder.build(body, state.clock())
+        record = state.builder.event(parsed, state.clock(), exact(raw) if suspect(raw) else SCREENED)
     except ApiError:
         EVENTS.labels("rejected", "unknown").inc()
         raise
@@ -146,9 +143,7 @@ def _prepare(
     builder = state.builder
     for index, raw in enumerate(raw_events):
         try:
-            if exact_events is not None and (found := problems(exact_events[index])):
-                raise ApiError(422, "event failed validation", fields=found)
-            record = builder.build(builder.parse(raw), now)
+            record = builder.event(raw, now, SCREENED if exact_events is None else exact_events[index])
             value = builder.encode(record)
         except ApiError as exc:
             items.append(_rejected(index, exc.fields or [("body", exc.message)]))
