@@ -32,7 +32,7 @@ commands:
   demo [--timeout S]                                        a demo load; shows every part work
 """
 
-PROCESSORS = ("loyalty", "audiences", "journeys")
+PROCESSORS = ("loyalty", "audiences", "journeys", "router")
 
 
 class UsageError(Exception):

@@ -32,6 +32,7 @@ class TopicSpec:
 
 EVENTS_LOYALTY = "events.loyalty"
 EVENTS_TRACKING = "events.tracking"
+EVENTS_INBOUND = "events.inbound"  # JSON bodies of POST /behavior/events, for the router
 LOYALTY_RESULTS = "loyalty.results"
 PROFILES_CHANGES = "profiles.changes"
 NOTIFICATIONS = "notifications"
@@ -58,6 +59,7 @@ TOPICS: dict[str, TopicSpec] = {
     for spec in [
         TopicSpec(EVENTS_LOYALTY, "Event"),
         TopicSpec(EVENTS_TRACKING, "Event"),
+        TopicSpec(EVENTS_INBOUND, None),  # raw JSON bytes (docs/producing.md)
         TopicSpec(LOYALTY_RESULTS, "Result"),
         TopicSpec(PROFILES_CHANGES, "Profile"),
         TopicSpec(NOTIFICATIONS, "Notification"),

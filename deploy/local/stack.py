@@ -35,6 +35,7 @@ DEFAULT_PORTS = {
     "journeys": 19103,
     "delivery": 19104,
     "sink": 19105,
+    "router": 19106,
 }
 DEFAULT_PROGRAM = ROOT / "examples" / "program.yaml"
 DEV_API_KEY = "dev-key"
@@ -116,6 +117,7 @@ class Stack:
             processor("loyalty"),
             processor("audiences"),
             processor("journeys"),
+            processor("router"),  # events.inbound (JSON) -> events.loyalty / events.tracking
             Service(
                 "delivery",
                 ("processors.delivery.service",),

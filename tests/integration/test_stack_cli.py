@@ -35,7 +35,7 @@ def test_unknown_command_is_a_clear_error() -> None:
 def test_unknown_processor_is_a_clear_error() -> None:
     done = run("process", "billing")
     assert done.returncode == 2
-    assert "loyalty, audiences, journeys, delivery" in done.stderr
+    assert "loyalty, audiences, journeys, router, delivery" in done.stderr
 
 
 def test_config_apply_rejects_an_invalid_program(tmp_path: Path) -> None:
