@@ -275,7 +275,8 @@ def _totals(buckets: list[Line]) -> tuple[dict[str, float], list[dict[str, Any]]
     for reward in sorted(dated):
         by_date = dated[reward]
         never = by_date.pop(None, 0.0)
-        for at in heapq.nsmallest(EXPIRATIONS_SHOWN, by_date):
+        soonest = sorted(by_date) if len(by_date) <= 64 else heapq.nsmallest(EXPIRATIONS_SHOWN, by_date)
+        for at in soonest[:EXPIRATIONS_SHOWN]:
             totals.append({"total": by_date[at], "reward_id": reward, "expiration_date": at})
         if abs(never) > EPS:
             totals.append({"total": never, "reward_id": reward, "expiration_date": None})
