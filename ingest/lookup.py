@@ -27,6 +27,8 @@ class Lookup(Protocol):
 
     async def wallet(self, customer_id: str) -> dict[str, Any] | None: ...
 
+    async def open_lines(self, customer_id: str) -> list[dict[str, Any]]: ...
+
 
 EVENT_SQL = """
 SELECT id, customer_id, type, kind, path, reference, status, reason, points, result,
@@ -36,6 +38,11 @@ FROM events WHERE id = %s
 WALLET_SQL = """
 SELECT customer_id, points, lifetime, pending, balance, wallet, tier, updated_at
 FROM wallets WHERE customer_id = %s
+"""
+# the current state of each open ledger line (sinks/mapping.py: kind OPEN, amount = what is left)
+OPEN_LINES_SQL = """
+SELECT line FROM ledger_lines WHERE customer_id = %s AND kind = 'OPEN' AND amount <> 0
+ORDER BY expiration_date NULLS LAST, issued_at, id
 """
 
 
@@ -47,6 +54,10 @@ class PgLookup:
         self.timeout_s = timeout_s
 
     async def _one(self, sql: str, key: str) -> dict[str, Any] | None:
+        rows = await self._all(sql, key)
+        return rows[0] if rows else None
+
+    async def _all(self, sql: str, key: str) -> list[dict[str, Any]]:
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.url, connect_timeout=self.timeout_s, row_factory=dict_row, autocommit=True
@@ -55,20 +66,23 @@ class PgLookup:
             raise StoreUnavailable(str(exc)) from None
         try:
             async with conn:
-                row = await (await conn.execute(sql, (key,))).fetchone()
+                rows = await (await conn.execute(sql, (key,))).fetchall()
         except psycopg.errors.UndefinedTable:
-            return None  # sinks not migrated yet: nothing has been stored
+            return []  # sinks not migrated yet: nothing has been stored
         except psycopg.DataError:
-            return None  # a key PostgreSQL cannot even compare (e.g. a NUL) names no row: 404
+            return []  # a key PostgreSQL cannot even compare (e.g. a NUL) names no row: 404
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(str(exc)) from None
-        return _jsonable(row) if row else None
+        return [_jsonable(row) for row in rows]
 
     async def event(self, event_id: str) -> dict[str, Any] | None:
         return await self._one(EVENT_SQL, event_id)
 
     async def wallet(self, customer_id: str) -> dict[str, Any] | None:
         return await self._one(WALLET_SQL, customer_id)
+
+    async def open_lines(self, customer_id: str) -> list[dict[str, Any]]:
+        return [row["line"] for row in await self._all(OPEN_LINES_SQL, customer_id)]
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from ingest.dependencies import Ingest
@@ -22,6 +24,7 @@ from ingest.submit import submit, unavailable
 
 router = APIRouter(prefix="/customers", tags=["customers"], dependencies=[Depends(clean_body)])
 RESPONSES = {**ERRORS, 200: {"model": ProcessedResponse}}
+OpenLines = Annotated[bool, Query(description="Also list every open ledger line (data.lines).")]
 
 
 @router.post("", status_code=202, response_model=AcceptedResponse, responses=RESPONSES)
@@ -79,10 +82,13 @@ async def identify(
 
 
 @router.get("/{customer_id}/wallet", response_model=DataResponse, responses={**ERRORS, **NOT_FOUND})
-async def wallet(customer_id: PathId, state: Ingest) -> dict:
-    """The customer's wallet as last written by the sink (eventually consistent)."""
+async def wallet(customer_id: PathId, state: Ingest, lines: OpenLines = False) -> dict:
+    """The customer's wallet as last written by the sink (eventually consistent); with
+    `lines=true` also every open ledger line (`data.lines`, amount = what is left)."""
     try:
         row = await state.lookup.wallet(customer_id)
+        if row is not None and lines:
+            row = {**row, "lines": await state.lookup.open_lines(customer_id)}
     except StoreUnavailable:
         raise unavailable(state, "wallet store unavailable") from None
     if row is None:
