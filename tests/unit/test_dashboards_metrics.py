@@ -1,0 +1,133 @@
+"""Every metric a Grafana panel or a Prometheus alert names is defined in the code, so a typo or
+a renamed metric fails here, without starting the stack. Also: the dashboard is well-formed
+Grafana JSON on a Prometheus datasource variable, and every alert's runbook link points at a
+section of docs/deploy.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "loyalty.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+SOURCES = ("ingest", "processors", "sinks", "schemas", "deploy")
+
+METRIC_CALL = re.compile(
+    r'\b(Counter|Gauge|Histogram|Summary|CounterMetricFamily|GaugeMetricFamily)\(\s*"([a-z_:][a-z0-9_:]*)"'
+)
+# processors/loyalty/metrics.py: a collector yields CounterMetricFamily(name, ...) from tuples
+COLLECTOR_TUPLE = re.compile(r'\(\s*"([a-z_]+)",\s*"[^"]*",\s*"[a-z_]+",\s*\w+\s*\)')
+
+PROMQL_WORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "inf", "nan",
+}  # fmt: skip
+
+
+def exposed_metrics() -> set[str]:
+    """Names the services expose: counters as <name>_total, histograms as _bucket/_sum/_count."""
+    names: set[str] = set()
+    for top in SOURCES:
+        for path in (ROOT / top).rglob("*.py"):
+            text = path.read_text()
+            found = [(kind, name) for kind, name in METRIC_CALL.findall(text)]
+            if "CounterMetricFamily" in text:
+                found += [("CounterMetricFamily", name) for name in COLLECTOR_TUPLE.findall(text)]
+            for kind, name in found:
+                if kind in ("Counter", "CounterMetricFamily"):
+                    names.add(name if name.endswith("_total") else f"{name}_total")
+                elif kind in ("Histogram", "Summary"):
+                    names |= {f"{name}_sum", f"{name}_count"} | (
+                        {f"{name}_bucket"} if kind == "Histogram" else set()
+                    )
+                else:
+                    names.add(name)
+    return names
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (functions, keywords and labels left out)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings: label values, regexes
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # selectors' label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # ranges and subqueries
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    words = re.findall(r"(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", expr)
+    return {w for w in words if w.lower() not in PROMQL_WORDS}
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    dash = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def alert_rules() -> list[dict]:
+    return [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+
+
+def test_the_scan_finds_the_known_metrics() -> None:
+    names = exposed_metrics()
+    expected = {"stream_consumer_lag", "stream_dead_letters_total", "sink_lag", "sink_rejects_total"}
+    expected |= {"delivery_attempts_total", "delivery_latency_seconds_bucket", "ingest_requests_total"}
+    expected |= {"loyalty_results_total", "stream_process_seconds_count"}
+    assert expected <= names, expected - names
+
+
+def test_the_promql_scan() -> None:
+    expr = 'sum by (le, route) (rate(ingest_request_seconds_bucket{status=~"5..", x!="a b"}[5m])) / on(x) up'
+    assert metric_names(expr) == {"ingest_request_seconds_bucket", "up"}
+    assert metric_names("histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval])))") == {
+        "x_bucket"
+    }
+
+
+def test_every_panel_metric_is_defined() -> None:
+    exposed = exposed_metrics()
+    exprs = dashboard_exprs()
+    assert len(exprs) > 20
+    for title, expr in exprs:
+        missing = metric_names(expr) - exposed
+        assert not missing, f"panel {title!r} reads metrics no code defines: {missing}"
+
+
+def test_every_alert_metric_is_defined() -> None:
+    exposed = exposed_metrics()
+    for rule in alert_rules():
+        missing = metric_names(rule["expr"]) - exposed
+        assert not missing, f"alert {rule['alert']} reads metrics no code defines: {missing}"
+
+
+def test_the_dashboard_is_grafana_json_on_a_prometheus_variable() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dash["panels"]:
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}" and target["refId"]
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    heads = re.findall(r"^#+\s+(.+?)\s*$", markdown, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    anchors = _anchors(DEPLOY_DOC.read_text())
+    for rule in alert_rules():
+        link = rule["annotations"]["runbook"]
+        doc, _, anchor = link.partition("#")
+        assert doc == "docs/deploy.md" and anchor in anchors, f"{rule['alert']}: no section for {link}"
+        assert rule["annotations"]["summary"]
