@@ -39,9 +39,9 @@ WALLET_SQL = """
 SELECT customer_id, points, lifetime, pending, balance, wallet, tier, updated_at
 FROM wallets WHERE customer_id = %s
 """
-# the current state of each open ledger line (sinks/mapping.py: kind OPEN, amount = what is left)
+# the current state of each open line (the sink's wallet_lines: amount = what is left)
 OPEN_LINES_SQL = """
-SELECT line FROM ledger_lines WHERE customer_id = %s AND kind = 'OPEN' AND amount <> 0
+SELECT line FROM wallet_lines WHERE customer_id = %s AND amount <> 0
 ORDER BY expiration_date NULLS LAST, issued_at, id
 """
 

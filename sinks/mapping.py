@@ -110,7 +110,6 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
 # result detail keys holding the ledger lines a result created (EXPIRY: points expiry timer,
 # REVERSAL: a reversed event's accumulations taken back)
 LEDGER_KEYS = ("accumulations", "redemptions", "expirations", "reversals")
-OPEN = "OPEN"  # ledger_lines kind of an open line's current state: `amount` = what is left
 
 
 def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
@@ -134,8 +133,7 @@ def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
     if isinstance(wallet, dict):
         for line in wallet.get("lines") or []:  # the open lines this result changed
             if isinstance(line, dict) and line.get("id"):
-                row = _ledger_line({**line, "kind": OPEN}, res, processed)
-                out.append(("ledger_lines", {**row, "id": f"{line['id']}:{OPEN}"}))
+                out.append(("wallet_lines", _wallet_line(line, res, wallet, processed)))
         out.append(("wallets", _wallet(wallet, res, detail, processed)))
     return out
 
@@ -189,6 +187,24 @@ def _ledger_line(line: Row, res: Row, processed: datetime | None) -> Row:
         "expiration_date": ts(line.get("expiration_date")),
         "processed_at": processed,
         "line": dumps(line),
+    }
+
+
+def _wallet_line(line: Row, res: Row, wallet: Row, processed: datetime | None) -> Row:
+    """A line's state in the wallet after this result (`amount` = what is left, 0 = closed)."""
+    return {
+        "id": str(line["id"]),
+        "customer_id": res["customer_id"],
+        "kind": line.get("kind"),
+        "reward_id": line.get("reward_id"),
+        "campaign_id": line.get("campaign_id"),
+        "event_id": line.get("event_id"),
+        "amount": num(line.get("amount")) or 0.0,
+        "issued_at": ts(line.get("issued_at")),
+        "expiration_date": ts(line.get("expiration_date")),
+        "line": dumps(line),
+        "sequence": sequence(wallet),
+        "updated_at": processed,
     }
 
 

@@ -123,9 +123,8 @@ def latest_wins(name: str, table: str, columns: tuple[str, ...], key: tuple[str,
     return Target(name, table, columns, key, latest_by(col), (upsert(table, columns, key, tail),))
 
 
-def in_sequence(table: str, columns: tuple[str, ...]) -> Target:
+def in_sequence(table: str, columns: tuple[str, ...], key: tuple[str, ...] = ("customer_id",)) -> Target:
     """Per-customer state: the greatest processor `sequence` wins (see latest_in_sequence)."""
-    key = ("customer_id",)
     newer = (
         f"CASE WHEN EXCLUDED.sequence IS NOT NULL AND {table}.sequence IS NOT NULL "
         f"THEN EXCLUDED.sequence >= {table}.sequence "
@@ -211,6 +210,10 @@ CUSTOMER_COLS = (
     "rfm_monetary", "rfm_score", "events_by_type", "traits", "profile", "config_version",
     "updated_at", "sequence",
 )  # fmt: skip
+WALLET_LINE_COLS = (
+    "id", "customer_id", "kind", "reward_id", "campaign_id", "event_id", "amount", "issued_at",
+    "expiration_date", "line", "sequence", "updated_at",
+)  # fmt: skip
 TIER_COLS = ("id", "customer_id", "direction", "from_tier", "to_tier", "changed_at", "data")
 NOTIFICATION_COLS = ("id", "event", "customer_id", "data", "created_at", "config_version")
 MEMBER_COLS = ("audience_id", "customer_id", "entered_at", "reason", "config_version")
@@ -280,6 +283,7 @@ TARGETS: dict[str, Target] = {
         EVENTS_FROM_RESULT,
         latest_wins("ledger_lines", "ledger_lines", LEDGER_COLS, ("id",), "processed_at"),
         in_sequence("wallets", WALLET_COLS),
+        in_sequence("wallet_lines", WALLET_LINE_COLS, ("id",)),
         in_sequence("customers", CUSTOMER_COLS),
         insert_only("tier_changes", "tier_changes", TIER_COLS, ("id",)),
         insert_only("notifications", "notifications", NOTIFICATION_COLS, ("id",)),

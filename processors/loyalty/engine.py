@@ -438,7 +438,7 @@ class Step(Lifecycle, Rekeyed, Scheduled):
 
 def _touched_at_start(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Nothing yet, except once per customer whose state predates the bounded wallet: then
-    every open line, so the sink's `OPEN` ledger rows (`?lines=true`) start complete."""
+    every open line, so the sink's `wallet_lines` (`?lines=true`) start complete."""
     if state.get("lines_v") == LINES_V:
         return {}
     state["lines_v"] = LINES_V

@@ -212,3 +212,6 @@ def test_every_kind_lands_in_its_table_and_nothing_is_refused(walked: dict, sink
     assert missing == []
     assert scalar(sink_db, "SELECT count(*) FROM tier_changes WHERE to_tier IS NOT NULL") >= 2
     assert scalar(sink_db, "SELECT count(*) FROM tier_changes WHERE to_tier IS NULL") == 0
+    open_points = "SELECT sum(amount) FROM wallet_lines WHERE customer_id = %s AND reward_id = 'POINTS'"
+    wallet = "SELECT points FROM wallets WHERE customer_id = %s"
+    assert scalar(sink_db, open_points, "ann") == scalar(sink_db, wallet, "ann") > 0

@@ -38,9 +38,9 @@ def test_result_gives_event_status_ledger_lines_and_wallet() -> None:
     ev = samples.event("c1", 1)
     pairs = rows_for(samples.result(ev, 10.0, 25.0), Source(t.LOYALTY_RESULTS))
     names = [name for name, _ in pairs]
-    assert names == ["events_from_result", "ledger_lines", "ledger_lines", "wallets"]
-    opened = pairs[2][1]  # the wallet's line as it is now: kind OPEN, amount = what is left
-    assert (opened["id"], opened["kind"], opened["amount"]) == (f"{ev['id']}:acc:OPEN", "OPEN", 10.0)
+    assert names == ["events_from_result", "ledger_lines", "wallet_lines", "wallets"]
+    opened = pairs[2][1]  # the wallet's line as it is now: amount = what is left
+    assert (opened["id"], opened["kind"], opened["amount"]) == (f"{ev['id']}:acc", "ACCUMULATION", 10.0)
     rows = dict(pairs[:2] + pairs[3:])
     assert rows["events_from_result"]["status"] == "RESOLVED"
     summary = orjson.loads(rows["events_from_result"]["result"])
