@@ -36,3 +36,28 @@ lint:
 
 format:
 	ruff format .
+
+# ---- containers (deploy/docker, deploy/compose; docs/deploy.md "Containers and compose")
+COMPOSE ?= docker compose
+COMPOSE_PROJECT ?= loyalty
+COMPOSE_CMD = $(COMPOSE) -p $(COMPOSE_PROJECT) -f deploy/compose/compose.yaml
+
+.PHONY: base-image image images compose-up compose-down
+
+base-image:  ## loyalty-debian:bookworm (debootstrap) + loyalty-python:3.11-bookworm, no registry needed
+	deploy/docker/build.sh base
+
+image:  ## loyalty-engine:dev, every service; public python base when reachable, else `base-image`
+	PYTHON=$(PYTHON) deploy/docker/build.sh app
+
+images:  ## the service image, the Kafka image (our Maven jars) and the PostgreSQL image
+	PYTHON=$(PYTHON) deploy/docker/build.sh all
+
+compose-up: images  ## the compose stack, detached; waits until every service is healthy
+	$(COMPOSE_CMD) up -d --wait
+	@echo "ingest   http://$$($(COMPOSE_CMD) port ingest 8080)  (API key dev-key)"
+	@echo "receiver http://$$($(COMPOSE_CMD) port receiver 8080)/received"
+	@echo "postgres $$($(COMPOSE_CMD) port postgres 5432)  (loyalty / loyalty, database loyalty)"
+
+compose-down:  ## stop and remove the stack's containers (volumes stay: add `-v` by hand to drop them)
+	$(COMPOSE_CMD) down --remove-orphans
