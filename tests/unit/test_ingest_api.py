@@ -371,13 +371,15 @@ def test_admin_put_of_a_partial_program_is_refused_and_keeps_the_program(h):
     assert resp.status_code == 422
     err = error_of(resp)
     missing = {f["path"] for f in err["fields"]}
-    assert {"campaigns", "webhooks", "rewards", "tiers", "delivery"} <= missing
-    assert "event_types" not in missing and "version" not in missing
+    assert {"campaigns", "webhooks", "rewards", "tiers", "audiences", "journeys"} <= missing
+    assert not missing & {"event_types", "version", "name", "delivery", "retention"}
     assert "campaigns" in err["message"]
     assert [c.id for c in h.programs.current().campaigns] == ["spend"]  # nothing published
     empty_lists = full_program(campaigns=[], webhooks=[])  # present but empty is a choice
     assert h.client.put("/admin/program", json=empty_lists, headers=admin).status_code == 200
     assert h.programs.current().campaigns == []
+    content_only = {k: v for k, v in full_program().items() if k not in ("delivery", "retention", "rfm")}
+    assert h.client.put("/admin/program", json=content_only, headers=admin).status_code == 200  # defaults
 
 
 def test_admin_put_refuses_lax_types(h):
