@@ -24,8 +24,11 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the database at `database_url` (postgresql:// accepted) to `revision`."""
+def upgrade(database_url: str, revision: str = "heads") -> None:
+    """Bring the database at `database_url` (postgresql:// accepted) to `revision`.
+
+    "heads": every branch, so independent features may each add a migration off the same
+    parent without a merge revision first."""
     engine = create_engine(sqlalchemy_url(database_url))
     try:
         with engine.connect() as conn:
