@@ -5,15 +5,21 @@ partition count as the inputs. A store's RocksDB keeps the changelog offset it h
 (the checkpoint); restoring reads from there to the end (read_committed), so an aborted
 transaction's records are never applied. A checkpoint outside the topic's offsets (topic
 recreated or truncated) is not trusted: the store is wiped and rebuilt from the beginning.
+
+The end is the offset read when the restore starts. With transactions the last offsets are
+often commit markers, which are never delivered, so a changelog is done when the consumer's
+position reaches the end, not when a delivered record's offset + 1 does; a changelog already
+at its end (empty, or a checkpoint at the last record) is done without reading at all.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.topics import create
@@ -46,24 +52,72 @@ def ensure_changelogs(settings: Settings, group: str, stores: list[str]) -> None
     )
 
 
-def restore(
-    settings: Settings, group: str, store: str, partition: int, path: Path, processor: str
-) -> RocksBackend:
-    """Open the store at `path` and bring it up to the end of its changelog partition."""
-    started = time.monotonic()
-    backend = RocksBackend(path)
-    restorer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"{group}-restore",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        tp = TopicPartition(changelog_topic(group, store), partition)
-        low, high = watermarks(restorer, tp)
+@dataclass
+class _Reading:
+    """One changelog partition still being read."""
+
+    store: str
+    partition: int
+    backend: RocksBackend
+    start: int
+    end: int
+    started: float
+    restored: int = 0
+
+
+class Restorer:
+    """Restores the stores of many partitions with one consumer, a bounded slice at a time
+    (`step`), so the processing loop that drives it stays live while a large state loads."""
+
+    def __init__(self, settings: Settings, group: str, processor: str) -> None:
+        self.group = group
+        self.processor = processor
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"{group}-restore",  # never joins nor commits: assign() only
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,  # at the end a long poll would delay the next lookup
+            }
+        )
+        self._backends: dict[int, dict[str, RocksBackend]] = {}
+        self._reading: dict[tuple[str, int], _Reading] = {}
+
+    @property
+    def partitions(self) -> set[int]:
+        """Partitions whose stores are opened and not yet taken (restoring or restored)."""
+        return set(self._backends)
+
+    def remaining(self) -> int:
+        """Changelog records still to read, over every partition being restored."""
+        tps = self.consumer.position([TopicPartition(t, p) for t, p in self._reading])
+        return sum(self._remaining(self._reading[(tp.topic, tp.partition)], tp) for tp in tps)
+
+    def add(self, stores: dict[int, dict[str, Path]]) -> None:
+        """Open the stores ({partition: {store: path}}) and start reading each changelog from
+        its checkpoint. Offsets are looked up before anything is assigned: the broker answers
+        a connection's requests in order, so a lookup queued behind a long-polling fetch waits."""
+        start: list[TopicPartition] = []
+        for partition, paths in stores.items():
+            self._backends[partition] = {}
+            for store, path in paths.items():
+                backend, offset, end = self._open(store, partition, path)
+                self._backends[partition][store] = backend
+                m.RESTORE_REMAINING.labels(self.processor, store, str(partition)).set(max(0, end - offset))
+                if offset < end:
+                    start.append(TopicPartition(changelog_topic(self.group, store), partition, offset))
+                    self._reading[(start[-1].topic, partition)] = _Reading(
+                        store, partition, backend, offset, end, time.monotonic()
+                    )
+        if start:
+            self.consumer.incremental_assign(start)
+
+    def _open(self, store: str, partition: int, path: Path) -> tuple[RocksBackend, int, int]:
+        """(backend, first offset to read, end), wiping a store whose checkpoint is untrusted."""
+        backend = RocksBackend(path)
+        low, high = watermarks(self.consumer, TopicPartition(changelog_topic(self.group, store), partition))
         checkpoint = backend.checkpoint()
         if checkpoint is not None and not (low - 1 <= checkpoint < high):
             log.warning(
@@ -74,39 +128,82 @@ def restore(
             RocksBackend.wipe(path)
             backend = RocksBackend(path)
             checkpoint = None
-        start = checkpoint + 1 if checkpoint is not None else low
-        restored = _read_to_end(restorer, tp, start, high, backend) if start < high else 0
-    finally:
-        restorer.close()
-    seconds = time.monotonic() - started
-    m.RESTORE_RECORDS.labels(processor, store).inc(restored)
-    m.RESTORE_SECONDS.labels(processor, store).inc(seconds)
-    if restored:
+        return backend, checkpoint + 1 if checkpoint is not None else low, high
+
+    def step(self, budget: float = 0.2) -> list[int]:
+        """Read and apply changelog records for about `budget` seconds; return the partitions
+        whose every store has reached its end (hand their stores over with `take`)."""
+        deadline = time.monotonic() + budget
+        while self._reading:
+            self._apply(self.consumer.consume(5000, 0.02))
+            self._finish_reached()
+            if time.monotonic() >= deadline:
+                break
+        busy = {r.partition for r in self._reading.values()}
+        return sorted(p for p in self._backends if p not in busy)
+
+    def _apply(self, msgs: list) -> None:
+        """Write each changelog partition's records and checkpoint in one atomic batch."""
+        batches: dict[tuple[str, int], tuple[dict[bytes, bytes | None], int]] = {}
+        for msg in msgs:
+            if msg.error():
+                raise KafkaException(msg.error())
+            key = (msg.topic(), msg.partition())
+            batch, _ = batches.get(key) or ({}, 0)
+            batch[msg.key()] = msg.value()
+            batches[key] = (batch, msg.offset())
+        for key, (batch, last) in batches.items():
+            reading = self._reading.get(key)
+            if reading is not None:
+                reading.backend.write(batch, last)
+                reading.restored += len(batch)
+
+    def _finish_reached(self) -> None:
+        """Stop reading the changelog partitions whose position reached their end."""
+        tps = [TopicPartition(t, p) for t, p in self._reading]
+        done = []
+        for tp in self.consumer.position(tps):
+            reading = self._reading[(tp.topic, tp.partition)]
+            remaining = self._remaining(reading, tp)
+            m.RESTORE_REMAINING.labels(self.processor, reading.store, str(tp.partition)).set(remaining)
+            if remaining == 0:
+                done.append(tp)
+                self._report(self._reading.pop((tp.topic, tp.partition)))
+        if done:
+            self.consumer.incremental_unassign(done)
+
+    @staticmethod
+    def _remaining(reading: _Reading, position: TopicPartition) -> int:
+        """Offsets left to the end (commit markers included); the position is unknown (< 0)
+        until the first fetch."""
+        return max(0, reading.end - (position.offset if position.offset >= 0 else reading.start))
+
+    def _report(self, reading: _Reading) -> None:
+        seconds = time.monotonic() - reading.started
+        m.RESTORE_RECORDS.labels(self.processor, reading.store).inc(reading.restored)
+        m.RESTORE_SECONDS.labels(self.processor, reading.store).inc(seconds)
         log.info(
             "store restored",
-            extra={"store": store, "partition": partition, "records": restored, "seconds": round(seconds, 3)},
-        )
-    return backend
+            extra={"store": reading.store, "partition": reading.partition, "records": reading.restored,
+                   "seconds": round(seconds, 3)},
+        )  # fmt: skip
 
+    def take(self, partition: int) -> dict[str, RocksBackend]:
+        """The restored stores of `partition`, now owned by the caller."""
+        return self._backends.pop(partition)
 
-def _read_to_end(restorer: Consumer, tp: TopicPartition, start: int, high: int, backend: RocksBackend) -> int:
-    """Apply committed changelog records from `start` until the partition's end."""
-    restorer.assign([TopicPartition(tp.topic, tp.partition, start)])
-    count = 0
-    last = -1
-    while True:
-        batch: dict[bytes, bytes | None] = {}
-        eof = False
-        for msg in restorer.consume(1000, 1.0):
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(msg.error())
-                eof = True
-                continue
-            batch[msg.key()] = msg.value()
-            last = msg.offset()
-        if batch:
-            backend.write(batch, last)  # data and checkpoint in one atomic write
-            count += len(batch)
-        if eof or (last >= high - 1 and restorer.position([tp])[0].offset >= high):
-            return count
+    def cancel(self, partitions: set[int]) -> None:
+        """Stop restoring `partitions` (revoked): what was applied so far stays, checkpointed."""
+        stop = [TopicPartition(t, p) for t, p in self._reading if p in partitions]
+        for tp in stop:
+            del self._reading[(tp.topic, tp.partition)]
+        if stop:
+            self.consumer.incremental_unassign(stop)
+        for partition in partitions & self.partitions:
+            for backend in self._backends.pop(partition).values():
+                backend.close()
+
+    def close(self) -> None:
+        self.cancel(self.partitions)
+        self.consumer.close()
+

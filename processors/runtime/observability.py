@@ -1,4 +1,4 @@
-"""Prometheus metrics of the runtime and a tiny HTTP server for /healthz and /metrics."""
+"""Prometheus metrics of the runtime and a tiny HTTP server for /healthz, /readyz and /metrics."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ RESTORE_RECORDS = Counter(
     "stream_restore_records_total", "Changelog records restored", ["processor", "store"]
 )
 RESTORE_SECONDS = Counter("stream_restore_seconds_total", "Time spent restoring", ["processor", "store"])
+RESTORE_REMAINING = Gauge(
+    "stream_restore_remaining_records", "Changelog offsets left to restore",
+    ["processor", "store", "partition"],
+)  # fmt: skip
+RESTORING = Gauge("stream_restoring_partitions", "Assigned partitions still restoring", ["processor"])
 TIMER_BACKLOG = Gauge("stream_timers_due", "Timers due and not yet fired", ["processor"])
 TIMERS_FIRED = Counter("stream_timers_fired_total", "Timers fired", ["processor"])
 ASSIGNED = Gauge("stream_assigned_partitions", "Partitions (tasks) owned", ["processor"])
@@ -51,11 +56,16 @@ def health_state(check: HealthCheck) -> tuple[int, bytes]:
 
 
 class HealthServer:
-    """Serves /healthz (200 when healthy, else 503) and /metrics for every long-running service.
+    """Serves /healthz (liveness: 200 when healthy, else 503), /readyz (readiness: `ready`, or
+    `healthy` when the service has no separate notion of ready) and /metrics for every
+    long-running service. A liveness probe must not restart a pod that is only busy (e.g.
+    restoring its state), so the two are distinct checks.
 
     Binds METRICS_HOST (default 127.0.0.1; set 0.0.0.0 where a platform probes from outside)."""
 
-    def __init__(self, port: int, healthy: HealthCheck, host: str | None = None) -> None:
+    def __init__(
+        self, port: int, healthy: HealthCheck, host: str | None = None, ready: HealthCheck | None = None
+    ) -> None:
         outer = self
         host = host or os.environ.get("METRICS_HOST", "127.0.0.1")
 
@@ -65,6 +75,8 @@ class HealthServer:
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif self.path.startswith("/healthz"):
                     self._send(*health_state(outer.healthy))
+                elif self.path.startswith("/readyz"):
+                    self._send(*health_state(outer.ready))
                 else:
                     self._send(404, b'{"error":"not found"}')
 
@@ -79,6 +91,7 @@ class HealthServer:
                 pass
 
         self.healthy = healthy
+        self.ready = ready or healthy
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="health")

@@ -8,8 +8,10 @@ RocksDB. On a failed commit the transaction is aborted, the stores' overlays dro
 consumer rewound to the committed offsets.
 
 Assignment is eager with the `range` assignor: co-partitioned input topics give partition N of
-every input to the same instance, which owns the task (stores, timers) for N. On assignment a
-task restores its stores from their changelogs before any record of it is processed.
+every input to the same instance, which owns the task (stores, timers) for N. Assigned
+partitions start paused: the loop restores their stores from the changelogs (a slice at a time,
+so /healthz stays live while /readyz says "restoring"), then creates the task, seeks to the
+committed offsets and resumes, so no record is processed before its partition's state is whole.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from confluent_kafka import (
 
 from processors.runtime import observability as m
 from processors.runtime.api import Processor, Record
-from processors.runtime.changelog import changelog_topic, ensure_changelogs, restore
+from processors.runtime.changelog import Restorer, changelog_topic, ensure_changelogs
 from processors.runtime.clock import Clock, SystemClock
 from processors.runtime.config_table import ProgramTable
 from processors.runtime.dead_letters import (
@@ -54,6 +56,8 @@ from schemas.topics import base_name, schema_for, topic_name
 
 log = logging.getLogger(__name__)
 
+RESTORE_SLICE_S = 0.2  # restore this long per loop turn, then poll, punctuate and commit
+
 
 @dataclass
 class RuntimeOptions:
@@ -68,6 +72,8 @@ class RuntimeOptions:
     catch_up_interval_ms: int = 1000
     static_membership: bool = False  # group.instance.id = instance_id: no rebalance on restart
     transaction_timeout_ms: int = 10_000
+    # the whole revoke path (committing the open transaction, or aborting it) gets this long
+    revoke_timeout_s: float = 10.0
     session_timeout_ms: int = 6_000
     poll_batch: int = 500
     consumer_config: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +131,11 @@ class Runner:
         # transaction was rewound, and when the loop meets them again they are dead-lettered
         self._poison: dict[tuple[str, int, int], BaseException] = {}
         self._poison_timers: dict[str, BaseException] = {}
+        self.restorer: Restorer | None = None
+        # partition -> its input partitions, assigned but paused until its stores are restored
+        self._held: dict[int, list[TopicPartition]] = {}
+        self._restore_remaining = 0
+        self._restore_started = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Runner:
@@ -150,7 +161,19 @@ class Runner:
             signal.signal(sig, lambda *_: self._stop.set())
 
     def healthy(self) -> bool:
+        """Liveness: the loop turns (it does while restoring too) and nothing failed."""
         return self.error is None and time.monotonic() - self._last_loop < 30
+
+    def readiness(self) -> dict[str, Any]:
+        """Readiness (/readyz): healthy, and every assigned partition restored and resumed."""
+        if not self.healthy():
+            return {"status": "unhealthy"}
+        if self._held:
+            return {"status": "restoring", "partitions": sorted(self._held),
+                    "remaining_records": self._restore_remaining}  # fmt: skip
+        if not self.ready.is_set():
+            return {"status": "starting"}
+        return {"status": "ok", "partitions": len(self.tasks)}
 
     def run(self) -> None:
         ensure_changelogs(self.settings, self.group, self._store_names())
@@ -158,10 +181,12 @@ class Runner:
             ensure_dlq_topic(self.settings, self.dlq)
         self.program_table.start()
         if self.options.metrics_port is not None:
-            self.health = m.HealthServer(self.options.metrics_port, self.healthy).start()
+            port = self.options.metrics_port
+            self.health = m.HealthServer(port, self.healthy, ready=self.readiness).start()
             log.info("health and metrics served", extra={"port": self.health.port})
         self.producer = self._producer()
         self.producer.init_transactions(30)
+        self.restorer = Restorer(self.settings, self.group, self.processor.name)
         self.consumer = self._consumer()
         self.consumer.subscribe(
             [self._topics[t] for t in self.processor.inputs],
@@ -196,6 +221,8 @@ class Runner:
                 for task in self.tasks.values():
                     task.close()
                 self.tasks.clear()
+                if self.restorer:
+                    self.restorer.close()
                 self.program_table.stop()
                 if self.health:
                     self.health.stop()
@@ -244,7 +271,10 @@ class Runner:
         opts = self.options
         while not self._stop.is_set():
             self._last_loop = time.monotonic()
-            msgs = self.consumer.consume(opts.poll_batch, 0.005 if self.in_txn else 0.02)
+            if self._held:
+                self._restore_step()
+            wait = 0 if self._held else 0.005 if self.in_txn else 0.02
+            msgs = self.consumer.consume(opts.poll_batch, wait)
             for msg in msgs:
                 if msg.error():
                     if msg.error().fatal():
@@ -407,21 +437,23 @@ class Runner:
         self.config_version = program.version
 
     # -- transactions -----------------------------------------------------------------------
-    def _commit(self) -> None:
+    def _commit(self, budget: float = 60.0) -> None:
+        """Commit the open transaction; every broker call shares one `budget` (seconds)."""
         if not self.in_txn:
             return
         started = time.monotonic()
+        deadline = started + budget
         try:
             pending = self._produce_changelogs()
-            self.producer.flush(30)
+            self.producer.flush(_left(deadline))
             offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
             if offsets:
                 self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30
+                    offsets, self.consumer.consumer_group_metadata(), _left(deadline)
                 )
-            self.producer.commit_transaction(30)
+            self.producer.commit_transaction(_left(deadline))
         except KafkaException as exc:
-            self._abort(exc)
+            self._abort(exc, deadline)
             return
         self.in_txn = False
         for partition, task in self.tasks.items():
@@ -463,7 +495,7 @@ class Runner:
 
         return callback
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _abort(self, exc: KafkaException, deadline: float) -> None:
         error = exc.args[0]
         m.ABORTS.labels(self.processor.name).inc()
         if error.fatal() or not error.txn_requires_abort() and not error.retriable():
@@ -471,21 +503,22 @@ class Runner:
             raise FatalError(str(error)) from exc
         log.warning("transaction aborted, rewinding", extra={"error": str(error)})
         try:
-            self.producer.abort_transaction(30)
+            self.producer.abort_transaction(_left(deadline, 5.0))
         except KafkaException as abort_exc:
             raise FatalError(str(abort_exc)) from abort_exc
         self.in_txn = False
-        self._rewind()
+        self._rewind(deadline)
 
-    def _rewind(self) -> None:
-        """Drop uncommitted state and seek back to the committed offsets."""
+    def _rewind(self, deadline: float | None = None) -> None:
+        """Drop uncommitted state and seek back to the committed offsets (by `deadline`)."""
         for task in self.tasks.values():
             task.abort()
         self.positions.clear()
-        assigned = self.consumer.assignment()
-        if not assigned:
+        assigned = [tp for tp in self.consumer.assignment() if tp.partition in self.tasks]
+        if not assigned:  # partitions still restoring seek when they resume
             return
-        for tp in self.consumer.committed(assigned, timeout=30):
+        timeout = _left(deadline) if deadline is not None else 30
+        for tp in self.consumer.committed(assigned, timeout=timeout):
             tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(tp)
 
@@ -504,7 +537,7 @@ class Runner:
                 base = base_name(tp.topic, self.settings)
                 m.LAG.labels(self.processor.name, base, str(tp.partition)).set(max(0, high - tp.offset))
 
-    # -- rebalancing ------------------------------------------------------------------------
+    # -- rebalancing and restore -----------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             self._assign(partitions)
@@ -514,28 +547,81 @@ class Runner:
             self._stop.set()
 
     def _assign(self, partitions: list[TopicPartition]) -> None:
-        for partition in sorted({tp.partition for tp in partitions}):
-            if partition not in self.tasks:
-                self.tasks[partition] = self._open_task(partition)
+        """Take the new partitions paused: the loop restores them (no broker call here)."""
+        self.consumer.assign(partitions)
+        new = [tp for tp in partitions if tp.partition not in self.tasks]
+        if new:
+            self.consumer.pause(new)
+        for tp in new:
+            self._held.setdefault(tp.partition, []).append(tp)
+        self._restore_started = time.monotonic()
+        m.RESTORING.labels(self.processor.name).set(len(self._held))
+        log.info("partitions assigned", extra={"partitions": sorted({tp.partition for tp in partitions}),
+                                               "restoring": sorted(self._held)})  # fmt: skip
+        if not self._held:
+            self._ready()
+
+    def _restore_step(self) -> None:
+        """Restore for one slice, then start every partition whose stores are complete."""
+        assert self.restorer is not None
+        new = sorted(self._held.keys() - self.restorer.partitions)
+        if new:
+            self.restorer.add({p: self._store_paths(p) for p in new})
+        self._start_tasks([p for p in self.restorer.step(RESTORE_SLICE_S) if p in self._held])
+        self._restore_remaining = self.restorer.remaining()
+        m.RESTORING.labels(self.processor.name).set(len(self._held))
+        if not self._held:
+            self._ready()
+
+    def _start_tasks(self, partitions: list[int]) -> None:
+        """Open the restored partitions' tasks, seek to the committed offsets and resume."""
+        if not partitions:
+            return
+        assert self.restorer is not None
+        tps = [tp for p in partitions for tp in self._held[p]]
+        committed = self.consumer.committed(tps, timeout=30)
+        for partition in partitions:
+            self.tasks[partition] = self._task(partition, self.restorer.take(partition))
+            del self._held[partition]
+        for tp in committed:
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(tp)
+        self.consumer.resume(tps)
         m.ASSIGNED.labels(self.processor.name).set(len(self.tasks))
-        log.info("partitions assigned", extra={"partitions": sorted(self.tasks)})
+        self._check_config()  # the version is known before their first record
+
+    def _ready(self) -> None:
+        seconds = round(time.monotonic() - self._restore_started, 3)
+        log.info("partitions ready", extra={"partitions": sorted(self.tasks), "seconds": seconds})
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what was processed within `revoke_timeout_s` (else abort), then let go."""
+        self.ready.clear()
         if self.in_txn:
-            self._commit()
-        self._close_tasks({tp.partition for tp in partitions})
+            self._commit(self.options.revoke_timeout_s)
+        self._release({tp.partition for tp in partitions})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.ready.clear()
         if self.in_txn:
             try:
-                self.producer.abort_transaction(30)
+                self.producer.abort_transaction(self.options.revoke_timeout_s)
             except KafkaException:
                 pass
             self.in_txn = False
             for task in self.tasks.values():
                 task.abort()
-        self._close_tasks({tp.partition for tp in partitions})
+        self._release({tp.partition for tp in partitions})
+
+    def _release(self, partitions: set[int]) -> None:
+        """Stop restoring and close the tasks of revoked (or lost) partitions."""
+        if self.restorer:
+            self.restorer.cancel(partitions)
+        for partition in partitions:
+            self._held.pop(partition, None)
+        m.RESTORING.labels(self.processor.name).set(len(self._held))
+        self._close_tasks(partitions)
 
     def _close_tasks(self, partitions: set[int]) -> None:
         still = {tp.partition for tp in self.consumer.assignment()} - partitions
@@ -547,11 +633,11 @@ class Runner:
         m.ASSIGNED.labels(self.processor.name).set(len(self.tasks))
 
     # -- tasks --------------------------------------------------------------------------------
-    def _open_task(self, partition: int) -> PartitionTask:
-        backends = {}
-        for store in self._store_names():
-            path = Path(self.options.state_dir) / self.group / store / str(partition)
-            backends[store] = restore(self.settings, self.group, store, partition, path, self.processor.name)
+    def _store_paths(self, partition: int) -> dict[str, Path]:
+        root = Path(self.options.state_dir) / self.group
+        return {store: root / store / str(partition) for store in self._store_names()}
+
+    def _task(self, partition: int, backends: dict[str, Any]) -> PartitionTask:
         return PartitionTask(
             self.processor,
             partition,
@@ -560,3 +646,8 @@ class Runner:
             self.options.clock.now_ms,
             self.program_table.current,
         )
+
+
+def _left(deadline: float, floor: float = 0.1) -> float:
+    """Seconds left before `deadline` (at least `floor`: librdkafka needs a positive timeout)."""
+    return max(floor, deadline - time.monotonic())

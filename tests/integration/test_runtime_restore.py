@@ -1,0 +1,162 @@
+"""Restore runs in the processing loop: /readyz is 503 while a large state restores, /healthz
+stays 200, and no record of a partition is processed before its stores are whole."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from deploy.topics import ensure_topics
+from processors.runtime import runner as runner_module
+from processors.runtime.changelog import Restorer, changelog_topic, ensure_changelogs
+from processors.runtime.example import INPUT, OUTPUT, TOPICS, CounterProcessor
+from processors.runtime.kafka_util import committed_reader
+from processors.runtime.runner import Runner, RuntimeOptions
+from processors.runtime.task import TIMERS_STORE
+from processors.runtime.testing import wait_for
+from schemas.settings import Settings
+from schemas.topics import topic_name
+
+pytestmark = pytest.mark.integration
+
+KEYS = 40_000
+
+
+def fill_changelog(settings: Settings, keys: int) -> None:
+    """`keys` totals in the counter's changelog (key k<i> has count i), in transactions, so
+    every batch ends with a commit marker."""
+    group = topic_name("counter", settings)
+    ensure_changelogs(settings, group, ["totals", TIMERS_STORE])
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "transactional.id": f"{group}-fill"}
+    )
+    producer.init_transactions(30)
+    for start in range(0, keys, 5_000):
+        producer.begin_transaction()
+        for i in range(start, min(keys, start + 5_000)):
+            value = orjson.dumps({"count": i, "sum": 2 * i})
+            producer.produce(changelog_topic(group, "totals"), value, f"k{i}".encode(), partition=i % 3)
+        producer.commit_transaction(30)
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, orjson.loads(err.read())
+
+
+class Probe(threading.Thread):
+    """Polls /healthz and /readyz until stopped, keeping every answer in order."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.health: list[int] = []
+        self.ready: list[tuple[int, str]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.01):
+            self.health.append(get(self.port, "/healthz")[0])
+            code, body = get(self.port, "/readyz")
+            self.ready.append((code, body["status"]))
+
+
+class HeldRestorer(Restorer):
+    """Reports no partition as restored until `release` is set, so the test sees the
+    restoring phase however fast the broker is (the loop keeps turning meanwhile)."""
+
+    release = threading.Event()
+    seen_remaining: list[int] = []
+
+    def step(self, budget: float = 0.2) -> list[int]:
+        done = super().step(budget)
+        HeldRestorer.seen_remaining.append(self.remaining())
+        return done if HeldRestorer.release.is_set() else []
+
+
+def test_readyz_is_503_while_a_large_state_restores_and_healthz_stays_200(settings, tmp_path, monkeypatch):
+    ensure_topics(settings, TOPICS)
+    fill_changelog(settings, KEYS)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for i in (7, 100, 39_999):  # key k<i>'s restored count is i, in changelog partition i % 3
+        producer.produce(topic_name(INPUT, settings), orjson.dumps({"amount": 1}), f"k{i}".encode(),
+                         partition=i % 3)  # fmt: skip
+    producer.flush(30)
+    monkeypatch.setattr(runner_module, "Restorer", HeldRestorer)
+    HeldRestorer.release.clear()
+    HeldRestorer.seen_remaining.clear()
+
+    options = RuntimeOptions(state_dir=tmp_path, instance_id="r", metrics_port=0)
+    runner = Runner(CounterProcessor(), settings, options)
+    runner.start()
+    port = wait_for(lambda: runner.health and runner.health.port, what="the health server")
+    probe = Probe(port)
+    probe.start()
+    try:
+        wait_for(lambda: (503, "restoring") in probe.ready, what="/readyz saying restoring")
+        wait_for(lambda: len(HeldRestorer.seen_remaining) > 3, what="the loop turning while restoring")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'stream_restoring_partitions{processor="counter"} 3.0' in metrics
+        assert "stream_restore_remaining_records{" in metrics
+        reader = committed_reader(settings, OUTPUT)
+        assert not [m for m in reader.consume(100, 1.0) if not m.error()]  # held: nothing processed
+        HeldRestorer.release.set()
+        wait_for(lambda: probe.ready and probe.ready[-1] == (200, "ok"), what="/readyz 200")
+        outputs = {}
+        wait_for(lambda: _read(reader, outputs) >= 3, what="the three outputs")
+        reader.close()
+    finally:
+        probe.done.set()
+        probe.join(5)
+        runner.stop()
+    assert runner.error is None
+    assert set(probe.health) == {200}, probe.health  # liveness never failed mid-restore
+    codes = [code for code, _ in probe.ready]
+    first_ok = codes.index(200)
+    assert set(codes[:first_ok]) == {503} and set(codes[first_ok:]) == {200}
+    assert max(HeldRestorer.seen_remaining) > 0  # progress was exported while records were left
+    # every record saw its key's restored state: restored count + 1
+    assert outputs == {"k7": (8, 15), "k100": (101, 201), "k39999": (40000, 79999)}
+
+
+def _read(reader, outputs: dict) -> int:
+    for msg in reader.consume(100, 0.2):
+        if not msg.error():
+            value = orjson.loads(msg.value())
+            outputs[value["key"]] = (value["count"], value["sum"])
+    return len(outputs)
+
+
+def test_empty_changelog_and_checkpoint_at_the_end_are_done_by_position(settings, tmp_path):
+    group = topic_name("counter", settings)
+    fill_changelog(settings, 30)
+    path = tmp_path / "totals"
+    restorer = Restorer(settings, group, "counter")
+    try:
+        restorer.add({0: {"totals": path / "0"}, 1: {TIMERS_STORE: tmp_path / "timers" / "1"}})
+        assert restorer.remaining() == 10 + 1  # partition 0's records and commit marker; empty: 0
+        wait_for(lambda: restorer.step(0.05) == [0, 1], what="partition 0 restored")
+        assert restorer.remaining() == 0
+        totals = restorer.take(0)["totals"]
+        assert dict(totals.items(b"", None)) == {f"k{i}".encode(): orjson.dumps({"count": i, "sum": 2 * i})
+                                                 for i in range(0, 30, 3)}  # fmt: skip
+        checkpoint = totals.checkpoint()
+        totals.close()
+        # reopened with its checkpoint at the last record: only the commit marker is left
+        restorer.add({0: {"totals": Path(path / "0")}})
+        assert restorer.remaining() == 1  # the commit marker only, never delivered
+        wait_for(lambda: 0 in restorer.step(0.05), what="partition 0 restored again")
+        again = restorer.take(0)["totals"]
+        assert again.checkpoint() == checkpoint
+        again.close()
+    finally:
+        restorer.close()
