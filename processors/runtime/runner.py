@@ -49,6 +49,7 @@ from processors.runtime.dead_letters import (
     ensure_dlq_topic,
     timer_value,
 )
+from processors.runtime.kafka_util import partitions_of
 from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
 from schemas.codec import default_codec
 from schemas.settings import Settings
@@ -92,6 +93,27 @@ def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_u
 
 class FatalError(RuntimeError):
     """The producer was fenced or hit a fatal error: this instance must stop."""
+
+
+class PartitionMismatch(RuntimeError):
+    """Co-partitioned topics disagree on their partition count: the processor must not start."""
+
+
+def check_copartitioned(settings: Settings, topics: list[str]) -> None:
+    """Refuse to start unless every input (and changelog) has `settings.partitions` partitions:
+    task N owns partition N of each, so a key would otherwise meet another key's state."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "check"})
+    try:
+        counts = {topic: len(partitions_of(consumer, topic)) for topic in topics}
+    finally:
+        consumer.close()
+    wrong = {t: n for t, n in counts.items() if n != settings.partitions}
+    if wrong:
+        found = ", ".join(f"{t} has {n}" for t, n in counts.items())
+        raise PartitionMismatch(
+            f"co-partitioned topics must all have TOPIC_PARTITIONS={settings.partitions} partitions: "
+            f"{found}; recreate the topics (or set TOPIC_PARTITIONS) so that they agree"
+        )
 
 
 class Runner:
@@ -177,6 +199,8 @@ class Runner:
 
     def run(self) -> None:
         ensure_changelogs(self.settings, self.group, self._store_names())
+        changelogs = [changelog_topic(self.group, s) for s in self._store_names()]
+        check_copartitioned(self.settings, [*(self._topics[t] for t in self.processor.inputs), *changelogs])
         if self.options.error_policy == "dlq":
             ensure_dlq_topic(self.settings, self.dlq)
         self.program_table.start()

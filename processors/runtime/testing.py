@@ -8,12 +8,12 @@ against the topic's Avro schema so a contract break fails the unit test.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from processors.runtime.api import Processor, Record
 from processors.runtime.clock import ManualClock
+from processors.runtime.partitioner import partition_for
 from processors.runtime.store import MemoryBackend
 from processors.runtime.task import TIMERS_STORE, PartitionTask
 from schemas.codec import default_codec
@@ -77,7 +77,8 @@ class TestDriver:
         self._batch.append((topic, key, value))
 
     def partition_for(self, key: str) -> int:
-        return zlib.crc32(key.encode()) % self.partitions
+        """The partition production's murmur2_random producers put `key` on."""
+        return partition_for(key.encode(), self.partitions)
 
     def _commit(self) -> list[Emitted]:
         for task in self.tasks.values():
