@@ -1,0 +1,1 @@
+"""The browser dashboard over the sink's PostgreSQL tables (docs/dashboard.md)."""

@@ -1,0 +1,3 @@
+from dashboard.service import main
+
+raise SystemExit(main())

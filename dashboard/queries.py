@@ -1,0 +1,549 @@
+"""The SQL behind every page, over the sink's tables (docs/analytics.md).
+
+Each time-ranged query filters on an indexed timestamp (`issued_at`, `at`, `changed_at`,
+`dead_at`, `entered_at`; 0001 and 0004_dashboard_indexes) so a page reads only its window,
+and buckets with date_bin on the origin of dashboard.ranges so Python can list empty buckets.
+Every function takes a connection with dict rows and returns {"stats": [...], "panels": [...]}.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from dashboard.panels import category_panel, series_panel, stat, table_panel
+from dashboard.ranges import ORIGIN, Range
+
+Page = dict[str, Any]
+
+STATUS_GROUP = "CASE status WHEN 'REJECTED' THEN 'rejected' WHEN 'FAILED' THEN 'failed' ELSE 'accepted' END"
+POINTS_KIND = (
+    "CASE kind WHEN 'ACCUMULATION' THEN 'issued' WHEN 'REDEMPTION' THEN 'redeemed' ELSE 'expired' END"
+)
+
+
+def _params(conn: psycopg.Connection, rng: Range, **extra: Any) -> dict[str, Any]:
+    now: datetime = conn.execute("SELECT now() AS now").fetchone()["now"]
+    return {"now": now, "since": now - rng.span, "bucket": rng.bucket, "origin": ORIGIN, **extra}
+
+
+def _rows(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> list[dict]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _bin(column: str) -> str:
+    return f"date_bin(%(bucket)s, {column}, %(origin)s) AS bucket"
+
+
+# ---------------------------------------------------------------- overview
+
+EVENTS_BY_TYPE = f"""
+SELECT {_bin("issued_at")}, type AS series, count(*) AS value
+FROM events WHERE kind = 'EVENT' AND issued_at >= %(since)s GROUP BY 1, 2"""
+EVENTS_BY_OUTCOME = f"""
+SELECT {_bin("issued_at")}, {STATUS_GROUP} AS series, count(*) AS value
+FROM events WHERE kind = 'EVENT' AND issued_at >= %(since)s GROUP BY 1, 2"""
+POINTS_FLOW = f"""
+SELECT {_bin("issued_at")}, {POINTS_KIND} AS series, sum(abs(amount)) AS value
+FROM ledger_lines WHERE issued_at >= %(since)s AND kind IN ('ACCUMULATION', 'REDEMPTION', 'EXPIRY')
+GROUP BY 1, 2"""
+ACTIVE_CUSTOMERS = "SELECT count(*) AS n FROM customers WHERE last_event_at >= %(since)s"
+
+
+def _totals(rows: list[dict]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for row in rows:
+        out[row["series"]] = out.get(row["series"], 0) + (row["value"] or 0)
+    return out
+
+
+def overview(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    buckets = rng.buckets(p["now"])
+    by_type, outcome = _rows(conn, EVENTS_BY_TYPE, p), _rows(conn, EVENTS_BY_OUTCOME, p)
+    points = _rows(conn, POINTS_FLOW, p)
+    outcomes, flows = _totals(outcome), _totals(points)
+    active = conn.execute(ACTIVE_CUSTOMERS, p).fetchone()["n"]
+    per = rng.bucket_label
+    return {
+        "stats": [
+            stat("events", "events", sum(outcomes.values())),
+            stat("accepted", "accepted", outcomes.get("accepted")),
+            stat("rejected", "rejected", outcomes.get("rejected")),
+            stat("failed", "failed", outcomes.get("failed")),
+            stat("points_issued", "points issued", flows.get("issued")),
+            stat("points_redeemed", "points redeemed", flows.get("redeemed")),
+            stat("points_expired", "points expired", flows.get("expired")),
+            stat("active_customers", "active customers", active),
+        ],
+        "panels": [
+            series_panel("events_by_type", f"Events per {per} by type", by_type, buckets),
+            series_panel("events_by_outcome", f"Accepted vs rejected vs failed per {per}", outcome, buckets),
+            series_panel(
+                "points_flow", f"Points issued / redeemed / expired per {per}", points, buckets, "line"
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- campaigns
+
+CAMPAIGN_DAYS = """
+SELECT date_bin('1 day', issued_at, %(origin)s) AS bucket, coalesce(campaign_id, '(none)') AS series,
+       sum(amount) AS value
+FROM ledger_lines WHERE kind = 'ACCUMULATION' AND issued_at >= %(since)s GROUP BY 1, 2"""
+CAMPAIGN_TOTALS = """
+SELECT coalesce(campaign_id, '(none)') AS campaign, sum(amount) AS points, count(*) AS lines,
+       count(DISTINCT customer_id) AS customers
+FROM ledger_lines WHERE kind = 'ACCUMULATION' AND issued_at >= %(since)s
+GROUP BY 1 ORDER BY points DESC"""
+SKIPPED = """
+SELECT coalesce(s->>'campaign_id', '(none)') AS campaign, coalesce(s->>'reason', '(none)') AS reason,
+       count(*) AS skips
+FROM events, jsonb_array_elements(result->'rules_skipped') AS s
+WHERE issued_at >= %(since)s AND result->'rules_skipped' <> '[]'::jsonb
+  AND jsonb_typeof(result->'rules_skipped') = 'array'
+GROUP BY 1, 2 ORDER BY skips DESC, campaign, reason LIMIT 20"""
+
+
+def campaigns(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    days = Range("days", rng.span, timedelta(days=1)).buckets(p["now"])
+    totals = _rows(conn, CAMPAIGN_TOTALS, p)
+    skipped = _rows(conn, SKIPPED, p)
+    for row in skipped:
+        row["rule"] = f"{row['campaign']}: {row['reason']}"
+    return {
+        "stats": [
+            stat("campaign_points", "points from campaigns", sum(r["points"] or 0 for r in totals)),
+            stat("campaigns", "campaigns awarding", len(totals)),
+            stat("skips", "rules skipped", sum(r["skips"] for r in skipped)),
+        ],
+        "panels": [
+            series_panel("campaign_days", "Points per campaign per day", _rows(conn, CAMPAIGN_DAYS, p), days),
+            category_panel(
+                "campaign_totals",
+                "Points per campaign",
+                totals,
+                "campaign",
+                ["points"],
+                extra=["lines", "customers"],
+            ),
+            category_panel(
+                "rules_skipped",
+                "Top reasons in rules_skipped",
+                skipped,
+                "rule",
+                ["skips"],
+                extra=["campaign", "reason"],
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- tiers
+
+TIER_DISTRIBUTION = """
+SELECT coalesce(tier, '(none)') AS tier, count(*) AS customers FROM customers GROUP BY 1 ORDER BY 2 DESC"""
+TIER_CHANGES = f"""
+SELECT {_bin("changed_at")}, direction || ' ' || coalesce(to_tier, '?') AS series, count(*) AS value
+FROM tier_changes WHERE changed_at >= %(since)s GROUP BY 1, 2"""
+TIER_MOVES = """
+SELECT coalesce(from_tier, '(none)') AS from_tier, coalesce(to_tier, '(none)') AS to_tier,
+       direction, count(*) AS changes
+FROM tier_changes WHERE changed_at >= %(since)s GROUP BY 1, 2, 3 ORDER BY changes DESC"""
+
+
+def tiers(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    dist = _rows(conn, TIER_DISTRIBUTION, p)
+    moves = _rows(conn, TIER_MOVES, p)
+    for row in moves:
+        row["move"] = f"{row['from_tier']} -> {row['to_tier']}"
+    ups = sum(r["changes"] for r in moves if r["direction"] == "TIER_UPGRADE")
+    downs = sum(r["changes"] for r in moves if r["direction"] == "TIER_DOWNGRADE")
+    return {
+        "stats": [
+            stat("customers", "customers", sum(r["customers"] for r in dist)),
+            stat("upgrades", "upgrades", ups),
+            stat("downgrades", "downgrades", downs),
+        ],
+        "panels": [
+            category_panel(
+                "tier_distribution", "Customers per tier (now)", dist, "tier", ["customers"], "doughnut"
+            ),
+            series_panel(
+                "tier_changes",
+                f"Tier changes per {rng.bucket_label}",
+                _rows(conn, TIER_CHANGES, p),
+                rng.buckets(p["now"]),
+            ),
+            category_panel(
+                "tier_moves", "Moves between tiers", moves, "move", ["changes"], extra=["direction"]
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- audiences
+
+AUDIENCE_SIZES = "SELECT audience_id AS audience, count(*) AS members FROM audience_members GROUP BY 1"
+AUDIENCE_MOVES = f"""
+SELECT {_bin("at")}, audience_id AS audience, action, count(*) AS value
+FROM audience_membership_events WHERE at >= %(since)s GROUP BY 1, 2, 3"""
+
+
+def _sizes_over_time(sizes: dict[str, int], moves: list[dict], buckets: list[datetime]) -> list[dict]:
+    """Size at the end of each bucket: today's size minus the net entries of every later bucket."""
+    net: dict[tuple[str, datetime], int] = {}
+    for m in moves:
+        sign = 1 if m["action"] == "ENTER" else -1
+        net[(m["audience"], m["bucket"])] = net.get((m["audience"], m["bucket"]), 0) + sign * m["value"]
+    rows = []
+    for audience, size in sizes.items():
+        for bucket in reversed(buckets):
+            rows.append({"bucket": bucket, "series": audience, "value": size})
+            size -= net.get((audience, bucket), 0)
+    return rows
+
+
+def audiences(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    buckets = rng.buckets(p["now"])
+    moves = _rows(conn, AUDIENCE_MOVES, p)
+    sizes = {r["audience"]: r["members"] for r in _rows(conn, AUDIENCE_SIZES, p)}
+    for audience in {m["audience"] for m in moves} - set(sizes):
+        sizes[audience] = 0
+    per: dict[str, dict[str, Any]] = {
+        a: {"audience": a, "members": n, "enters": 0, "leaves": 0} for a, n in sorted(sizes.items())
+    }
+    for m in moves:
+        per[m["audience"]]["enters" if m["action"] == "ENTER" else "leaves"] += m["value"]
+    flow = [
+        {"bucket": m["bucket"], "series": f"{m['audience']} {m['action']}", "value": m["value"]}
+        for m in moves
+    ]
+    size_panel = series_panel(
+        "audience_sizes",
+        f"Audience size (end of each {rng.bucket_label})",
+        _sizes_over_time(sizes, moves, buckets),
+        buckets,
+        "line",
+    )
+    size_panel["table"]["rows"] = size_panel["table"]["rows"][:1]  # the size now; the chart has the rest
+    return {
+        "stats": [
+            stat("audiences", "audiences", len(per)),
+            stat("members", "members now", sum(sizes.values())),
+            stat("enters", "enters", sum(r["enters"] for r in per.values())),
+            stat("leaves", "leaves", sum(r["leaves"] for r in per.values())),
+        ],
+        "panels": [
+            category_panel(
+                "audience_summary",
+                "Members now, enters and leaves in range",
+                list(per.values()),
+                "audience",
+                ["members", "enters", "leaves"],
+            ),
+            size_panel,
+            series_panel("audience_flow", f"Enters and leaves per {rng.bucket_label}", flow, buckets),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- journeys
+
+JOURNEY_FUNNEL = """
+SELECT journey_id AS journey, count(*) AS entered,
+       count(*) FILTER (WHERE status = 'ACTIVE') AS waiting,
+       count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+       count(*) FILTER (WHERE status = 'EXITED') AS exited
+FROM journey_instances WHERE entered_at >= %(since)s GROUP BY 1 ORDER BY 1"""
+JOURNEY_NODES = """
+SELECT journey_id || ' / ' || coalesce(current_node, '(none)') AS node, journey_id AS journey,
+       count(*) AS waiting
+FROM journey_instances WHERE entered_at >= %(since)s AND status = 'ACTIVE'
+GROUP BY 1, 2 ORDER BY waiting DESC, node LIMIT 30"""
+
+
+def journeys(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    funnel = _rows(conn, JOURNEY_FUNNEL, p)
+    for row in funnel:
+        row["completion_rate"] = round(row["completed"] / row["entered"], 4) if row["entered"] else 0
+    total = {k: sum(r[k] for r in funnel) for k in ("entered", "waiting", "completed", "exited")}
+    return {
+        "stats": [stat(k, k, v) for k, v in total.items()],
+        "panels": [
+            category_panel(
+                "journey_funnel",
+                "Funnel per journey (instances entered in range)",
+                funnel,
+                "journey",
+                ["entered", "waiting", "completed", "exited"],
+                extra=["completion_rate"],
+            ),
+            category_panel(
+                "journey_nodes",
+                "Waiting instances per node",
+                _rows(conn, JOURNEY_NODES, p),
+                "node",
+                ["waiting"],
+                extra=["journey"],
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- webhooks
+
+WEBHOOK_ENDPOINTS = """
+SELECT endpoint_id AS endpoint, count(*) AS attempts,
+       count(*) FILTER (WHERE outcome = 'DELIVERED') AS delivered,
+       count(*) FILTER (WHERE outcome = 'RETRY') AS retries,
+       count(*) FILTER (WHERE outcome = 'DLQ') AS dead,
+       count(*) FILTER (WHERE outcome = 'DISABLED') AS disabled,
+       coalesce(round((count(*) FILTER (WHERE outcome = 'DELIVERED'))::numeric
+             / nullif(count(*) FILTER (WHERE outcome IN ('DELIVERED', 'DLQ', 'DISABLED')), 0), 4), 0)
+           AS success_rate,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 1) AS p50_ms,
+       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)::numeric, 1) AS p95_ms
+FROM webhook_deliveries WHERE at >= %(since)s GROUP BY 1 ORDER BY attempts DESC"""
+WEBHOOK_OUTCOMES = f"""
+SELECT {_bin("at")}, outcome AS series, count(*) AS value
+FROM webhook_deliveries WHERE at >= %(since)s GROUP BY 1, 2"""
+WEBHOOK_LATENCY = f"""
+SELECT {_bin("at")}, 'p95 ms' AS series,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS value
+FROM webhook_deliveries WHERE at >= %(since)s AND latency_ms IS NOT NULL GROUP BY 1
+UNION ALL
+SELECT {_bin("at")}, 'p50 ms', percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)
+FROM webhook_deliveries WHERE at >= %(since)s AND latency_ms IS NOT NULL GROUP BY 1"""
+WEBHOOK_OVERALL = """
+SELECT count(*) AS attempts,
+       count(*) FILTER (WHERE outcome = 'DELIVERED') AS delivered,
+       count(*) FILTER (WHERE outcome IN ('DELIVERED', 'DLQ', 'DISABLED')) AS finished,
+       count(*) FILTER (WHERE outcome = 'RETRY') AS retries,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95
+FROM webhook_deliveries WHERE at >= %(since)s"""
+DEAD_LETTERS = """
+SELECT event, endpoint_id AS endpoint, customer_id, attempt, last_error, dead_at
+FROM dlq WHERE dead_at >= %(since)s ORDER BY dead_at DESC LIMIT 50"""
+DEAD_COUNT = "SELECT count(*) AS n FROM dlq WHERE dead_at >= %(since)s"
+DISABLED = """
+SELECT endpoint_id AS endpoint, count(*) AS disabled_attempts, max(at) AS last_at
+FROM webhook_deliveries WHERE at >= %(since)s AND outcome = 'DISABLED' GROUP BY 1 ORDER BY last_at DESC"""
+
+
+def webhooks(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    buckets = rng.buckets(p["now"])
+    o = conn.execute(WEBHOOK_OVERALL, p).fetchone()
+    disabled = _rows(conn, DISABLED, p)
+    rate = o["delivered"] / o["finished"] if o["finished"] else 0
+    return {
+        "stats": [
+            stat("attempts", "attempts", o["attempts"]),
+            stat("success_rate", "success rate", round(rate, 4)),
+            stat("p50_ms", "latency p50 ms", round(o["p50"] or 0, 1)),
+            stat("p95_ms", "latency p95 ms", round(o["p95"] or 0, 1)),
+            stat("retries", "retries", o["retries"]),
+            stat("dead_letters", "dead letters", conn.execute(DEAD_COUNT, p).fetchone()["n"]),
+            stat("disabled_endpoints", "disabled endpoints", len(disabled)),
+        ],
+        "panels": [
+            category_panel(
+                "webhook_endpoints",
+                "Per endpoint",
+                _rows(conn, WEBHOOK_ENDPOINTS, p),
+                "endpoint",
+                ["delivered", "retries", "dead", "disabled"],
+                extra=["attempts", "success_rate", "p50_ms", "p95_ms"],
+            ),
+            series_panel(
+                "webhook_outcomes",
+                f"Attempts per {rng.bucket_label} by outcome",
+                _rows(conn, WEBHOOK_OUTCOMES, p),
+                buckets,
+            ),
+            series_panel(
+                "webhook_latency",
+                f"Latency per {rng.bucket_label}",
+                _rows(conn, WEBHOOK_LATENCY, p),
+                buckets,
+                "line",
+            ),
+            table_panel(
+                "dead_letters",
+                "Dead letters (latest 50)",
+                _rows(conn, DEAD_LETTERS, p),
+                ["dead_at", "event", "endpoint", "customer_id", "attempt", "last_error"],
+            ),
+            table_panel(
+                "disabled_endpoints",
+                "Disabled endpoints",
+                disabled,
+                ["endpoint", "disabled_attempts", "last_at"],
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- segments
+
+# The product docs' segments (docs/dashboard.md), as of now, like v_behavior_segments;
+# `active` = the member had an event in the selected range.
+SEGMENTS = """
+WITH per AS (
+    SELECT customer_id,
+           count(*) FILTER (WHERE issued_at >= %(now)s - interval '30 days') >= 10 AS high_engager,
+           bool_or(type = 'PURCHASE' AND status IN ('RESOLVED', 'PENDING')) AS purchaser,
+           bool_or(type LIKE '%%REFERRAL%%' OR type LIKE '%%REVIEW%%') AS advocate,
+           max(issued_at) < %(now)s - interval '30 days' AS at_risk,
+           max(issued_at) >= %(since)s AS active
+    FROM events WHERE kind = 'EVENT' GROUP BY customer_id
+)
+SELECT v.segment, count(*) AS customers, count(*) FILTER (WHERE per.active) AS active_in_range
+FROM per, LATERAL (VALUES ('high_engager', high_engager), ('purchaser', purchaser),
+                          ('advocate', advocate), ('at_risk', at_risk)) AS v(segment, member)
+WHERE v.member GROUP BY 1"""
+AT_RISK_TOP = """
+SELECT e.customer_id, coalesce(w.points, 0) AS points, w.tier, e.last_event_at
+FROM (SELECT customer_id, max(issued_at) AS last_event_at FROM events WHERE kind = 'EVENT'
+      GROUP BY customer_id HAVING max(issued_at) < %(now)s - interval '30 days') e
+LEFT JOIN wallets w USING (customer_id)
+ORDER BY points DESC, e.customer_id LIMIT 20"""
+SEGMENT_ORDER = ("high_engager", "purchaser", "advocate", "at_risk")
+
+
+def segments(conn: psycopg.Connection, rng: Range) -> Page:
+    p = _params(conn, rng)
+    found = {r["segment"]: r for r in _rows(conn, SEGMENTS, p)}
+    rows = [found.get(s, {"segment": s, "customers": 0, "active_in_range": 0}) for s in SEGMENT_ORDER]
+    return {
+        "stats": [stat(r["segment"], r["segment"].replace("_", " "), r["customers"]) for r in rows],
+        "panels": [
+            category_panel(
+                "segment_sizes",
+                "Customers per segment (active = an event in range)",
+                rows,
+                "segment",
+                ["customers", "active_in_range"],
+            ),
+            table_panel(
+                "at_risk_top",
+                "At risk, most points to win back",
+                _rows(conn, AT_RISK_TOP, p),
+                ["customer_id", "points", "tier", "last_event_at"],
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------- customer lookup
+
+CUSTOMER = """
+SELECT customer_id, anonymous, identified, tier, purchase_count, total_spend, last_purchase_at,
+       event_count, first_seen, last_event_at, lifetime_points, registered_at, rfm_score, updated_at
+FROM customers WHERE customer_id = %(id)s"""
+WALLET = """
+SELECT customer_id, points, lifetime, pending, tier, balance::text AS balance, updated_at
+FROM wallets WHERE customer_id = %(id)s"""
+LEDGER = """
+SELECT issued_at, kind, amount, reward_id, campaign_id, rule, event_id, expiration_date
+FROM ledger_lines WHERE customer_id = %(id)s AND issued_at >= %(since)s
+ORDER BY issued_at DESC LIMIT 100"""
+EVENTS = """
+SELECT issued_at, id, type, kind, path, status, reason, points, reference
+FROM events WHERE customer_id = %(id)s AND issued_at >= %(since)s ORDER BY issued_at DESC LIMIT 100"""
+TIER_HISTORY = """
+SELECT changed_at, direction, from_tier, to_tier FROM tier_changes
+WHERE customer_id = %(id)s ORDER BY changed_at DESC LIMIT 100"""
+CUSTOMER_AUDIENCES = """
+SELECT audience_id, entered_at, reason FROM audience_members
+WHERE customer_id = %(id)s ORDER BY audience_id"""
+CUSTOMER_JOURNEYS = """
+SELECT journey_id, instance_id, status, current_node, entered_at, ended_at
+FROM journey_instances WHERE customer_id = %(id)s ORDER BY entered_at DESC NULLS LAST LIMIT 100"""
+POINTS_HISTORY = f"""
+SELECT {_bin("issued_at")}, {POINTS_KIND} AS series, sum(abs(amount)) AS value
+FROM ledger_lines WHERE customer_id = %(id)s AND issued_at >= %(since)s
+  AND kind IN ('ACCUMULATION', 'REDEMPTION', 'EXPIRY') GROUP BY 1, 2"""
+
+
+def _pairs(row: dict | None) -> list[dict]:
+    return [{"field": k, "value": v} for k, v in (row or {}).items()]
+
+
+def customer(conn: psycopg.Connection, rng: Range, customer_id: str) -> Page:
+    """One customer's whole picture; `found` is false when no table knows the id."""
+    p = _params(conn, rng, id=customer_id)
+    profile, wallet = conn.execute(CUSTOMER, p).fetchone(), conn.execute(WALLET, p).fetchone()
+    events = _rows(conn, EVENTS, p)
+    ledger = _rows(conn, LEDGER, p)
+    tier_history = _rows(conn, TIER_HISTORY, p)
+    member_of, journeys_in = _rows(conn, CUSTOMER_AUDIENCES, p), _rows(conn, CUSTOMER_JOURNEYS, p)
+    found = bool(profile or wallet or events or ledger)
+    return {
+        "customer_id": customer_id,
+        "found": found,
+        "stats": [
+            stat("points", "points", (wallet or {}).get("points")),
+            stat("tier", "tier", (wallet or profile or {}).get("tier") or "-"),
+            stat("events_in_range", "events in range", len(events)),
+            stat("audiences", "audiences", len(member_of)),
+        ],
+        "panels": [
+            series_panel(
+                "customer_points",
+                f"Points per {rng.bucket_label}",
+                _rows(conn, POINTS_HISTORY, p),
+                rng.buckets(p["now"]),
+                "bar",
+            ),
+            table_panel("profile", "Profile", _pairs(profile), ["field", "value"]),
+            table_panel("wallet", "Wallet", _pairs(wallet), ["field", "value"]),
+            table_panel(
+                "ledger",
+                "Ledger (in range, latest 100)",
+                ledger,
+                ["issued_at", "kind", "amount", "reward_id", "campaign_id", "rule", "event_id"],
+            ),
+            table_panel(
+                "events",
+                "Events (in range, latest 100)",
+                events,
+                ["issued_at", "type", "status", "reason", "points", "path", "reference", "id"],
+            ),
+            table_panel(
+                "tier_history",
+                "Tier history",
+                tier_history,
+                ["changed_at", "direction", "from_tier", "to_tier"],
+            ),
+            table_panel(
+                "customer_audiences", "Audiences", member_of, ["audience_id", "entered_at", "reason"]
+            ),
+            table_panel(
+                "customer_journeys",
+                "Journeys",
+                journeys_in,
+                ["journey_id", "status", "current_node", "entered_at", "ended_at", "instance_id"],
+            ),
+        ],
+    }
+
+
+PAGES = {
+    "overview": overview,
+    "campaigns": campaigns,
+    "tiers": tiers,
+    "audiences": audiences,
+    "journeys": journeys,
+    "webhooks": webhooks,
+    "segments": segments,
+}

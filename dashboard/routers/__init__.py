@@ -1,0 +1,1 @@
+"""One router per page, plus login and the operational endpoints."""

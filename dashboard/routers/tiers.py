@@ -1,0 +1,8 @@
+"""The Tiers page: see docs/dashboard.md#tiers for what each number means."""
+
+from __future__ import annotations
+
+from dashboard import queries
+from dashboard.routers.common import page_router
+
+router = page_router("tiers", "Tiers", queries.tiers)
