@@ -37,6 +37,10 @@ lint:
 format:
 	ruff format .
 
+.PHONY: dashboard-assets
+dashboard-assets:  ## rebuild dashboard/static/vendor/chart.umd.js from the npm registry (committed)
+	cd dashboard/frontend && npm ci --no-audit --no-fund && npm run build
+
 # ---- containers (deploy/docker, deploy/compose; docs/deploy.md "Containers and compose")
 COMPOSE ?= docker compose
 COMPOSE_PROJECT ?= loyalty

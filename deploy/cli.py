@@ -30,6 +30,7 @@ commands:
   dlq list PROCESSOR [--limit N] [--json]                   a processor's dead letters: what, why, from where
   dlq replay PROCESSOR --offset P:O..|--all [--dry-run]     re-inject them into their source topic
   demo [--timeout S]                                        a demo load; shows every part work
+  dashboard [--host H --port P]                             the browser dashboard (docs/dashboard.md)
 """
 
 PROCESSORS = ("loyalty", "audiences", "journeys", "router")
@@ -232,6 +233,10 @@ def _demo(args: list[str]) -> int:
     return _call("deploy.local.demo")(args)
 
 
+def _dashboard(args: list[str]) -> int:
+    return _call("dashboard.service")(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "stack": _stack,
     "ingest": _ingest,
@@ -241,6 +246,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "deliveries": _deliveries,
     "dlq": _dlq,
     "demo": _demo,
+    "dashboard": _dashboard,
 }
 
 

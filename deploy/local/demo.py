@@ -46,7 +46,7 @@ def stack_env(path: Path | None = None) -> dict[str, str]:
             key, sep, value = line.partition("=")
             if sep:
                 values[key.strip()] = value.strip()
-    keys = ("INGEST_URL", "API_KEY", "DATABASE_URL")
+    keys = ("INGEST_URL", "API_KEY", "DATABASE_URL", "DASHBOARD_URL")
     return values | {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     if env.get("DATABASE_URL"):
         for table, count in table_counts(env["DATABASE_URL"]).items():
             print(f"  table {table:<28} {count} rows")
+    if env.get("DASHBOARD_URL"):
+        print(f"dashboard: {env['DASHBOARD_URL']} (sign in with an admin key: API_KEY in .local/stack.env)")
     return 0 if ok else 1
 
 

@@ -36,6 +36,7 @@ DEFAULT_PORTS = {
     "delivery": 19104,
     "sink": 19105,
     "router": 19106,
+    "dashboard": 18090,
 }
 DEFAULT_PROGRAM = ROOT / "examples" / "program.yaml"
 DEV_API_KEY = "dev-key"
@@ -86,11 +87,14 @@ class Stack:
         """Ports from stack.json, else LOYALTY_<NAME>_PORT, else the defaults.
 
         LOYALTY_PORTS=auto picks free ports instead of the defaults (tests)."""
-        if state.get("ports"):
-            return state["ports"]
+        saved = state.get("ports") or {}
+        if saved and set(DEFAULT_PORTS) <= set(saved):
+            return saved
         auto = os.environ.get("LOYALTY_PORTS") == "auto"
-        ports = {}
+        ports = dict(saved)  # a stack.json from before a service was added keeps its ports
         for name, default in DEFAULT_PORTS.items():
+            if name in ports:
+                continue
             env = os.environ.get(f"LOYALTY_{name.upper()}_PORT")
             ports[name] = int(env) if env else (free_port() if auto else default)
         return ports
@@ -128,6 +132,11 @@ class Stack:
                 "ingest",
                 ("ingest.service",),
                 (*cli, "ingest", "--host", "127.0.0.1", "--port", str(ports["ingest"])),
+            ),
+            Service(  # the browser dashboard over the sink's tables (docs/dashboard.md)
+                "dashboard",
+                ("dashboard.service",),
+                (*cli, "dashboard", "--host", "127.0.0.1", "--port", str(ports["dashboard"])),
             ),
         ]
         return [s for s in all_services if self.only is None or s.name in self.only]
@@ -312,6 +321,7 @@ def _write_env(stack: Stack, env: dict[str, str], ports: dict[str, int]) -> Path
         "INGEST_URL": f"http://127.0.0.1:{ports['ingest']}",
         "API_KEY": api_key,
         "RECEIVER_URL": f"http://127.0.0.1:{ports['receiver']}",
+        "DASHBOARD_URL": f"http://127.0.0.1:{ports['dashboard']}/",
     }
     path = stack.home / "stack.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
