@@ -62,7 +62,7 @@ stop_dockerd() {
 }
 trap stop_dockerd EXIT
 
-"$PYTHON" -m pip install -q -e '.[dev]'
+"$PYTHON" -m pip install -q --root-user-action=ignore -e '.[dev]'
 step "building the images"
 PYTHON="$PYTHON" deploy/docker/build.sh all
 step "running tests/deploy/test_compose.py"

@@ -111,14 +111,28 @@ build() {  # build IMAGE DOCKERFILE BASE_ARG=VALUE PATH...
   steps=$(grep -c '^Step ' "$log" || true)
   cached=$(grep -c 'Using cache' "$log" || true)
   rm -f "$log"
+  # The image this tag pointed at before, now untagged: drop it, so repeated builds (CI) do not
+  # fill the disk. Only ours (label loyalty.image), only dangling ones; the layer cache stays.
+  docker image prune -f --filter label=loyalty.image >/dev/null 2>&1 || true
   say "$image built in $((SECONDS - began))s ($steps steps, $cached from the cache)"
 }
 
+# The top-level package directories of pyproject.toml ([tool.setuptools.packages.find] include).
+packages() {
+  "$PYTHON" - <<'PY'
+import pathlib, tomllib
+found = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+tops = {pattern.split(".")[0].rstrip("*") for pattern in found["include"]}
+print(" ".join(sorted(top for top in tops if pathlib.Path(top, "__init__.py").is_file())))
+PY
+}
+
 app() {
-  local base
+  local base pkgs
   base=$(python_base)
-  build "$LOYALTY_IMAGE" deploy/docker/Dockerfile "BASE=$base" \
-    pyproject.toml ingest processors sinks schemas deploy examples
+  pkgs=$(packages)
+  # shellcheck disable=SC2086 # a list of directory names
+  build "$LOYALTY_IMAGE" deploy/docker/Dockerfile "BASE=$base" pyproject.toml examples $pkgs
 }
 
 kafka() {

@@ -27,4 +27,5 @@ EXPOSE 9092
 # (the topics job: deploy.local.kafka.wait_ready) still wait for a metadata answer.
 HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=10 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${KAFKA_PORT}"]
+LABEL loyalty.image=kafka
 ENTRYPOINT ["tini", "--", "kafka-entrypoint"]

@@ -20,4 +20,5 @@ VOLUME /var/lib/postgresql/data
 EXPOSE 5432
 HEALTHCHECK --interval=2s --timeout=3s --start-period=30s --retries=15 \
   CMD ["sh", "-c", "pg_isready -q -h 127.0.0.1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""]
+LABEL loyalty.image=postgres
 ENTRYPOINT ["tini", "--", "postgres-entrypoint"]
