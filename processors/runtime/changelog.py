@@ -147,7 +147,10 @@ class Restorer:
         batches: dict[tuple[str, int], tuple[dict[bytes, bytes | None], int]] = {}
         for msg in msgs:
             if msg.error():
-                raise KafkaException(msg.error())
+                if msg.error().fatal():
+                    raise KafkaException(msg.error())
+                log.warning("changelog read error, retrying", extra={"error": str(msg.error())})
+                continue
             key = (msg.topic(), msg.partition())
             batch, _ = batches.get(key) or ({}, 0)
             batch[msg.key()] = msg.value()
