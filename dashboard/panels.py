@@ -33,10 +33,15 @@ def stat(id_: str, label: str, value: Any) -> dict:
 
 
 def series_panel(
-    id_: str, title: str, rows: Iterable[Row], buckets: Sequence[datetime], kind: str = "bar"
+    id_: str,
+    title: str,
+    rows: Iterable[Row],
+    buckets: Sequence[datetime],
+    kind: str = "bar",
+    total: bool = True,
 ) -> dict:
     """rows of (bucket, series, value) -> one dataset per series over every bucket; the table has
-    one row per non-empty bucket and one column per series, plus the total."""
+    one row per non-empty bucket and one column per series, plus the total when sums mean something."""
     grid: dict[str, dict[datetime, float]] = {}
     for row in rows:
         grid.setdefault(str(row["series"]), {})[row["bucket"]] = row["value"] or 0
@@ -44,11 +49,8 @@ def series_panel(
     datasets = [{"label": s, "data": [number(grid[s].get(b, 0)) for b in buckets]} for s in names]
     filled = sorted({b for s in names for b in grid[s]}, reverse=True)
     table = [
-        [
-            b.isoformat(),
-            *(number(grid[s].get(b, 0)) for s in names),
-            number(sum(grid[s].get(b, 0) for s in names)),
-        ]
+        [b.isoformat(), *(number(grid[s].get(b, 0)) for s in names)]
+        + ([number(sum(grid[s].get(b, 0) for s in names))] if total else [])
         for b in filled
     ]
     chart = {
@@ -61,7 +63,7 @@ def series_panel(
         "id": id_,
         "title": title,
         "chart": chart,
-        "table": {"columns": ["bucket", *names, "total"], "rows": table},
+        "table": {"columns": ["bucket", *names, *(["total"] if total else [])], "rows": table},
     }
 
 

@@ -82,7 +82,12 @@ def overview(conn: psycopg.Connection, rng: Range) -> Page:
             series_panel("events_by_type", f"Events per {per} by type", by_type, buckets),
             series_panel("events_by_outcome", f"Accepted vs rejected vs failed per {per}", outcome, buckets),
             series_panel(
-                "points_flow", f"Points issued / redeemed / expired per {per}", points, buckets, "line"
+                "points_flow",
+                f"Points issued / redeemed / expired per {per}",
+                points,
+                buckets,
+                "line",
+                total=False,
             ),
         ],
     }
@@ -273,7 +278,7 @@ def journeys(conn: psycopg.Connection, rng: Range) -> Page:
     p = _params(conn, rng)
     funnel = _rows(conn, JOURNEY_FUNNEL, p)
     for row in funnel:
-        row["completion_rate"] = round(row["completed"] / row["entered"], 4) if row["entered"] else 0
+        row["completion_pct"] = round(100 * row["completed"] / row["entered"], 2) if row["entered"] else 0
     total = {k: sum(r[k] for r in funnel) for k in ("entered", "waiting", "completed", "exited")}
     return {
         "stats": [stat(k, k, v) for k, v in total.items()],
@@ -284,7 +289,7 @@ def journeys(conn: psycopg.Connection, rng: Range) -> Page:
                 funnel,
                 "journey",
                 ["entered", "waiting", "completed", "exited"],
-                extra=["completion_rate"],
+                extra=["completion_pct"],
             ),
             category_panel(
                 "journey_nodes",
@@ -306,9 +311,9 @@ SELECT endpoint_id AS endpoint, count(*) AS attempts,
        count(*) FILTER (WHERE outcome = 'RETRY') AS retries,
        count(*) FILTER (WHERE outcome = 'DLQ') AS dead,
        count(*) FILTER (WHERE outcome = 'DISABLED') AS disabled,
-       coalesce(round((count(*) FILTER (WHERE outcome = 'DELIVERED'))::numeric
-             / nullif(count(*) FILTER (WHERE outcome IN ('DELIVERED', 'DLQ', 'DISABLED')), 0), 4), 0)
-           AS success_rate,
+       coalesce(round(100 * (count(*) FILTER (WHERE outcome = 'DELIVERED'))::numeric
+             / nullif(count(*) FILTER (WHERE outcome IN ('DELIVERED', 'DLQ', 'DISABLED')), 0), 2), 0)
+           AS success_pct,
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 1) AS p50_ms,
        round(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)::numeric, 1) AS p95_ms
 FROM webhook_deliveries WHERE at >= %(since)s GROUP BY 1 ORDER BY attempts DESC"""
@@ -348,7 +353,7 @@ def webhooks(conn: psycopg.Connection, rng: Range) -> Page:
     return {
         "stats": [
             stat("attempts", "attempts", o["attempts"]),
-            stat("success_rate", "success rate", round(rate, 4)),
+            stat("success_rate", "success rate %", round(100 * rate, 2)),
             stat("p50_ms", "latency p50 ms", round(o["p50"] or 0, 1)),
             stat("p95_ms", "latency p95 ms", round(o["p95"] or 0, 1)),
             stat("retries", "retries", o["retries"]),
@@ -362,7 +367,7 @@ def webhooks(conn: psycopg.Connection, rng: Range) -> Page:
                 _rows(conn, WEBHOOK_ENDPOINTS, p),
                 "endpoint",
                 ["delivered", "retries", "dead", "disabled"],
-                extra=["attempts", "success_rate", "p50_ms", "p95_ms"],
+                extra=["attempts", "success_pct", "p50_ms", "p95_ms"],
             ),
             series_panel(
                 "webhook_outcomes",
@@ -376,6 +381,7 @@ def webhooks(conn: psycopg.Connection, rng: Range) -> Page:
                 _rows(conn, WEBHOOK_LATENCY, p),
                 buckets,
                 "line",
+                total=False,
             ),
             table_panel(
                 "dead_letters",

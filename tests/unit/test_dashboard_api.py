@@ -1,0 +1,133 @@
+"""The dashboard's JSON API and auth through FastAPI's TestClient (no browser), on a seeded database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from dashboard.app import create_app
+from dashboard.auth import valid
+from dashboard.config import DashboardConfig, admin_keys
+from dashboard.ranges import RANGES, parse_range
+from dashboard.seed import Load, fresh_database, seed
+
+KEY = "unit-admin-key"
+PAGES = ("overview", "campaigns", "tiers", "audiences", "journeys", "webhooks", "segments")
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Iterator[str]:
+    with fresh_database(database_url, "dashunit") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            seed(conn, Load(customers=60, events=600, webhooks=120))
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(db: str) -> Iterator[TestClient]:
+    config = DashboardConfig(database_url=db, admin_keys=(KEY, "second-key"), cache_s=0)
+    with TestClient(create_app(config)) as c:
+        yield c
+
+
+def signed_in(client: TestClient) -> dict[str, str]:
+    return {"x-api-key": KEY}
+
+
+@pytest.mark.parametrize("name", PAGES)
+@pytest.mark.parametrize("range_", list(RANGES))
+def test_every_page_and_range_answers(client: TestClient, name: str, range_: str) -> None:
+    resp = client.get(f"/api/{name}", params={"range": range_}, headers=signed_in(client))
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert data["range"] == range_ and data["stats"] and data["panels"]
+    for panel in data["panels"]:
+        assert (
+            len(panel["table"]["columns"]) == len(panel["table"]["rows"][0])
+            if panel["table"]["rows"]
+            else True
+        )
+        if panel["chart"]:
+            assert all(len(d["data"]) == len(panel["chart"]["labels"]) for d in panel["chart"]["datasets"])
+
+
+def test_overview_counts_equal_sql(client: TestClient, db: str) -> None:
+    data = client.get("/api/overview?range=7d", headers=signed_in(client)).json()
+    stats = {s["id"]: s["value"] for s in data["stats"]}
+    with psycopg.connect(db) as conn:
+        events, rejected = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'REJECTED') FROM events "
+            "WHERE kind = 'EVENT' AND issued_at >= now() - interval '7 days'"
+        ).fetchone()
+    assert (stats["events"], stats["rejected"]) == (events, rejected)
+    by_type = next(p for p in data["panels"] if p["id"] == "events_by_type")
+    assert sum(r[-1] for r in by_type["table"]["rows"]) == events  # the table's totals add up
+
+
+def test_customer_lookup(client: TestClient) -> None:
+    data = client.get("/api/customers/c7?range=30d", headers=signed_in(client)).json()
+    assert data["found"] and data["customer_id"] == "c7"
+    assert {p["id"] for p in data["panels"]} >= {"profile", "wallet", "ledger", "events", "tier_history"}
+    assert client.get("/api/customers/nobody", headers=signed_in(client)).status_code == 404
+
+
+def test_unknown_range_is_a_400(client: TestClient) -> None:
+    resp = client.get("/api/overview?range=2y", headers=signed_in(client))
+    assert resp.status_code == 400 and "1h" in resp.json()["detail"]
+
+
+def test_api_needs_the_admin_key(client: TestClient) -> None:
+    client.cookies.clear()
+    assert client.get("/api/overview").status_code == 401
+    assert client.get("/api/overview", headers={"x-api-key": "wrong"}).status_code == 401
+    page = client.get("/overview", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+
+
+def test_login_sets_a_strict_httponly_cookie_and_never_echoes_a_refused_key(client: TestClient) -> None:
+    client.cookies.clear()
+    refused = client.post("/login", data={"key": "guess-123456"}, follow_redirects=False)
+    assert refused.status_code == 401 and "guess-123456" not in refused.text
+    assert "set-cookie" not in refused.headers
+    ok = client.post("/login", data={"key": KEY}, follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/overview"
+    cookie = ok.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    page = client.get("/overview")
+    assert page.status_code == 200 and KEY not in page.text
+    assert client.get("/api/tiers").status_code == 200  # the cookie alone is enough
+    out = client.post("/logout", follow_redirects=False)
+    assert out.status_code == 303
+    client.cookies.clear()
+
+
+def test_ops_endpoints_need_no_key(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/readyz").status_code == 200
+    assert "dashboard_requests_total" in client.get("/metrics").text
+
+
+def test_readyz_is_503_without_a_database() -> None:
+    config = DashboardConfig(database_url="postgresql://127.0.0.1:1/none", admin_keys=(KEY,))
+    with TestClient(create_app(config)) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 503
+
+
+def test_key_check_and_admin_keys() -> None:
+    assert valid("a", ("b", "a")) and not valid("", ("",)) and not valid("ab", ("a",))
+    assert admin_keys("i1:ingest,a1:admin,both:ingest+admin") == ("a1", "both")
+    assert admin_keys(None) == ("dev-key",)
+
+
+def test_buckets_align_with_date_bin() -> None:
+    now = datetime(2026, 12, 1, 10, 7, 30, tzinfo=UTC)
+    day = parse_range("24h").buckets(now)
+    assert day[-1] == datetime(2026, 12, 1, 10, 0, tzinfo=UTC) and day[1] - day[0] == timedelta(minutes=15)
+    assert len(parse_range("1h").buckets(now)) == 61
+    with pytest.raises(ValueError):
+        parse_range("1y")
