@@ -510,6 +510,7 @@ def customer(conn: psycopg.Connection, rng: Range, customer_id: str) -> Page:
                 _rows(conn, POINTS_HISTORY, p),
                 rng.buckets(p["now"]),
                 "bar",
+                total=False,
             ),
             table_panel("profile", "Profile", _pairs(profile), ["field", "value"]),
             table_panel("wallet", "Wallet", _pairs(wallet), ["field", "value"]),

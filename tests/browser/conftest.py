@@ -147,7 +147,13 @@ def page(context, dashboard_url: str) -> Iterator:  # noqa: ANN001
 
 
 def shot(page, name: str) -> Path:  # noqa: ANN001
+    """The whole page under .local/screenshots/; with DASHBOARD_DOC_SHOTS=dir also the first screen
+    (what docs/img/dashboard/ holds, small enough to commit)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    docs = os.environ.get("DASHBOARD_DOC_SHOTS")
+    if docs:
+        Path(docs).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(docs) / f"{name}.png"), scale="css")
     return path
