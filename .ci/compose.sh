@@ -29,14 +29,15 @@ fi
 # compose v2 (a docker CLI plugin): Debian bookworm has only the old Python docker-compose 1.29.
 if ! docker compose version >/dev/null 2>&1; then
   plugins=/usr/local/lib/docker/cli-plugins
-  if command -v go >/dev/null; then
+  GO=$(command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true)
+  if [ -n "$GO" ]; then
     step "building docker compose $COMPOSE_VERSION with Go (once per machine)"
     work=$(mktemp -d)
     (
       cd "$work"
       printf 'module composebuild\n\ngo 1.24\n' > go.mod
-      go get "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION"
-      go build -trimpath -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
+      "$GO" get "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION"
+      "$GO" build -trimpath -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
         -o docker-compose github.com/docker/compose/v2/cmd
     )
     $SUDO install -D -m 0755 "$work/docker-compose" "$plugins/docker-compose"
