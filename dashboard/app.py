@@ -18,6 +18,7 @@ from dashboard.auth import NotAuthenticated
 from dashboard.config import DashboardConfig
 from dashboard.db import TtlCache, make_pool
 from dashboard.metrics import LATENCY, REQUESTS
+from dashboard.rollups import Refresher
 from dashboard.routers import (
     audiences,
     campaigns,
@@ -46,8 +47,13 @@ def create_app(config: DashboardConfig | None = None, pool: ConnectionPool | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
-        log.info("dashboard ready", extra={"pages": len(PAGE_ROUTERS), "pool_max": config.pool_max})
+        refresher = Refresher(config.database_url, config.rollup_s, config.segments_s)
+        if config.rollups:
+            refresher.start()
+        log.info("dashboard ready", extra={"pages": len(PAGE_ROUTERS), "rollups": config.rollups})
         yield
+        if config.rollups:
+            refresher.stop()
         pool.close()
 
     app = FastAPI(title="Loyalty dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -32,6 +32,9 @@ class DashboardConfig:
     pool_max: int = 4
     statement_timeout_ms: int = 15000
     secure_cookie: bool = False  # set behind HTTPS
+    rollups: bool = True  # keep the hourly rollups and the segment snapshot (dashboard.rollups)
+    rollup_s: float = 60.0
+    segments_s: float = 300.0
 
     @classmethod
     def from_env(cls) -> DashboardConfig:
@@ -47,4 +50,7 @@ class DashboardConfig:
             pool_max=int(env("DASHBOARD_POOL_MAX", cls.pool_max)),
             statement_timeout_ms=int(env("DASHBOARD_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms)),
             secure_cookie=env("DASHBOARD_SECURE_COOKIE", "") in ("1", "true", "yes"),
+            rollups=env("DASHBOARD_ROLLUPS", "1") not in ("0", "false", "no"),
+            rollup_s=float(env("DASHBOARD_ROLLUP_S", cls.rollup_s)),
+            segments_s=float(env("DASHBOARD_SEGMENTS_S", cls.segments_s)),
         )

@@ -22,11 +22,29 @@ STATUS_GROUP = "CASE status WHEN 'REJECTED' THEN 'rejected' WHEN 'FAILED' THEN '
 POINTS_KIND = (
     "CASE kind WHEN 'ACCUMULATION' THEN 'issued' WHEN 'REDEMPTION' THEN 'redeemed' ELSE 'expired' END"
 )
+HOUR = timedelta(hours=1)
+STATE = """
+SELECT now() AS now,
+       (SELECT built_at FROM dashboard_rollup_state WHERE name = 'hours') AS hours_at,
+       (SELECT built_at FROM dashboard_rollup_state s, pg_class c
+        WHERE s.name = 'segments' AND c.relname = 'dashboard_segments' AND c.relispopulated) AS segments_at"""
 
 
 def _params(conn: psycopg.Connection, rng: Range, **extra: Any) -> dict[str, Any]:
-    now: datetime = conn.execute("SELECT now() AS now").fetchone()["now"]
-    return {"now": now, "since": now - rng.span, "bucket": rng.bucket, "origin": ORIGIN, **extra}
+    """now, since, the bucket, and the rollup window [h0, h1) when this range reads rollups."""
+    try:
+        state = conn.execute(STATE).fetchone()
+    except psycopg.errors.UndefinedTable:  # a database before migration 0005
+        state = {**conn.execute("SELECT now() AS now").fetchone(), "hours_at": None, "segments_at": None}
+    now, since = state["now"], state["now"] - rng.span
+    p = {"now": now, "since": since, "bucket": rng.bucket, "origin": ORIGIN, **extra}
+    p["segments_at"] = state["segments_at"]
+    if state["hours_at"] and rng.bucket >= HOUR:
+        h0 = ORIGIN + -((ORIGIN - since) // HOUR) * HOUR  # the first whole hour in range
+        h1 = ORIGIN + ((state["hours_at"] - ORIGIN) // HOUR) * HOUR  # hours before it are rolled up
+        if h1 > h0:
+            p |= {"h0": h0, "h1": h1}
+    return p
 
 
 def _rows(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> list[dict]:
@@ -37,18 +55,49 @@ def _bin(column: str) -> str:
     return f"date_bin(%(bucket)s, {column}, %(origin)s) AS bucket"
 
 
+def _source(p: dict[str, Any], rollup: str, raw: str) -> str:
+    """Rows (t, ..., n) of the range: raw rows (n = 1) when the range has no rollup window, else
+    rollup hours in [h0, h1) plus raw rows in [since, h0) and from h1 on. `raw` ends in a WHERE."""
+    if "h0" not in p:
+        return f"{raw} AND {{t}} >= %(since)s"
+    return (
+        f"{rollup} WHERE hour >= %(h0)s AND hour < %(h1)s"
+        f" UNION ALL {raw} AND {{t}} >= %(since)s AND {{t}} < %(h0)s"
+        f" UNION ALL {raw} AND {{t}} >= %(h1)s"
+    )
+
+
+def event_source(p: dict[str, Any]) -> str:
+    """(t, type, outcome, n) of the range's events."""
+    raw = f"SELECT issued_at AS t, type, {STATUS_GROUP} AS outcome, 1 AS n FROM events WHERE kind = 'EVENT'"
+    rollup = "SELECT hour AS t, type, outcome, events AS n FROM dashboard_event_hours"
+    return _source(p, rollup, raw).format(t="issued_at")
+
+
+def ledger_source(p: dict[str, Any]) -> str:
+    """(t, kind, campaign, amount, lines) of the range's ledger lines; amount is absolute."""
+    raw = (
+        "SELECT issued_at AS t, kind, coalesce(campaign_id, '(none)') AS campaign, abs(amount) AS amount,"
+        " 1 AS lines FROM ledger_lines WHERE kind IN ('ACCUMULATION', 'REDEMPTION', 'EXPIRY')"
+    )
+    rollup = "SELECT hour AS t, kind, campaign_id AS campaign, amount, lines FROM dashboard_ledger_hours"
+    return _source(p, rollup, raw).format(t="issued_at")
+
+
+def skip_source(p: dict[str, Any]) -> str:
+    """(t, campaign, reason, n): one row per entry of events.result->'rules_skipped'."""
+    raw = (
+        "SELECT issued_at AS t, coalesce(s->>'campaign_id', '(none)') AS campaign,"
+        " coalesce(s->>'reason', '(none)') AS reason, 1 AS n"
+        " FROM events, jsonb_array_elements(result->'rules_skipped') AS s"
+        " WHERE result->'rules_skipped' <> '[]'::jsonb AND jsonb_typeof(result->'rules_skipped') = 'array'"
+    )
+    rollup = "SELECT hour AS t, campaign_id AS campaign, reason, skips AS n FROM dashboard_skip_hours"
+    return _source(p, rollup, raw).format(t="issued_at")
+
+
 # ---------------------------------------------------------------- overview
 
-EVENTS_BY_TYPE = f"""
-SELECT {_bin("issued_at")}, type AS series, count(*) AS value
-FROM events WHERE kind = 'EVENT' AND issued_at >= %(since)s GROUP BY 1, 2"""
-EVENTS_BY_OUTCOME = f"""
-SELECT {_bin("issued_at")}, {STATUS_GROUP} AS series, count(*) AS value
-FROM events WHERE kind = 'EVENT' AND issued_at >= %(since)s GROUP BY 1, 2"""
-POINTS_FLOW = f"""
-SELECT {_bin("issued_at")}, {POINTS_KIND} AS series, sum(abs(amount)) AS value
-FROM ledger_lines WHERE issued_at >= %(since)s AND kind IN ('ACCUMULATION', 'REDEMPTION', 'EXPIRY')
-GROUP BY 1, 2"""
 ACTIVE_CUSTOMERS = "SELECT count(*) AS n FROM customers WHERE last_event_at >= %(since)s"
 
 
@@ -62,8 +111,17 @@ def _totals(rows: list[dict]) -> dict[str, float]:
 def overview(conn: psycopg.Connection, rng: Range) -> Page:
     p = _params(conn, rng)
     buckets = rng.buckets(p["now"])
-    by_type, outcome = _rows(conn, EVENTS_BY_TYPE, p), _rows(conn, EVENTS_BY_OUTCOME, p)
-    points = _rows(conn, POINTS_FLOW, p)
+    events, ledger = event_source(p), ledger_source(p)
+    by_type = _rows(
+        conn, f"SELECT {_bin('t')}, type AS series, sum(n) AS value FROM ({events}) x GROUP BY 1, 2", p
+    )
+    outcome = _rows(
+        conn, f"SELECT {_bin('t')}, outcome AS series, sum(n) AS value FROM ({events}) x GROUP BY 1, 2", p
+    )
+    flow_sql = (
+        f"SELECT {_bin('t')}, {POINTS_KIND} AS series, sum(amount) AS value FROM ({ledger}) x GROUP BY 1, 2"
+    )
+    points = _rows(conn, flow_sql, p)
     outcomes, flows = _totals(outcome), _totals(points)
     active = conn.execute(ACTIVE_CUSTOMERS, p).fetchone()["n"]
     per = rng.bucket_label
@@ -95,50 +153,50 @@ def overview(conn: psycopg.Connection, rng: Range) -> Page:
 
 # ---------------------------------------------------------------- campaigns
 
-CAMPAIGN_DAYS = """
-SELECT date_bin('1 day', issued_at, %(origin)s) AS bucket, coalesce(campaign_id, '(none)') AS series,
-       sum(amount) AS value
-FROM ledger_lines WHERE kind = 'ACCUMULATION' AND issued_at >= %(since)s GROUP BY 1, 2"""
-CAMPAIGN_TOTALS = """
-SELECT coalesce(campaign_id, '(none)') AS campaign, sum(amount) AS points, count(*) AS lines,
-       count(DISTINCT customer_id) AS customers
-FROM ledger_lines WHERE kind = 'ACCUMULATION' AND issued_at >= %(since)s
-GROUP BY 1 ORDER BY points DESC"""
-SKIPPED = """
-SELECT coalesce(s->>'campaign_id', '(none)') AS campaign, coalesce(s->>'reason', '(none)') AS reason,
-       count(*) AS skips
-FROM events, jsonb_array_elements(result->'rules_skipped') AS s
-WHERE issued_at >= %(since)s AND result->'rules_skipped' <> '[]'::jsonb
-  AND jsonb_typeof(result->'rules_skipped') = 'array'
-GROUP BY 1, 2 ORDER BY skips DESC, campaign, reason LIMIT 20"""
-
 
 def campaigns(conn: psycopg.Connection, rng: Range) -> Page:
-    p = _params(conn, rng)
+    p = _params(conn, rng) | {"day": timedelta(days=1)}
     days = Range("days", rng.span, timedelta(days=1)).buckets(p["now"])
-    totals = _rows(conn, CAMPAIGN_TOTALS, p)
-    skipped = _rows(conn, SKIPPED, p)
+    acc = f"SELECT * FROM ({ledger_source(p)}) x WHERE kind = 'ACCUMULATION'"
+    per_day = _rows(
+        conn,
+        f"SELECT date_bin(%(day)s, t, %(origin)s) AS bucket, campaign AS series, sum(amount) AS value "
+        f"FROM ({acc}) a GROUP BY 1, 2",
+        p,
+    )
+    totals = _rows(
+        conn,
+        f"SELECT campaign, sum(amount) AS points, sum(lines) AS lines FROM ({acc}) a "
+        "GROUP BY 1 ORDER BY points DESC, campaign",
+        p,
+    )
+    skips = f"({skip_source(p)})"
+    skipped = _rows(
+        conn,
+        f"SELECT campaign, reason, sum(n) AS skips FROM {skips} s GROUP BY 1, 2 "
+        "ORDER BY skips DESC, campaign, reason LIMIT 20",
+        p,
+    )
     for row in skipped:
         row["rule"] = f"{row['campaign']}: {row['reason']}"
     return {
         "stats": [
             stat("campaign_points", "points from campaigns", sum(r["points"] or 0 for r in totals)),
             stat("campaigns", "campaigns awarding", len(totals)),
-            stat("skips", "rules skipped", sum(r["skips"] for r in skipped)),
+            stat(
+                "skips",
+                "rules skipped",
+                conn.execute(f"SELECT sum(n) AS n FROM {skips} s", p).fetchone()["n"],
+            ),
         ],
         "panels": [
-            series_panel("campaign_days", "Points per campaign per day", _rows(conn, CAMPAIGN_DAYS, p), days),
+            series_panel("campaign_days", "Points per campaign per day", per_day, days),
             category_panel(
-                "campaign_totals",
-                "Points per campaign",
-                totals,
-                "campaign",
-                ["points"],
-                extra=["lines", "customers"],
+                "campaign_totals", "Points per campaign", totals, "campaign", ["points"], extra=["lines"]
             ),
             category_panel(
                 "rules_skipped",
-                "Top reasons in rules_skipped",
+                "Top 20 reasons in rules_skipped",
                 skipped,
                 "rule",
                 ["skips"],
@@ -401,37 +459,43 @@ def webhooks(conn: psycopg.Connection, rng: Range) -> Page:
 
 # ---------------------------------------------------------------- segments
 
-# The product docs' segments (docs/dashboard.md), as of now, like v_behavior_segments;
-# `active` = the member had an event in the selected range.
-SEGMENTS = """
-WITH per AS (
-    SELECT customer_id,
-           count(*) FILTER (WHERE issued_at >= %(now)s - interval '30 days') >= 10 AS high_engager,
-           bool_or(type = 'PURCHASE' AND status IN ('RESOLVED', 'PENDING')) AS purchaser,
-           bool_or(type LIKE '%%REFERRAL%%' OR type LIKE '%%REVIEW%%') AS advocate,
-           max(issued_at) < %(now)s - interval '30 days' AS at_risk,
-           max(issued_at) >= %(since)s AS active
-    FROM events WHERE kind = 'EVENT' GROUP BY customer_id
-)
-SELECT v.segment, count(*) AS customers, count(*) FILTER (WHERE per.active) AS active_in_range
-FROM per, LATERAL (VALUES ('high_engager', high_engager), ('purchaser', purchaser),
-                          ('advocate', advocate), ('at_risk', at_risk)) AS v(segment, member)
-WHERE v.member GROUP BY 1"""
-AT_RISK_TOP = """
-SELECT e.customer_id, coalesce(w.points, 0) AS points, w.tier, e.last_event_at
-FROM (SELECT customer_id, max(issued_at) AS last_event_at FROM events WHERE kind = 'EVENT'
-      GROUP BY customer_id HAVING max(issued_at) < %(now)s - interval '30 days') e
-LEFT JOIN wallets w USING (customer_id)
-ORDER BY points DESC, e.customer_id LIMIT 20"""
+# The product docs' segments (docs/dashboard.md), the definitions of v_behavior_segments.
+# From the snapshot dashboard_segments (kept by dashboard.rollups) when it is populated, else
+# computed now over every event. `active` = the member had an event in the selected range.
+PER_CUSTOMER = """
+SELECT e.customer_id,
+       count(*) FILTER (WHERE e.issued_at >= now() - interval '30 days') >= 10 AS high_engager,
+       bool_or(e.type = 'PURCHASE' AND e.status IN ('RESOLVED', 'PENDING')) AS purchaser,
+       bool_or(e.type LIKE '%%REFERRAL%%' OR e.type LIKE '%%REVIEW%%') AS advocate,
+       max(e.issued_at) < now() - interval '30 days' AS at_risk,
+       max(e.issued_at) AS last_event_at, coalesce(max(w.points), 0) AS points, max(w.tier) AS tier
+FROM events e LEFT JOIN wallets w USING (customer_id) WHERE e.kind = 'EVENT' GROUP BY e.customer_id"""
 SEGMENT_ORDER = ("high_engager", "purchaser", "advocate", "at_risk")
+SEGMENT_COUNTS = ", ".join(
+    f"count(*) FILTER (WHERE {s}) AS {s},"
+    f" count(*) FILTER (WHERE {s} AND last_event_at >= %(since)s) AS {s}_active"
+    for s in SEGMENT_ORDER
+)
 
 
 def segments(conn: psycopg.Connection, rng: Range) -> Page:
     p = _params(conn, rng)
-    found = {r["segment"]: r for r in _rows(conn, SEGMENTS, p)}
-    rows = [found.get(s, {"segment": s, "customers": 0, "active_in_range": 0}) for s in SEGMENT_ORDER]
+    source = "dashboard_segments" if p["segments_at"] else f"({PER_CUSTOMER})"
+    counts = conn.execute(f"SELECT {SEGMENT_COUNTS} FROM {source} s", p).fetchone()
+    rows = [
+        {"segment": s, "customers": counts[s], "active_in_range": counts[f"{s}_active"]}
+        for s in SEGMENT_ORDER
+    ]
+    at_risk = _rows(
+        conn,
+        f"SELECT customer_id, points, tier, last_event_at FROM {source} s WHERE at_risk "
+        "ORDER BY points DESC, customer_id LIMIT 20",
+        p,
+    )
+    as_of = (p["segments_at"] or p["now"]).strftime("%Y-%m-%d %H:%M:%S UTC")
     return {
-        "stats": [stat(r["segment"], r["segment"].replace("_", " "), r["customers"]) for r in rows],
+        "stats": [stat(r["segment"], r["segment"].replace("_", " "), r["customers"]) for r in rows]
+        + [stat("as_of", "as of", as_of)],
         "panels": [
             category_panel(
                 "segment_sizes",
@@ -443,7 +507,7 @@ def segments(conn: psycopg.Connection, rng: Range) -> Page:
             table_panel(
                 "at_risk_top",
                 "At risk, most points to win back",
-                _rows(conn, AT_RISK_TOP, p),
+                at_risk,
                 ["customer_id", "points", "tier", "last_event_at"],
             ),
         ],

@@ -20,6 +20,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from dashboard.config import DashboardConfig
+from dashboard.rollups import refresh_all
 from dashboard.seed import Load, fresh_database, seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,7 @@ def dash_db(database_url: str, browser_ready: None) -> Iterator[str]:
     with fresh_database(database_url, "dashbrowser") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             seed(conn, Load())
+            refresh_all(conn, full=True)  # the 7d/30d pages read the rollups, as in production
         yield url
 
 
