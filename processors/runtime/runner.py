@@ -50,6 +50,7 @@ from processors.runtime.dead_letters import (
     timer_value,
 )
 from processors.runtime.kafka_util import partitions_of
+from processors.runtime.limits import DEFAULT_LIMIT, RecordTooLarge, record_limit, too_large
 from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
 from schemas.codec import default_codec
 from schemas.settings import Settings
@@ -82,6 +83,9 @@ class RuntimeOptions:
     # "dlq": a record that cannot be decoded or whose handler raises goes to <processor>.dlq
     # and processing goes on; "fail": the processor stops (see dead_letters.py)
     error_policy: str = "dlq"
+    # the largest record produced (bytes); None: the smallest max.message.bytes of the topics
+    # written, read at start (limits.py); producer_config["message.max.bytes"] caps it too
+    max_record_bytes: int | None = None
 
 
 def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_up: bool) -> bool:
@@ -158,6 +162,7 @@ class Runner:
         self._held: dict[int, list[TopicPartition]] = {}
         self._restore_remaining = 0
         self._restore_started = 0.0
+        self.max_record_bytes = DEFAULT_LIMIT
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Runner:
@@ -203,6 +208,7 @@ class Runner:
         check_copartitioned(self.settings, [*(self._topics[t] for t in self.processor.inputs), *changelogs])
         if self.options.error_policy == "dlq":
             ensure_dlq_topic(self.settings, self.dlq)
+        self.max_record_bytes = self._record_limit(changelogs)
         self.program_table.start()
         if self.options.metrics_port is not None:
             port = self.options.metrics_port
@@ -252,6 +258,16 @@ class Runner:
                     self.health.stop()
         log.info("processor stopped", extra={"processor": self.group})
 
+    def _record_limit(self, changelogs: list[str]) -> int:
+        """message.max.bytes at or below every written topic's limit (see limits.py)."""
+        written = [*(self._topics[t] for t in self.processor.outputs), *changelogs]
+        if self.options.error_policy == "dlq":
+            written.append(self.dlq)
+        configured = self.options.max_record_bytes or self.options.producer_config.get("message.max.bytes")
+        limit = record_limit(self.settings, written, int(configured) if configured else None)
+        log.info("record size limit", extra={"max_record_bytes": limit})
+        return limit
+
     # -- Kafka clients ----------------------------------------------------------------------
     def _producer(self) -> Producer:
         return Producer(
@@ -265,6 +281,7 @@ class Runner:
                 "partitioner": "murmur2_random",
                 "queue.buffering.max.messages": 500_000,
                 **self.options.producer_config,
+                "message.max.bytes": self.max_record_bytes,  # oversize fails in produce()
             }
         )
 
@@ -377,7 +394,11 @@ class Runner:
             raise error
         letter = DeadLetter(reason, error, self.processor.name, msg.topic(), msg.partition(),
                             msg.offset(), self.config_version)  # fmt: skip
-        self._produce(self.dlq, msg.key(), msg.value(), headers=letter.headers())
+        try:
+            self._produce(self.dlq, msg.key(), msg.value(), headers=letter.headers())
+        except RecordTooLarge:  # the letter's headers pushed it over: keep the why, not the bytes
+            dropped = [*letter.headers(), ("dlq.value.dropped", b"too large")]
+            self._produce(self.dlq, msg.key(), None, headers=dropped)
         self._advance(msg.topic(), msg.partition(), msg.offset())
         letter.log()
 
@@ -420,12 +441,18 @@ class Runner:
         self._count(self._out_counts, topic)
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, **kwargs: Any) -> None:
+        """Produce into the open transaction; an oversize record raises RecordTooLarge."""
         while True:
             try:
                 self.producer.produce(topic, value, key, **kwargs)
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                if not too_large(exc):
+                    raise
+                size = len(key or b"") + len(value or b"")
+                raise RecordTooLarge(f"a record for {topic}", size, self.max_record_bytes) from exc
 
     def _punctuate(self) -> None:
         if not self.tasks:
@@ -669,6 +696,7 @@ class Runner:
             self._emit,
             self.options.clock.now_ms,
             self.program_table.current,
+            self.max_record_bytes,
         )
 
 

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import orjson
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
+from processors.runtime.limits import RecordTooLarge
+
 CHECKPOINT_KEY = b"\x00checkpoint"
 _DELETED = object()
 
@@ -134,11 +136,15 @@ class RocksBackend:
 
 
 class TransactionalStore:
-    """The `Store` a handler sees: JSON values, read-your-writes, commit/abort with the txn."""
+    """The `Store` a handler sees: JSON values, read-your-writes, commit/abort with the txn.
 
-    def __init__(self, name: str, backend: Backend) -> None:
+    `max_bytes` (the broker's record limit) makes put() refuse a value whose changelog record
+    the broker would refuse at commit: the handler raises, so only its event fails."""
+
+    def __init__(self, name: str, backend: Backend, max_bytes: int | None = None) -> None:
         self.name = name
         self.backend = backend
+        self.max_bytes = max_bytes
         self.overlay: dict[bytes, bytes | None] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -148,7 +154,11 @@ class TransactionalStore:
         return default if raw is None else orjson.loads(raw)
 
     def put(self, key: str, value: Any) -> None:
-        self.overlay[key.encode()] = orjson.dumps(value)
+        raw, data = key.encode(), orjson.dumps(value)
+        if self.max_bytes is not None and len(raw) + len(data) > self.max_bytes:
+            raise RecordTooLarge(f"store {self.name!r} value of key {key!r}", len(raw) + len(data),
+                                 self.max_bytes)  # fmt: skip
+        self.overlay[raw] = data
 
     def delete(self, key: str) -> None:
         self.overlay[key.encode()] = None

@@ -45,10 +45,11 @@ class PartitionTask:
         emit: Emit,
         now: Callable[[], int],
         config: Callable[[], Program],
+        max_record_bytes: int | None = None,
     ) -> None:
         self.processor = processor
         self.partition = partition
-        self.stores = {name: TransactionalStore(name, b) for name, b in backends.items()}
+        self.stores = {name: TransactionalStore(name, b, max_record_bytes) for name, b in backends.items()}
         self.context = TaskContext(self, emit, now, config)
         self.next_due = _NEVER
         self.reload_timers()
