@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 # Development default, used only when INGEST_API_KEYS is unset (documented in docs/ingest.md).
 DEV_API_KEY = "dev-key"
-SCOPES = ("ingest", "admin")
+SCOPES = ("ingest", "admin", "adjust")  # adjust: direct points; admin does not imply it
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:

@@ -16,6 +16,7 @@ import orjson
 
 from processors.loyalty import bounds, campaigns, profile, retention, tiers, wallet
 from processors.loyalty import notifications as n
+from processors.loyalty.adjustments import Adjustments
 from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
 from processors.loyalty.envelope import as_json, command, public_event, uid
@@ -31,7 +32,7 @@ Lookup = Callable[[str], dict[str, Any] | None]
 __all__ = ["Output", "Refused", "apply", "command", "fire", "new_state", "public_event", "refuse", "uid"]
 # kinds with their own handler in `apply`; any other kind is an event (EVENT, REGISTER, SCHEDULED)
 COMMANDS = frozenset(
-    {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY"}
+    {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY", "ADJUST"}
     | {"REFERRAL_REWARD", "COUPON_GRANTED", "COUPON_REJECTED"}
 )
 
@@ -56,7 +57,7 @@ def new_state(customer_id: str) -> dict[str, Any]:
     return state
 
 
-class Step(Lifecycle, Rekeyed, Scheduled):
+class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
     """One engine call: accumulates outputs while mutating the customer's state."""
 
     def __init__(self, state: dict, program: Program, now: int, lookup: Lookup, budget: Budget):
@@ -232,6 +233,10 @@ class Step(Lifecycle, Rekeyed, Scheduled):
             at = event["issued_at"] + days * DAY_MS
             self.state["inactivity_at"] = at
             self.out.timers.append((at, f"inactivity:{self.cid}", {"type": "inactivity"}))
+        self._track_tiers()
+
+    def _track_tiers(self) -> None:
+        """A customer in a tiered program has a tier (the entry one at first) and a period."""
         if self.program.tiers.levels and self.state.get("tier") is None:
             self.state["tier"] = tiers.levels(self.program)[0].id  # the entry tier, silently
         if self.program.tiers.levels and "tier_period_end" not in self.state:
@@ -469,6 +474,7 @@ def apply(
         "REVERSE": step.reverse,
         "CONSENT": step.consent,
         "IDENTIFY": step.identify,
+        "ADJUST": step.adjust,
         "REFERRAL_REWARD": step.referral_reward,
         "COUPON_GRANTED": step.coupon_decision,
         "COUPON_REJECTED": step.coupon_decision,

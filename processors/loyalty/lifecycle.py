@@ -122,6 +122,9 @@ class Lifecycle:
         if record is None:
             return self._command_failed(cmd, why or "")
         event = record["event"]
+        if event.get("kind") == "ADJUST":
+            why = f"event {event['id']} is an adjustment: correct it with an opposite adjustment"
+            return self._command_failed(cmd, why)
         lines = [
             wallet.reverse_accumulation(self.state, acc, cmd["id"], self.now, i, self.touched)
             for i, acc in enumerate(record["accumulations"])

@@ -131,6 +131,8 @@ def demo_day(p: Pipeline) -> None:
     p.send("ann", "PURCHASE", properties={"amount": 5}, redeem=[{"reward_id": "POINTS", "amount": 50}])
     p.send("ann", "PURCHASE", properties={"amount": 5}, redeem=[{"reward_id": "POINTS", "amount": 10**9}])
     p.send("ann", "REVIEW", properties={"stars": 5})
+    p.command("ann", "ADJUST", amount=100, reward_id="POINTS", reason="goodwill")  # direct points
+    p.command("ann", "ADJUST", amount=-30, reward_id="POINTS", reason="correction")
     p.send("bob", "PURCHASE", properties={"amount": 300})
     order = p.send("bob", "PURCHASE", properties={"amount": 30}, fulfilled=False,
                    redeem=[{"reward_id": "POINTS", "amount": 10}])  # fmt: skip
@@ -215,3 +217,5 @@ def test_every_kind_lands_in_its_table_and_nothing_is_refused(walked: dict, sink
     open_points = "SELECT sum(amount) FROM wallet_lines WHERE customer_id = %s AND reward_id = 'POINTS'"
     wallet = "SELECT points FROM wallets WHERE customer_id = %s"
     assert scalar(sink_db, open_points, "ann") == scalar(sink_db, wallet, "ann") > 0
+    adjusted = "SELECT sum(amount) FROM ledger_lines WHERE kind = 'ADJUSTMENT' AND line->>'reason' <> ''"
+    assert scalar(sink_db, adjusted) == 70
