@@ -78,6 +78,7 @@ def _config(args: list[str]) -> int:
     return apply_config(args[1])
 
 
+SECRET_KEYS = frozenset({"secret", "previous_secrets"})
 ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -90,9 +91,16 @@ def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
 
     Expanded after parsing, so a value (a URL with ':' or '#') cannot change the YAML structure.
     A name not in `env` is refused: a webhook URL left as '${RECEIVER_URL}' would only fail later,
-    at delivery time, where nobody looks."""
+    at delivery time, where nobody looks.
+
+    Secrets (`secret`, `previous_secrets`) are not expanded: `${NAME}` there is a reference the
+    delivery service resolves from its own environment at send time, so the secret never enters
+    program.config, the admin API or the program history in clear."""
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: v if k in SECRET_KEYS else expand_env(v, env, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str):

@@ -17,13 +17,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ingest import errors
+from ingest.audit import AuditStore, PgAudit
 from ingest.config import IngestConfig
 from ingest.dependencies import SECURITY, SECURITY_SCHEMES, IngestState, wall_clock_ms
 from ingest.events import EventBuilder
+from ingest.history import KafkaHistory, ProgramHistory
 from ingest.inputs import JSON_SCHEMAS, with_json_refs
 from ingest.lookup import Lookup, PgLookup
 from ingest.middleware import IngestMiddleware
-from ingest.models import EventIn
+from ingest.models import EventIn, RollbackIn
 from ingest.producer import EventProducer, KafkaProducer
 from ingest.programs import (
     ProgramPublisher,
@@ -34,7 +36,7 @@ from ingest.programs import (
 )
 from ingest.ratelimit import RateLimiter, shared
 from ingest.replies import ReplyHub, ResultListener
-from ingest.routers import admin, customers, events, health
+from ingest.routers import admin, customers, events, health, resources, versions
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ def create_app(
     lookup: Lookup | None = None,
     publisher: ProgramPublisher | None = None,
     hub: ReplyHub | None = None,
+    history: ProgramHistory | None = None,
+    audit: AuditStore | None = None,
     listen_for_results: bool | None = None,
     clock: Callable[[], int] = wall_clock_ms,
     instance_id: str | None = None,
@@ -66,6 +70,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = _build_state(settings, config, programs, producer, lookup, publisher, hub, clock, instance_id)
+        state.history = history or KafkaHistory(settings)
+        state.audit = audit or PgAudit(settings.database_url)
         if listen:
             listener = ResultListener(settings, state.instance_id, state.hub).start()
             state.closers.append(listener.close)
@@ -84,7 +90,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (events, customers, admin, health):
+    for module in (events, customers, admin, versions, resources, health):
         app.include_router(module.router)
     app.add_middleware(
         IngestMiddleware, max_body=config.max_body_bytes, max_bulk_body=config.max_bulk_body_bytes
@@ -104,8 +110,10 @@ def _openapi_with_security(app: FastAPI) -> dict:
         components["securitySchemes"] = SECURITY_SCHEMES
         event = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
         program, program_defs = admin.program_schema()
+        rollback = RollbackIn.model_json_schema(ref_template="#/components/schemas/{model}")
         components.setdefault("schemas", {}).update(
-            event.pop("$defs", {}), EventIn=event, **JSON_SCHEMAS, **program_defs, Program=program
+            event.pop("$defs", {}), EventIn=event, **JSON_SCHEMAS, **program_defs, Program=program,
+            RollbackIn=rollback,
         )
         for path, operations in schema["paths"].items():
             if path != "/healthz":

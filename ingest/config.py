@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -10,11 +11,31 @@ DEV_API_KEY = "dev-key"
 SCOPES = ("ingest", "admin", "adjust")  # adjust: direct points; admin does not imply it
 
 
-def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
-    """Parse "key1:ingest,key2:admin,key3:ingest+admin" into {key: scopes}."""
-    keys: dict[str, frozenset[str]] = {}
+def _entries(spec: str) -> list[tuple[str, str, str]]:
+    """(name, key, scopes) of each "name@key:scopes" entry; the name is optional."""
+    out = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        key, _, scopes = item.partition(":")
+        named, _, scopes = item.partition(":")
+        name, at, key = named.rpartition("@")
+        out.append((name if at else "", key, scopes))
+    return out
+
+
+def key_fingerprint(key: str) -> str:
+    """The name of a key configured without one: never the key itself (it is a credential)."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def parse_api_key_names(spec: str) -> dict[str, str]:
+    """{key: name} for "ops@key:admin" entries (audit entries and versions say who, by name)."""
+    return {key: name for name, key, _ in _entries(spec) if name}
+
+
+def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
+    """Parse "key1:ingest,key2:admin,ops@key3:ingest+admin" into {key: scopes}."""
+    keys: dict[str, frozenset[str]] = {}
+    for _, key, scopes in _entries(spec):
+        item = f"{key}:{scopes}"
         wanted = frozenset(s for s in scopes.split("+") if s) or frozenset({"ingest"})
         unknown = wanted - set(SCOPES)
         if not key or unknown:
@@ -40,6 +61,10 @@ class IngestConfig:
     clock_skew_s: float = 300.0
     retry_after_s: int = 1
     linger_ms: int = 2  # producer batching delay: latency floor vs CPU per event
+    api_key_names: dict[str, str] = field(default_factory=lambda: {DEV_API_KEY: "dev"})
+
+    def key_name(self, key: str) -> str:
+        return self.api_key_names.get(key) or key_fingerprint(key)
 
     @classmethod
     def from_env(cls) -> IngestConfig:
@@ -47,6 +72,7 @@ class IngestConfig:
         keys = env("INGEST_API_KEYS")
         return cls(
             api_keys=parse_api_keys(keys) if keys else {DEV_API_KEY: frozenset(SCOPES)},
+            api_key_names=parse_api_key_names(keys) if keys else {DEV_API_KEY: "dev"},
             max_body_bytes=int(env("INGEST_MAX_BODY_BYTES", cls.max_body_bytes)),
             max_bulk_body_bytes=int(env("INGEST_MAX_BULK_BODY_BYTES", cls.max_bulk_body_bytes)),
             max_bulk_events=int(env("INGEST_MAX_BULK_EVENTS", cls.max_bulk_events)),

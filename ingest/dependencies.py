@@ -9,9 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ingest.audit import AuditStore
 from ingest.config import IngestConfig
 from ingest.errors import ApiError
 from ingest.events import EventBuilder
+from ingest.history import ProgramHistory
 from ingest.lookup import Lookup
 from ingest.producer import EventProducer
 from ingest.programs import ProgramPublisher, ProgramSource
@@ -39,6 +41,8 @@ class IngestState:
     publisher: ProgramPublisher
     limiter: RateLimiter
     clock: Callable[[], int] = wall_clock_ms
+    history: ProgramHistory | None = None  # program.history (versions, rollback)
+    audit: AuditStore | None = None  # the admin_audit table
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -76,6 +80,8 @@ def require(scope: str):
             raise ApiError(401, "unknown API key")
         if scope not in scopes:
             raise ApiError(403, f"API key lacks the {scope!r} scope")
+        if scope == "admin":  # who, in versions and audit entries: the key's name, never the key
+            request.state.actor = state.config.key_name(key)
         decision = state.limiter.take(key)
         if not decision.allowed:
             headers = decision.headers() | {"Retry-After": str(state.limiter.retry_after())}

@@ -123,3 +123,31 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class VersionedResponse(BaseModel):
+    """An admin resource (or the result of a write) and the program version it belongs to;
+    the same version is the response's ETag."""
+
+    data: dict[str, Any]
+    version: int
+
+
+class VersionedList(BaseModel):
+    data: list[dict[str, Any]]
+    version: int
+
+
+class ListResponse(BaseModel):
+    data: list[dict[str, Any]]
+
+
+class AuditPage(BaseModel):
+    data: list[dict[str, Any]]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(default=None, description="offset of the next page; null at the end")
+
+
+class RollbackIn(Body):
+    version: int = Field(ge=1, le=2**31 - 1, description="the version whose content becomes the new version")

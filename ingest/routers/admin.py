@@ -1,33 +1,62 @@
-"""/admin/program: read and publish the program (event types, campaigns, ...); admin scope.
+"""/admin/program: read, replace (PUT) and merge-patch (PATCH) the whole program; admin scope.
 
 PUT replaces the whole program, so its body must name every section (an empty list is fine):
 a partial body would silently drop the sections it leaves out (campaigns, webhooks, ...).
+PATCH (RFC 7386) merges a partial body into the current program instead. Both need If-Match
+(the ETag of a GET) and answer with the new version; secrets are masked in every answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request, Response
 
+from ingest.changes import mask, merge_patch
 from ingest.dependencies import Admin
-from ingest.errors import ApiError, validation_fields
-from ingest.models import DataResponse
-from ingest.programs import schema_problems
-from ingest.routers.common import ERRORS, clean_admin_body, read_json
-from ingest.submit import unavailable
-from processors.loyalty.validate import rule_errors
+from ingest.errors import ApiError
+from ingest.history import program_json
+from ingest.models import DataResponse, ErrorResponse
+from ingest.program_writes import (
+    MERGE_PATCH,
+    base_program,
+    check_patch_type,
+    etag,
+    if_match,
+    object_body,
+    write,
+)
+from ingest.routers.common import ERRORS, clean_admin_body
 from schemas.program import Program
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+WRITE_ERRORS = {
+    **ERRORS,
+    412: {"model": ErrorResponse, "description": "If-Match names an older version (see ETag)"},
+    428: {"model": ErrorResponse, "description": "If-Match missing"},
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": 'The ETag of your last GET ("<version>"), or * for whatever is current.',
+}
+ETAG_HEADER = {"ETag": {"description": 'the program version, "<version>"', "schema": {"type": "string"}}}
+
+
+def masked_program(program: Program) -> dict[str, Any]:
+    """What the admin API shows of a program: everything but its secrets."""
+    return mask(program.model_dump(mode="json", by_alias=True))
+
 
 @router.get("/program", response_model=DataResponse, responses=ERRORS)
-async def get_program(state: Admin) -> dict:
-    """The program version this instance currently uses."""
-    return {"data": state.programs.current().model_dump(mode="json", by_alias=True)}
+async def get_program(state: Admin, response: Response) -> dict:
+    """The program version this instance currently uses (secrets masked); ETag = its version."""
+    program = state.programs.current()
+    response.headers["ETag"] = etag(program.version)
+    return {"data": masked_program(program)}
 
 
 # The sections that hold what a program manager defined: a PUT without one of them would wipe
@@ -59,35 +88,54 @@ PROGRAM_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Program"}}},
 }
+PATCH_BODY = {
+    "required": True,
+    "content": {
+        kind: {"schema": {"type": "object", "description": "RFC 7386 merge patch"}}
+        for kind in (MERGE_PATCH, "application/json")
+    },
+}
+WRITE_OPENAPI = {"parameters": [IF_MATCH]}
+
+
+def written(response: Response, program: Program, version: int) -> dict:
+    response.headers["ETag"] = etag(version)
+    return {"data": masked_program(program.model_copy(update={"version": version}))}
 
 
 @router.put(
     "/program",
     response_model=DataResponse,
-    responses=ERRORS,
+    responses=WRITE_ERRORS | {200: {"headers": ETAG_HEADER}},
     dependencies=[Depends(clean_admin_body)],
-    openapi_extra={"requestBody": PROGRAM_BODY},
+    openapi_extra={"requestBody": PROGRAM_BODY, **WRITE_OPENAPI},
 )
-async def put_program(state: Admin, request: Request) -> dict:
-    """Validate and publish a program; processors and ingest hot-swap to the new version."""
-    body = read_json(await request.body())
-    if not isinstance(body, dict):
-        raise ApiError(422, "a program is a JSON object", fields=[("body", "must be an object")])
+async def put_program(state: Admin, request: Request, response: Response) -> dict:
+    """Replace the whole program (every section) and publish it as the next version."""
+    body = object_body(await request.body(), "program")
     if missing := missing_sections(body):
         names = ", ".join(path for path, _ in missing)
         raise ApiError(422, f"incomplete program: missing {names} (PUT replaces the whole program)",
                        fields=missing)  # fmt: skip
-    try:
-        program = Program.model_validate(body, strict=True)
-    except ValidationError as exc:
-        raise ApiError(422, "invalid program", fields=validation_fields(exc.errors())) from None
-    problems = schema_problems(program)
-    if problems:
-        raise ApiError(422, "invalid event type schema", fields=problems)
-    if errors := rule_errors(program):
-        raise ApiError(422, "invalid rules", fields=[("program", e) for e in errors])
-    try:
-        version = await run_in_threadpool(state.publisher, program)
-    except Exception as exc:  # Kafka errors of any kind: the client may retry
-        raise unavailable(state, f"could not publish the program: {exc}") from None
-    return {"data": {"version": version}}
+    expected = if_match(request)
+    base = await base_program(state, expected)
+    program, version = await write(state, request, body, base, expected, "program.replace", "program")
+    return written(response, program, version)
+
+
+@router.patch(
+    "/program",
+    response_model=DataResponse,
+    responses=WRITE_ERRORS | {200: {"headers": ETAG_HEADER}},
+    dependencies=[Depends(clean_admin_body)],
+    openapi_extra={"requestBody": PATCH_BODY, **WRITE_OPENAPI},
+)
+async def patch_program(state: Admin, request: Request, response: Response) -> dict:
+    """Merge a partial program (RFC 7386: objects merge, null removes, lists are replaced)."""
+    check_patch_type(request)
+    patch = object_body(await request.body(), "merge patch")
+    expected = if_match(request)
+    base = await base_program(state, expected)
+    merged = merge_patch(program_json(base), patch)
+    program, version = await write(state, request, merged, base, expected, "program.patch", "program")
+    return written(response, program, version)

@@ -5,8 +5,10 @@ a 3xx goes to the DLQ at once, saying where it pointed."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -30,6 +32,25 @@ from schemas.topics import DELIVERY_DLQ
 
 log = logging.getLogger(__name__)
 USER_AGENT = "loyalty-webhooks/1"
+# a secret given as `${NAME}` is resolved here, at send time, from this service's environment:
+# the secret itself then never enters program.config, the admin API or its history
+SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class UnresolvedSecret(Exception):
+    """A `${NAME}` secret whose variable is not set in the delivery service (a DLQ reason)."""
+
+
+def resolve_secrets(secrets: tuple[str, ...], env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """Literal secrets as they are, references from `env`; raises UnresolvedSecret naming the
+    variable (never a value)."""
+    out = []
+    for secret in secrets:
+        ref = SECRET_REF.match(secret)
+        if ref and not env.get(ref[1]):
+            raise UnresolvedSecret(f"secret reference ${{{ref[1]}}} is not set in delivery's environment")
+        out.append(env[ref[1]] if ref else secret)
+    return tuple(out)
 
 
 class Outbox(Protocol):
@@ -72,7 +93,11 @@ class Deliverer:
             await self.guard.check(ep.url, program.delivery)
         except RefusedTarget as exc:
             return await self._dlq(note, ep.id, attempt, None, f"refused: {exc}")
-        status, error, retry_after, latency = await self._post(ep, note, program.delivery.timeout_s)
+        try:
+            secrets = resolve_secrets(ep.secrets)
+        except UnresolvedSecret as exc:  # permanent until the environment is fixed: DLQ, replayable
+            return await self._dlq(note, ep.id, attempt, None, str(exc))
+        status, error, retry_after, latency = await self._post(ep, note, program.delivery.timeout_s, secrets)
         metrics.LATENCY.labels(ep.id).observe(latency)
         if is_success(status):
             return await self._finish(ep, note, attempt, "DELIVERED", status, latency, None)
@@ -96,7 +121,7 @@ class Deliverer:
         await self.outbox.send(step.tier.topic, note["customer_id"], value)
 
     async def _post(
-        self, ep: Endpoint, note: dict[str, Any], timeout: float
+        self, ep: Endpoint, note: dict[str, Any], timeout: float, secrets: tuple[str, ...]
     ) -> tuple[int | None, str | None, float | None, float]:
         body = request_body(note)
         ts = int(time.time())
@@ -106,8 +131,8 @@ class Deliverer:
             "webhook-id": note["id"],
             "webhook-timestamp": str(ts),
         }
-        if ep.secrets:
-            headers["webhook-signature"] = signature_header(ep.secrets, note["id"], ts, body)
+        if secrets:
+            headers["webhook-signature"] = signature_header(secrets, note["id"], ts, body)
         started = time.perf_counter()
         try:
             resp = await self.client.post(ep.url, content=body, headers=headers, timeout=timeout)

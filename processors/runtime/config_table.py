@@ -1,5 +1,12 @@
 """The program configuration as a global table: every processor and ingest read all of the
 compacted `program.config` topic and keep the latest version (hot swap, no restart).
+
+Versions are assigned by a single writer: `publish_program` uses one transactional id per
+deployment, so starting a publish fences (and aborts) any other publish still in flight; it
+then reads the latest committed version, checks it against the version the caller based its
+change on (compare-and-set: `VersionConflict` when it moved) and commits version + 1 together
+with the caller's extra records (history, audit) in one Kafka transaction. Two publishers can
+therefore never commit the same version, and a reader (read_committed) never sees a loser.
 """
 
 from __future__ import annotations
@@ -8,9 +15,17 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from processors.runtime.kafka_util import partitions_of, watermarks
 from schemas.codec import decode, encode
@@ -69,7 +84,9 @@ class ProgramTable:
         program = Program.model_validate(orjson.loads(record["program"]))
         program = program.model_copy(update={"version": record["version"]})
         with self._lock:
-            if program.version >= self._program.version:
+            # first wins: a later record of a version already held is ignored (only a publish
+            # outside publish_program's transaction could write one)
+            if program.version > self._program.version:
                 self._program = program
                 log.info("program version %s loaded", program.version)
             self._lock.notify_all()
@@ -123,18 +140,85 @@ def _reader(settings: Settings) -> Consumer:
 
 
 def latest_version(settings: Settings) -> int:
+    return latest_program(settings).version
+
+
+def latest_program(settings: Settings) -> Program:
+    """The latest committed program, read from the start of program.config."""
     table = ProgramTable(settings).start()
     try:
-        return table.version
+        return table.current()
     finally:
         table.stop()
 
 
-def publish_program(settings: Settings, program: Program, timeout: float = 30.0) -> int:
-    """Write `program` as the next version to program.config; returns that version."""
-    version = latest_version(settings) + 1
+class VersionConflict(Exception):
+    """The program moved on since the version the change was based on (HTTP 412)."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"program is at version {current}, not {expected}")
+        self.expected = expected
+        self.current = current
+
+
+_PUBLISHING = threading.Lock()
+# (logical topic, key, value) records committed in the publish's transaction; given the program
+# it replaces and the version being written
+Extra = Callable[[Program, int], list[tuple[str, str, bytes]]]
+
+
+def publish_program(
+    settings: Settings,
+    program: Program,
+    timeout: float = 30.0,
+    *,
+    expected: int | None = None,
+    extra: Extra | None = None,
+    attempts: int = 8,
+) -> int:
+    """Write `program` as the next version to program.config; returns that version.
+
+    `expected`: the version the change was made against; raises VersionConflict when the
+    latest committed version differs (None: publish on top of whatever is latest)."""
+    for attempt in range(attempts):
+        try:
+            with _PUBLISHING:  # publishers in one process take turns instead of fencing each other
+                return _publish_once(settings, program, timeout, expected, extra)
+        except KafkaException as exc:  # fenced by another process's publish: re-read and re-check
+            if attempt == attempts - 1 or not _retriable(exc):
+                raise RuntimeError(f"program not written: {exc}") from None
+            time.sleep((0.1 + uuid.uuid4().int % 1000 / 1000) * min(attempt + 1, 4))  # jitter
+    raise AssertionError("unreachable")
+
+
+def _retriable(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (
+        err.retriable() or err.txn_requires_abort() or err.fatal() or err.code() == KafkaError._FENCED
+    )
+
+
+def _publish_once(
+    settings: Settings, program: Program, timeout: float, expected: int | None, extra: Extra | None
+) -> int:
+    producer = _transactional_producer(settings)
+    producer.init_transactions(timeout)  # fences every other publisher, aborts its open txn
+    before = latest_program(settings)
+    if expected is not None and before.version != expected:
+        raise VersionConflict(expected, before.version)
+    version = before.version + 1
+    records = [(PROGRAM_CONFIG, PROGRAM_KEY, _config_value(program, version))]
+    records += extra(before, version) if extra else []
+    producer.begin_transaction()
+    for topic, key, value in records:
+        producer.produce(topic_name(topic, settings), key=key, value=value)
+    producer.commit_transaction(timeout)  # flushes; raises if any record was not written
+    return version
+
+
+def _config_value(program: Program, version: int) -> bytes:
     body = program.model_copy(update={"version": version}).model_dump(mode="json", by_alias=True)
-    value = encode(
+    return encode(
         "ProgramConfig",
         {
             "version": version,
@@ -142,20 +226,16 @@ def publish_program(settings: Settings, program: Program, timeout: float = 30.0)
             "program": orjson.dumps(body).decode(),
         },
     )
-    producer = Producer(
+
+
+def _transactional_producer(settings: Settings) -> Producer:
+    """One transactional id per deployment (TOPIC_PREFIX): the single-writer fence."""
+    return Producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "transactional.id": f"{settings.topic_prefix}program-publisher",
             "acks": "all",
             "enable.idempotence": True,
+            "transaction.timeout.ms": 60000,
         }
     )
-    errors: list[KafkaError] = []
-    producer.produce(
-        topic_name(PROGRAM_CONFIG, settings),
-        key=PROGRAM_KEY,
-        value=value,
-        on_delivery=lambda err, _msg: errors.append(err) if err else None,
-    )
-    if producer.flush(timeout) or errors:
-        raise RuntimeError(f"program version {version} not written: {errors or 'timeout'}")
-    return version

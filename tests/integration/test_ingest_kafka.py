@@ -173,7 +173,7 @@ def test_admin_program_publishes_and_ingest_hot_swaps(client):
     assert client.get("/admin/program", headers=H).json()["data"]["version"] >= 1
     new = PROGRAM.model_dump(mode="json", by_alias=True)
     new["event_types"].append({"name": "REVIEW"})
-    resp = client.put("/admin/program", json=new, headers=H)
+    resp = client.put("/admin/program", json=new, headers={**H, "If-Match": "*"})  # docs/admin.md
     assert resp.status_code == 200
     version = resp.json()["data"]["version"]
     review = {"customer_id": "c1", "type": "REVIEW"}

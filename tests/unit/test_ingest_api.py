@@ -42,6 +42,8 @@ class Harness:
             lookup=self.lookup,
             publisher=self.programs.publish,
             hub=self.hub,
+            history=self.programs,
+            audit=self.programs,
             instance_id="ingest-test",
         )
 
@@ -345,7 +347,7 @@ def full_program(**sections) -> dict:
 
 
 def test_admin_program_roundtrip(h):
-    admin = {"X-API-Key": "ak"}
+    admin = {"X-API-Key": "ak", "If-Match": "*"}
     current = h.client.get("/admin/program", headers=admin).json()["data"]
     assert current["version"] == 3
     new = full_program(event_types=[{"name": "APP_OPEN", "path": "tracking"}])
@@ -364,7 +366,7 @@ def test_admin_program_roundtrip(h):
 
 def test_admin_put_of_a_partial_program_is_refused_and_keeps_the_program(h):
     """The docs' old example (only event_types) replaced the whole program: 0 campaigns."""
-    admin = {"X-API-Key": "ak"}
+    admin = {"X-API-Key": "ak", "If-Match": "*"}
     h.programs.program = PROGRAM.model_copy(update={"campaigns": [Campaign(id="spend", formula="1")]})
     partial = {"event_types": [{"name": "APP_OPEN", "path": "tracking"}]}
     resp = h.client.put("/admin/program", json=partial, headers=admin)
@@ -383,7 +385,7 @@ def test_admin_put_of_a_partial_program_is_refused_and_keeps_the_program(h):
 
 
 def test_admin_put_refuses_lax_types(h):
-    admin = {"X-API-Key": "ak"}
+    admin = {"X-API-Key": "ak", "If-Match": "*"}
     body = full_program(tiers={"levels": [], "reporting_period_days": "365"})
     resp = h.client.put("/admin/program", json=body, headers=admin)
     assert resp.status_code == 422 and error_of(resp)["fields"][0]["path"] == "tiers.reporting_period_days"
@@ -429,7 +431,7 @@ def test_405_names_every_method_of_the_path(h):
     """Starlette's Allow listed only the first matching route: GET, not PUT, on /admin/program."""
     resp = h.client.delete("/admin/program", headers={"X-API-Key": "ak"})
     assert resp.status_code == 405 and error_of(resp)["code"] == "method_not_allowed"
-    assert set(resp.headers["Allow"].split(", ")) == {"GET", "HEAD", "PUT"}
+    assert set(resp.headers["Allow"].split(", ")) == {"GET", "HEAD", "PUT", "PATCH"}
 
 
 def test_spec_timeout_bound_is_the_servers(h):

@@ -1,0 +1,133 @@
+"""The one write path of the admin API: every change (a resource, the whole program, a rollback)
+becomes a full program that is validated like PUT /admin/program, checked against If-Match and
+published as one new version by compare-and-set (processors/runtime/config_table.py).
+
+Order of checks (RFC 9110 13.2.2: preconditions are evaluated only when the request would
+otherwise succeed): body 400/422, If-Match missing 428, unknown id 404, existing id 409,
+invalid resulting program 422, stale If-Match 412; the publish itself answers 412 when another
+writer committed between our read and our commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ingest.changes import restore_secrets
+from ingest.dependencies import IngestState
+from ingest.errors import ApiError, validation_fields
+from ingest.history import Change, program_json
+from ingest.programs import schema_problems
+from ingest.routers.common import read_json
+from ingest.submit import unavailable
+from processors.loyalty.validate import rule_errors
+from processors.runtime.config_table import VersionConflict
+from schemas.program import Program
+
+MERGE_PATCH = "application/merge-patch+json"
+ANY = None  # If-Match: * (any current version)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def if_match(request: Request) -> int | None:
+    """The version named by If-Match (strong or weak tag), ANY for `*`; 428 without it."""
+    raw = request.headers.get("if-match")
+    if raw is None:
+        raise ApiError(428, 'If-Match is required on writes: send the ETag of your GET (e.g. "7") or *',
+                       code="precondition_required")  # fmt: skip
+    raw = raw.strip()
+    if raw == "*":
+        return ANY
+    tag = raw.removeprefix("W/")
+    if len(tag) < 3 or tag[0] != '"' or tag[-1] != '"' or not tag[1:-1].isdigit() or len(tag) > 21:
+        raise ApiError(400, 'If-Match must be a version ETag such as "7", or *', code="bad_if_match",
+                       fields=[("If-Match", 'expected "<version>" or *')])  # fmt: skip
+    return int(tag[1:-1])
+
+
+async def base_program(state: IngestState, expected: int | None) -> Program:
+    """The program a change is made against; waits briefly when the client has seen a newer
+    version than this instance's table (another ingest instance published it)."""
+    program = state.programs.current()
+    wait = getattr(state.programs, "wait_for_version", None)
+    if expected is not None and expected > program.version and callable(wait):
+        try:
+            program = await run_in_threadpool(wait, expected, 2.0)
+        except TimeoutError:
+            program = state.programs.current()
+    return program
+
+
+def object_body(raw: bytes, what: str = "body") -> dict[str, Any]:
+    body = read_json(raw)
+    if not isinstance(body, dict):
+        raise ApiError(422, f"the {what} must be a JSON object", fields=[("body", "must be an object")])
+    return body
+
+
+def check_patch_type(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in (MERGE_PATCH, "application/json"):
+        raise ApiError(415, f"PATCH takes {MERGE_PATCH} (or application/json), not {kind or 'nothing'}")
+
+
+def validate(body: dict[str, Any]) -> Program:
+    """schemas.program.Program (strict), event type JSON Schemas and CEL rules; 422 naming fields."""
+    body = {k: v for k, v in body.items() if k != "version"}  # assigned when publishing
+    try:
+        program = Program.model_validate(body, strict=True)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid program", fields=validation_fields(exc.errors())) from None
+    if problems := schema_problems(program):
+        raise ApiError(422, "invalid event type schema", fields=problems)
+    if errors := rule_errors(program):
+        raise ApiError(422, "invalid rules", fields=[("program", e) for e in errors])
+    return program
+
+
+def with_secrets(new: dict[str, Any], base: Program) -> dict[str, Any]:
+    """Secrets left out or sent masked keep their stored values (GET-edit-PUT is safe)."""
+    if problems := restore_secrets(new, program_json(base)):
+        raise ApiError(422, "a masked secret has no stored value", fields=problems)
+    return new
+
+
+def precondition(base: Program, expected: int | None) -> None:
+    if expected is not ANY and expected != base.version:
+        raise stale(expected, base.version)
+
+
+def stale(expected: int | None, current: int) -> ApiError:
+    return ApiError(412, f"the program is at version {current}, not {expected}: GET it again and retry",
+                    code="precondition_failed", headers={"ETag": etag(current)})  # fmt: skip
+
+
+async def publish(
+    state: IngestState, request: Request, program: Program, base: Program, action: str, resource: str
+) -> int:
+    """Publish `program` as the version after `base` (compare-and-set), recording who and what."""
+    actor = getattr(request.state, "actor", "unknown")
+    change = Change(actor=actor, action=action, resource=resource, expected=base.version)
+    try:
+        return await run_in_threadpool(state.publisher, program, change)
+    except VersionConflict as exc:
+        raise stale(exc.expected, exc.current) from None
+    except Exception as exc:  # Kafka errors of any kind: the client may retry
+        raise unavailable(state, f"could not publish the program: {exc}") from None
+
+
+async def write(
+    state: IngestState, request: Request, new: dict[str, Any], base: Program, expected: int | None,
+    action: str, resource: str,
+) -> tuple[Program, int]:  # fmt: skip
+    """Restore secrets, validate, check If-Match, publish: the validated program and its version."""
+    program = validate(with_secrets(new, base))
+    precondition(base, expected)
+    version = await publish(state, request, program, base, action, resource)
+    return program, version
