@@ -399,6 +399,22 @@ def dlq_rows(n: Row, src: Source) -> list[tuple[str, Row]]:
     return [("dlq", row)]
 
 
+def audit_rows(a: Row, src: Source) -> list[tuple[str, Row]]:
+    """An admin write (ingest/history.py): one admin_audit row, secrets already masked."""
+    row = {
+        "id": a["id"],
+        "at": ts(a.get("at")),
+        "actor": a["actor"],
+        "action": a["action"],
+        "resource": a["resource"],
+        "version_before": a.get("version_before"),
+        "version_after": a.get("version_after"),
+        "summary": a.get("summary"),
+        "changes": a.get("changes") or "[]",
+    }
+    return [("admin_audit", row)]
+
+
 MAPPERS = {
     t.EVENTS_LOYALTY: event_rows,
     t.EVENTS_TRACKING: event_rows,
@@ -409,6 +425,7 @@ MAPPERS = {
     t.JOURNEYS_ACTIVITY: journey_rows,
     t.DELIVERIES: delivery_rows,
     t.DELIVERY_DLQ: dlq_rows,
+    t.ADMIN_AUDIT: audit_rows,
 }
 SOURCE_TOPICS: tuple[str, ...] = tuple(MAPPERS)
 

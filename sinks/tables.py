@@ -236,6 +236,9 @@ DLQ_COLS = (
     "id", "endpoint_id", "event", "customer_id", "data", "created_at", "attempt", "last_error",
     "config_version", "dead_at",
 )  # fmt: skip
+AUDIT_COLS = (
+    "id", "at", "actor", "action", "resource", "version_before", "version_after", "summary", "changes",
+)  # fmt: skip
 
 _MEMBER_LIST = ", ".join(MEMBER_COLS)
 AUDIENCE_MEMBERS = Target(
@@ -303,5 +306,6 @@ TARGETS: dict[str, Target] = {
             ("webhook_id", "endpoint_id", "attempt"),
         ),  # fmt: skip
         insert_only("dlq", "dlq", DLQ_COLS, ("id", "endpoint_id")),
+        insert_only("admin_audit", "admin_audit", AUDIT_COLS, ("id",)),
     ]
 }
