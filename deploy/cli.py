@@ -6,6 +6,7 @@ the others (and the CLI works while parts of the system are still being written)
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import os
 import re
@@ -142,7 +143,11 @@ def apply_config(path: str) -> int:
     if errors := rule_errors(program):
         print(f"loyalty config apply: {path}: invalid rules:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
-    version = publish_program(Settings.from_env(), program)
+    from ingest.history import Change, change_records
+
+    # recorded like an admin write: program.history (versions, rollback) and admin.audit
+    change = Change(actor=f"loyalty config apply ({getpass.getuser()})", action="config.apply")
+    version = publish_program(Settings.from_env(), program, extra=change_records(program, change))
     print(f"applied {path} as program version {version}")
     return 0
 

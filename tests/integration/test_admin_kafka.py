@@ -164,3 +164,19 @@ def test_rollback_restores_what_a_purchase_earns_and_everything_is_audited(sink_
         rows = conn.execute("SELECT actor, resource, changes::text, summary FROM admin_audit").fetchall()
     assert len(rows) == 4 and SECRET not in repr(rows)
     assert {r[1] for r in rows} == {"webhooks/h1", "campaigns/spend", f"program/versions/{single}"}
+
+
+def test_config_apply_goes_through_the_same_versions_and_keeps_secret_references(settings, tmp_path):
+    from deploy.cli import apply_config
+    from ingest.history import KafkaHistory
+    from processors.runtime.config_table import latest_program
+
+    path = tmp_path / "program.yaml"
+    hook = "{id: h1, url: 'https://example.com/h', events: [X], secret: '${UNSET_REF}'}"
+    path.write_text(f"webhooks:\n  - {hook}\n")
+    assert apply_config(str(path)) == 0  # UNSET_REF need not be set where apply runs
+    program = latest_program(settings)
+    assert program.webhooks[0].secret == "${UNSET_REF}"
+    entry = KafkaHistory(settings).versions()[-1]
+    assert entry["version"] == program.version and entry["action"] == "config.apply"
+    assert entry["program"]["webhooks"][0]["secret"] == "${UNSET_REF}"
