@@ -492,7 +492,7 @@ def segments(conn: psycopg.Connection, rng: Range) -> Page:
         "ORDER BY points DESC, customer_id LIMIT 20",
         p,
     )
-    as_of = (p["segments_at"] or p["now"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    as_of = (p["segments_at"] or p["now"]).strftime("%H:%M:%S UTC")
     return {
         "stats": [stat(r["segment"], r["segment"].replace("_", " "), r["customers"]) for r in rows]
         + [stat("as_of", "as of", as_of)],
