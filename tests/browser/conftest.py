@@ -107,9 +107,11 @@ def dashboard_url(dash_db: str) -> Iterator[str]:
     thread.join(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def context(browser_ready: None) -> Iterator:
-    """One chromium with a fresh profile directory for the session."""
+    """One chromium with a fresh profile directory per module. Not per session: Playwright's
+    sync API keeps an asyncio loop running in the main thread while it is open, and every
+    later test that calls asyncio.run() would fail."""
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="dash-chromium-")
