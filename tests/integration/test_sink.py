@@ -45,7 +45,8 @@ def test_events_results_ledger_and_wallets_land_exactly_once(cfg: Settings, sink
         like,
     )
     assert rows == [("RESOLVED", "loyalty", 200, 20 * 55.0)]
-    assert scalar(url, "SELECT sum(amount) FROM ledger_lines WHERE kind = 'ACCUMULATION' AND customer_id LIKE %s", like) == (20 * 55.0)
+    credited = "SELECT sum(amount) FROM ledger_lines WHERE kind = 'ACCUMULATION' AND customer_id LIKE %s"
+    assert scalar(url, credited, like) == 20 * 55.0
     wallets = query(url, "SELECT points, lifetime FROM wallets WHERE customer_id LIKE %s", like)
     assert wallets == [(55.0, 55.0)] * 20
     props = scalar(

@@ -51,7 +51,8 @@ def assert_exact(url: str) -> None:
         n = CUSTOMERS * PER_CUSTOMER
         assert one("SELECT count(*), sum(points) FROM events") == (n, EXPECTED_POINTS)
         assert one("SELECT count(*) FROM events WHERE status <> 'RESOLVED'") == (0,)
-        assert one("SELECT count(*), sum(amount) FROM ledger_lines WHERE kind = 'ACCUMULATION'") == (n, EXPECTED_POINTS)
+        credited = "SELECT count(*), sum(amount) FROM ledger_lines WHERE kind = 'ACCUMULATION'"
+        assert one(credited) == (n, EXPECTED_POINTS)
         assert one("SELECT count(*), sum(points) FROM wallets") == (CUSTOMERS, EXPECTED_POINTS)
 
 
