@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args(argv)
     server_url = os.environ.get("DATABASE_URL", "postgresql://localhost/loyalty")
-    gap_s = max(1, round(args.days * 86400 / args.events))
+    gap_s = args.days * 86400 / args.events
     load = Load(args.customers, args.events, gap_s, webhooks=args.events // 10)
     with fresh_database(server_url, "dashbench") as url:
         began = time.monotonic()

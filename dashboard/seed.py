@@ -26,7 +26,7 @@ TIERS = "ARRAY['bronze','bronze','bronze','bronze','silver','silver','silver','g
 class Load:
     customers: int = 200
     events: int = 3000
-    gap_s: int = 1200  # seconds between consecutive events (3000 x 20 min = 41.7 days)
+    gap_s: float = 1200  # seconds between consecutive events (3000 x 20 min = 41.7 days)
     webhooks: int = 600
 
     @property
