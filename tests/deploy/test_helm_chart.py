@@ -221,6 +221,17 @@ def test_secret_references_resolve(rendered: tuple[dict, list[dict], str]) -> No
                     assert ref["key"] in secrets.get(ref["name"], set()), f"{e['name']}: {ref} not rendered"
 
 
+def test_delivery_can_resolve_secret_references(rendered: tuple[dict, list[dict], str]) -> None:
+    """Webhook secrets given as ${NAME} are resolved by delivery when it signs, so its pods
+    get the webhook-secrets Secret as environment (as the config-apply Job does)."""
+    _, docs, _ = rendered
+    (delivery,) = [d for d in workloads(docs) if component(d) == "delivery"]
+    refs = [f["secretRef"]["name"] for c in containers(delivery) for f in c.get("envFrom", [])]
+    job_refs = {f["secretRef"]["name"] for d in docs if d["kind"] == "Job"
+                for c in containers(d) for f in c.get("envFrom", [])}  # fmt: skip
+    assert refs and set(refs) <= job_refs
+
+
 def _partitions(values: dict) -> int:
     return int(values.get("partitions", 6))
 

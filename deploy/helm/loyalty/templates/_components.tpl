@@ -45,6 +45,7 @@ processors/delivery/service.py, sinks/service.py (tests/deploy/test_helm_chart.p
   portName: metrics
   readinessPath: {{ $root.Values.probes.readinessPath }}
   env: {{ toJson (list (dict "name" "METRICS_HOST" "value" "0.0.0.0")) }}
+  webhookSecrets: true
   group: {{ include "loyalty.group" (dict "root" $root "name" "delivery") | quote }}
   scaler: kafka
 {{- if .Values.router.enabled }}
