@@ -40,6 +40,10 @@ from ingest.routers import admin, customers, events, health, resources, versions
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+# The public (non-admin) routes are also served under Masivo's storefront base path, so a
+# Masivo integration only changes its base URL (docs/masivo-compatibility.md).
+STOREFRONT_PREFIX = "/api/storefront/v1"
+STOREFRONT_ROUTERS = (events, customers)
 
 
 def new_instance_id() -> str:
@@ -92,6 +96,8 @@ def create_app(
     errors.install(app)
     for module in (events, customers, admin, versions, resources, health):
         app.include_router(module.router)
+    for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
+        app.include_router(module.router, prefix=STOREFRONT_PREFIX)
     app.add_middleware(
         IngestMiddleware, max_body=config.max_body_bytes, max_bulk_body=config.max_bulk_body_bytes
     )
