@@ -4,8 +4,9 @@ One transactional producer per process (`transactional.id` = group + instance id
 restarts so a restarted instance fences its zombie and aborts its open transaction at once).
 Every ~100 ms or N records (up to 1 s while catching up on a backlog) the loop sends the
 consumed offsets with the consumer group metadata and commits; only then do store writes reach
-RocksDB. On a failed commit the transaction is aborted, the stores' overlays dropped and the
-consumer rewound to the committed offsets.
+RocksDB. On a failed commit the transaction is aborted (or, when the producer hit a fatal
+error, the producer replaced: transactions.py), the stores' overlays dropped and the consumer
+rewound to the committed offsets. A watchdog exits when nothing commits for `stall_timeout_s`.
 
 Assignment is eager with the `range` assignor: co-partitioned input topics give partition N of
 every input to the same instance, which owns the task (stores, timers) for N. Assigned
@@ -52,6 +53,14 @@ from processors.runtime.dead_letters import (
 from processors.runtime.kafka_util import partitions_of
 from processors.runtime.limits import DEFAULT_LIMIT, RecordTooLarge, record_limit, too_large
 from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
+from processors.runtime.transactions import (
+    MAX_RENEWALS,
+    TransactionBroken,
+    error_of,
+    left,
+    retrying,
+    timed_out,
+)
 from schemas.codec import default_codec
 from schemas.settings import Settings
 from schemas.topics import base_name, schema_for, topic_name
@@ -86,6 +95,9 @@ class RuntimeOptions:
     # the largest record produced (bytes); None: the smallest max.message.bytes of the topics
     # written, read at start (limits.py); producer_config["message.max.bytes"] caps it too
     max_record_bytes: int | None = None
+    # the watchdog: records pending and no commit for this long -> exit 1 (/healthz 503 from
+    # half of it), for the supervisor to restart a process that cannot make progress
+    stall_timeout_s: float = 120.0
 
 
 def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_up: bool) -> bool:
@@ -96,7 +108,8 @@ def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_u
 
 
 class FatalError(RuntimeError):
-    """The producer was fenced or hit a fatal error: this instance must stop."""
+    """This instance cannot make progress (a fatal consumer error, no commit within
+    `stall_timeout_s`, a producer renewed again and again): it must stop."""
 
 
 class PartitionMismatch(RuntimeError):
@@ -163,6 +176,9 @@ class Runner:
         self._restore_remaining = 0
         self._restore_started = 0.0
         self.max_record_bytes = DEFAULT_LIMIT
+        self._last_commit = time.monotonic()  # or the last moment nothing was pending
+        self._failing = False  # a transaction failed since the last commit
+        self._renewals = 0  # producers replaced since the last commit
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Runner:
@@ -188,8 +204,14 @@ class Runner:
             signal.signal(sig, lambda *_: self._stop.set())
 
     def healthy(self) -> bool:
-        """Liveness: the loop turns (it does while restoring too) and nothing failed."""
-        return self.error is None and time.monotonic() - self._last_loop < 30
+        """Liveness: the loop turns (it does while restoring too), nothing failed, and it
+        commits what it processes (not stalled for half the watchdog's limit)."""
+        now = time.monotonic()
+        stalled = self._pending() and now - self._last_commit > self.options.stall_timeout_s / 2
+        return self.error is None and now - self._last_loop < 30 and not stalled
+
+    def _pending(self) -> bool:
+        return self.in_txn or self._failing
 
     def readiness(self) -> dict[str, Any]:
         """Readiness (/readyz): healthy, and every assigned partition restored and resumed."""
@@ -215,7 +237,7 @@ class Runner:
             self.health = m.HealthServer(port, self.healthy, ready=self.readiness).start()
             log.info("health and metrics served", extra={"port": self.health.port})
         self.producer = self._producer()
-        self.producer.init_transactions(30)
+        retrying(self.producer.init_transactions, time.monotonic() + 30, what="init_transactions")
         self.restorer = Restorer(self.settings, self.group, self.processor.name)
         self.consumer = self._consumer()
         self.consumer.subscribe(
@@ -228,6 +250,7 @@ class Runner:
             "processor started",
             extra={"processor": self.group, "instance": self.options.instance_id},
         )
+        self._last_commit = time.monotonic()
         try:
             self._loop()
             self._commit()
@@ -242,7 +265,7 @@ class Runner:
                 for task in self.tasks.values():
                     task.abort()
                 self.producer.abort_transaction(10)
-        except KafkaException:
+        except (KafkaException, TransactionBroken):
             log.warning("abort on shutdown failed; the broker will time the transaction out")
         finally:
             try:
@@ -309,29 +332,54 @@ class Runner:
 
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
-        opts = self.options
         while not self._stop.is_set():
-            self._last_loop = time.monotonic()
-            if self._held:
-                self._restore_step()
-            wait = 0 if self._held else 0.005 if self.in_txn else 0.02
-            msgs = self.consumer.consume(opts.poll_batch, wait)
-            for msg in msgs:
-                if msg.error():
-                    if msg.error().fatal():
-                        raise FatalError(str(msg.error()))
-                    continue
-                if not self._process(msg):
-                    break  # rewound: the rest of this poll is read again
-            self._punctuate()
-            self._check_config()
-            elapsed_ms = (time.monotonic() - self.txn_started) * 1000
-            if self.in_txn and commit_due(opts, self.txn_records, elapsed_ms, len(msgs) >= opts.poll_batch):
-                self._commit()
+            try:
+                self._turn()
+            except TransactionBroken as broken:  # from produce() or begin_transaction()
+                self._recover(broken.error, self._stall_deadline())
+
+    def _turn(self) -> None:
+        """One turn: restore a slice, poll, process, fire timers, commit when due."""
+        opts = self.options
+        self._last_loop = time.monotonic()
+        self._watchdog()
+        if self._held:
+            self._restore_step()
+        wait = 0 if self._held else 0.005 if self.in_txn else 0.02
+        msgs = self.consumer.consume(opts.poll_batch, wait)
+        if not msgs and not self.in_txn:  # nothing pending: a quiet loop is not a stalled one
+            self._failing = False
+            self._last_commit = time.monotonic()
+        for msg in msgs:
+            if msg.error():
+                if msg.error().fatal():
+                    raise FatalError(str(msg.error()))
+                continue
+            if not self._process(msg):
+                break  # rewound: the rest of this poll is read again
+        self._punctuate()
+        self._check_config()
+        elapsed_ms = (time.monotonic() - self.txn_started) * 1000
+        if self.in_txn and commit_due(opts, self.txn_records, elapsed_ms, len(msgs) >= opts.poll_batch):
+            self._commit()
+
+    def _watchdog(self) -> None:
+        """Exit (FatalError -> exit 1) when records are pending and nothing committed for
+        `stall_timeout_s`: a supervisor restart beats a live process that does nothing."""
+        stalled = time.monotonic() - self._last_commit
+        if self._pending() and stalled > self.options.stall_timeout_s:
+            raise FatalError(f"no transaction committed for {stalled:.0f}s with records pending")
+
+    def _stall_deadline(self) -> float:
+        """When the watchdog gives up: the deadline of every recovery call."""
+        return max(self._last_commit + self.options.stall_timeout_s, time.monotonic() + 1)
 
     def _begin(self) -> None:
         if not self.in_txn:
-            self.producer.begin_transaction()
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise TransactionBroken(error_of(exc)) from exc
             self.in_txn = True
             self.txn_records = 0
             self.txn_started = time.monotonic()
@@ -408,15 +456,11 @@ class Runner:
         letter.log()
 
     def _rewind_transaction(self) -> None:
-        """Abort the open transaction and seek back to the last commit."""
-        if self.in_txn:
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException as exc:
-                raise FatalError(str(exc)) from exc
-            self.in_txn = False
+        """Abort the open transaction (a handler raised) and seek back to the last commit."""
+        deadline = self._stall_deadline()
+        self._end_transaction(deadline)
         m.ABORTS.labels(self.processor.name).inc()
-        self._rewind()
+        self._rewind(deadline)
 
     def _input_info(self, physical: str) -> tuple[str, str | None]:
         topic = base_name(physical, self.settings)
@@ -441,16 +485,21 @@ class Runner:
         self._count(self._out_counts, topic)
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, **kwargs: Any) -> None:
-        """Produce into the open transaction; an oversize record raises RecordTooLarge."""
+        """Produce into the open transaction; an oversize record raises RecordTooLarge, a
+        producer in an error state (e.g. `_STATE` after a broker restart) TransactionBroken."""
+        give_up = 0.0
         while True:
             try:
                 self.producer.produce(topic, value, key, **kwargs)
                 return
-            except BufferError:
+            except BufferError:  # the queue drains as records are delivered or time out
+                give_up = give_up or time.monotonic() + 2 * self.options.transaction_timeout_ms / 1000
+                if time.monotonic() > give_up:
+                    raise timed_out("the producer queue stayed full") from None
                 self.producer.poll(0.05)
             except KafkaException as exc:
                 if not too_large(exc):
-                    raise
+                    raise TransactionBroken(error_of(exc)) from exc
                 size = len(key or b"") + len(value or b"")
                 raise RecordTooLarge(f"a record for {topic}", size, self.max_record_bytes) from exc
 
@@ -489,32 +538,70 @@ class Runner:
 
     # -- transactions -----------------------------------------------------------------------
     def _commit(self, budget: float = 60.0) -> None:
-        """Commit the open transaction; every broker call shares one `budget` (seconds)."""
+        """Commit the open transaction; every broker call shares one `budget` (seconds).
+
+        Retriable errors retry the call, others end the transaction and rewind (_recover). A
+        commit whose outcome is unknown (it timed out, or the producer died in it) is settled
+        by the committed offsets once the producer is renewed: init_transactions finishes it."""
         if not self.in_txn:
             return
         started = time.monotonic()
         deadline = started + budget
         try:
             pending = self._produce_changelogs()
-            self.producer.flush(_left(deadline))
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
-            if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), _left(deadline)
-                )
-            self.producer.commit_transaction(_left(deadline))
-        except KafkaException as exc:
-            self._abort(exc, deadline)
+            self._flush(deadline)
+            self._send_offsets(deadline)
+        except (KafkaException, TransactionBroken) as exc:
+            self._recover(error_of(exc), deadline)
             return
+        try:
+            retrying(self.producer.commit_transaction, deadline, what="commit_transaction")
+        except KafkaException as exc:
+            if not self._committed_anyway(error_of(exc), deadline):
+                return
+        self._committed(pending, started)
+
+    def _flush(self, deadline: float) -> None:
+        if self.producer.flush(left(deadline)) > 0:
+            raise timed_out("records of the transaction not delivered in its time budget")
+
+    def _send_offsets(self, deadline: float) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
+        if offsets:
+            meta = self.consumer.consumer_group_metadata()
+            retrying(lambda timeout: self.producer.send_offsets_to_transaction(offsets, meta, timeout),
+                     deadline, what="send_offsets_to_transaction")  # fmt: skip
+
+    def _committed(self, pending: dict[tuple[str, int], int], started: float) -> None:
+        """The transaction is committed: its writes reach the stores, the watchdog resets."""
         self.in_txn = False
         for partition, task in self.tasks.items():
             task.commit(
                 {s: pending[(s, partition)] for s in self._store_names() if (s, partition) in pending}
             )
         self.positions.clear()
+        self._last_commit = time.monotonic()
+        self._failing = False
+        self._renewals = 0
         m.COMMIT_LATENCY.labels(self.processor.name).observe(time.monotonic() - started)
         self._flush_counts()
         self._update_lag()
+
+    def _committed_anyway(self, error: KafkaError, deadline: float) -> bool:
+        """commit_transaction failed: end the transaction; True when the broker committed it
+        all the same (every input offset of the transaction is the committed one)."""
+        positions = dict(self.positions)
+        if self._recover(error, deadline, rewind=False) or not positions:
+            self._rewind(deadline)  # aborted: it did not commit
+            return False
+        tps = [TopicPartition(t, p) for t, p in positions]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in self._committed_offsets(tps, deadline)}
+        if committed == positions:
+            log.warning("commit outcome was unknown; the broker has it committed",
+                        extra={"error": str(error)})  # fmt: skip
+            return True
+        self._rewind(deadline)
+        return False
 
     def _produce_changelogs(self) -> dict[tuple[str, int], int]:
         """Write each dirty key's final value once; return the offsets they landed at."""
@@ -546,19 +633,55 @@ class Runner:
 
         return callback
 
-    def _abort(self, exc: KafkaException, deadline: float) -> None:
-        error = exc.args[0]
+    def _recover(self, error: KafkaError, deadline: float, rewind: bool = True) -> bool:
+        """A transactional call failed: end the transaction (abort, or renew the producer) and
+        rewind to the last commit. True when it was aborted (not renewed)."""
+        self._failing = True
         m.ABORTS.labels(self.processor.name).inc()
-        if error.fatal() or not error.txn_requires_abort() and not error.retriable():
-            log.error("transaction failed fatally", extra={"error": str(error)})
-            raise FatalError(str(error)) from exc
-        log.warning("transaction aborted, rewinding", extra={"error": str(error)})
-        try:
-            self.producer.abort_transaction(_left(deadline, 5.0))
-        except KafkaException as abort_exc:
-            raise FatalError(str(abort_exc)) from abort_exc
+        log.warning("transaction failed; ending it and rewinding",
+                    extra={"error": str(error), "fatal": error.fatal(),
+                           "abortable": error.txn_requires_abort()})  # fmt: skip
+        aborted = self._end_transaction(deadline, error)
+        if rewind:
+            self._rewind(deadline)
+        return aborted
+
+    def _end_transaction(self, deadline: float, error: KafkaError | None = None) -> bool:
+        """Abort the open transaction; when that cannot be done (a fatal error, or the abort
+        fails) replace the producer instead. True when aborted."""
+        was_open = self.in_txn
+        usable = error is None or not error.fatal()
+        aborted = was_open and usable and self._abort(deadline)
         self.in_txn = False
-        self._rewind(deadline)
+        if not aborted and (was_open or error is not None):
+            self._renew_producer()
+        return aborted
+
+    def _abort(self, deadline: float) -> bool:
+        try:
+            retrying(self.producer.abort_transaction, deadline, floor=5.0, what="abort_transaction")
+            return True
+        except KafkaException as exc:
+            log.warning("abort failed; renewing the producer", extra={"error": str(exc)})
+            return False
+
+    def _renew_producer(self) -> None:
+        """A new producer with the same transactional.id: init_transactions fences the old
+        epoch and completes or aborts its open transaction. Repeated renewals with no commit
+        in between (a live twin fencing us back?) stop the process."""
+        self._renewals += 1
+        if self._renewals > MAX_RENEWALS:
+            raise FatalError(f"producer renewed {MAX_RENEWALS} times without a commit")
+        log.warning("renewing the transactional producer", extra={"renewal": self._renewals})
+        try:
+            self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+        except (KafkaException, RuntimeError):
+            pass
+        self.producer = self._producer()
+        try:
+            retrying(self.producer.init_transactions, self._stall_deadline(), what="init_transactions")
+        except KafkaException as exc:
+            raise FatalError(f"a new producer could not initialise transactions: {exc}") from exc
 
     def _rewind(self, deadline: float | None = None) -> None:
         """Drop uncommitted state and seek back to the committed offsets (by `deadline`)."""
@@ -568,10 +691,19 @@ class Runner:
         assigned = [tp for tp in self.consumer.assignment() if tp.partition in self.tasks]
         if not assigned:  # partitions still restoring seek when they resume
             return
-        timeout = _left(deadline) if deadline is not None else 30
-        for tp in self.consumer.committed(assigned, timeout=timeout):
+        for tp in self._committed_offsets(assigned, deadline or self._stall_deadline()):
             tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(tp)
+
+    def _committed_offsets(self, tps: list[TopicPartition], deadline: float) -> list[TopicPartition]:
+        """The group's committed offsets, retried while the coordinator is away (until the
+        watchdog's deadline at least: a rewind that cannot finish must not go on)."""
+        deadline = max(deadline, self._stall_deadline())
+        try:
+            return retrying(lambda timeout: self.consumer.committed(tps, timeout=timeout), deadline,
+                            what="committed")  # fmt: skip
+        except KafkaException as exc:
+            raise FatalError(f"committed offsets unavailable: {exc}") from exc
 
     def _update_lag(self) -> None:
         """Refresh the lag gauges from cached watermarks, at most every few seconds."""
@@ -630,7 +762,7 @@ class Runner:
             return
         assert self.restorer is not None
         tps = [tp for p in partitions for tp in self._held[p]]
-        committed = self.consumer.committed(tps, timeout=30)
+        committed = self._committed_offsets(tps, self._stall_deadline())
         for partition in partitions:
             self.tasks[partition] = self._task(partition, self.restorer.take(partition))
             del self._held[partition]
@@ -656,11 +788,7 @@ class Runner:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready.clear()
         if self.in_txn:
-            try:
-                self.producer.abort_transaction(self.options.revoke_timeout_s)
-            except KafkaException:
-                pass
-            self.in_txn = False
+            self._end_transaction(time.monotonic() + self.options.revoke_timeout_s)
             for task in self.tasks.values():
                 task.abort()
         self._release({tp.partition for tp in partitions})
@@ -698,8 +826,3 @@ class Runner:
             self.program_table.current,
             self.max_record_bytes,
         )
-
-
-def _left(deadline: float, floor: float = 0.1) -> float:
-    """Seconds left before `deadline` (at least `floor`: librdkafka needs a positive timeout)."""
-    return max(floor, deadline - time.monotonic())

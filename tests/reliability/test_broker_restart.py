@@ -1,0 +1,119 @@
+"""A broker restart is survived: the counter processor (a real OS process) keeps running
+through three broker outages under load (SIGKILL, SIGTERM, SIGKILL; two of them longer than
+the transaction timeout, so the coordinator aborts the open transaction and bumps the
+producer's epoch) and, with no restart by hand, ends healthy with every key's outputs exactly
+1..n. The broker is the test's own (deploy.local.kafka.test_broker_process), not the shared one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from deploy.local.kafka import BrokerProcess, test_broker_process
+from deploy.topics import ensure_topics
+from processors.runtime.example import INPUT, TOPICS
+from processors.runtime.testing import wait_for
+from schemas.settings import Settings
+from schemas.topics import topic_name
+from tests.reliability.harness import Outputs, ProcessorProcess, assert_exactly_once
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+
+OUTAGES = [("kill", 12.0), ("stop", 5.0), ("kill", 12.0)]  # how, seconds down
+
+
+@pytest.fixture
+def own_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BrokerProcess, Settings]]:
+    with test_broker_process() as broker:
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+        monkeypatch.setenv("TOPIC_PREFIX", f"b{uuid.uuid4().hex[:6]}.")
+        monkeypatch.setenv("TOPIC_PARTITIONS", "3")
+        settings = Settings.from_env()
+        ensure_topics(settings)
+        ensure_topics(settings, TOPICS)
+        yield broker, settings
+
+
+class DeliveredLoad(threading.Thread):
+    """`rate` records/s over `keys` keys for `seconds`, counting only delivered records (the
+    broker goes away meanwhile: a record counts once the broker acknowledged it)."""
+
+    def __init__(self, settings: Settings, seconds: float, keys: int, rate: int) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.seconds, self.keys, self.rate = settings, seconds, keys, rate
+        self.sent: dict[str, int] = defaultdict(int)
+        self.errors: list[str] = []
+
+    def _delivered(self, err, msg) -> None:
+        if err is None:
+            self.sent[msg.key().decode()] += 1
+        else:
+            self.errors.append(str(err))
+
+    def run(self) -> None:
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                             "partitioner": "murmur2_random", "enable.idempotence": True,
+                             "linger.ms": 5, "message.timeout.ms": 300_000})  # fmt: skip
+        topic = topic_name(INPUT, self.settings)
+        started = time.monotonic()
+        i = 0
+        while (elapsed := time.monotonic() - started) < self.seconds:
+            for _ in range(max(0, int(elapsed * self.rate) - i)):
+                producer.produce(topic, orjson.dumps({"amount": 1}), f"key-{i % self.keys}".encode(),
+                                 on_delivery=self._delivered)  # fmt: skip
+                i += 1
+            producer.poll(0.05)  # serves delivery reports; paces the loop
+        assert producer.flush(240) == 0
+
+
+def health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status
+    except (urllib.error.URLError, OSError) as exc:
+        return getattr(exc, "code", 0)
+
+
+def metrics_port(proc: ProcessorProcess) -> int:
+    found = re.search(r'"msg":"health and metrics served".*?"port":(\d+)', proc.log())
+    return int(found.group(1)) if found else 0
+
+
+def test_broker_kill_and_restart_under_load_is_survived_exactly_once(own_broker, tmp_path: Path) -> None:
+    broker, settings = own_broker
+    proc = ProcessorProcess(settings, tmp_path / "state", "a", tmp_path).start()
+    port = wait_for(lambda: metrics_port(proc), timeout=60, what="the processor's metrics port")
+    wait_for(lambda: health(port) == 200, timeout=60, what="the processor healthy")
+    load = DeliveredLoad(settings, seconds=75, keys=40, rate=200)
+    load.start()
+    for how, down in OUTAGES:
+        wait_for(lambda: sum(load.sent.values()) > 0, what="records flowing")
+        time.sleep(2.0)  # let it work mid-transaction: the fault lands at an arbitrary moment
+        broker.kill() if how == "kill" else broker.stop()
+        time.sleep(down)  # the outage itself (fault injection, not a wait for a condition)
+        broker.start()
+        assert proc.proc is not None and proc.proc.poll() is None, proc.log()[-3000:]
+        wait_for(lambda: health(port) == 200, timeout=90, what=f"healthy again after the {how}")
+    load.join(300)
+    assert not load.errors, load.errors[:5]
+    outputs = Outputs(settings)  # read only now: a reader's rebalance mid-outage would re-read
+    try:
+        outputs.wait_for(load.sent, timeout=120)
+        assert_exactly_once(outputs, load.sent)
+    finally:
+        outputs.close()
+    assert proc.proc.poll() is None, "the processor exited: " + proc.log()[-3000:]
+    assert health(port) == 200
+    assert proc.terminate() == 0
