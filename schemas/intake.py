@@ -13,10 +13,18 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from schemas.codec import default_codec
 from schemas.event_types import CompiledType, Types
@@ -88,8 +96,63 @@ class Body(BaseModel):
 
 
 class RedeemItem(Body):
-    reward_id: Id
+    """A reward to take from the wallet; Masivo names the reward `id`, we `reward_id`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["reward_id"]}, {"required": ["id"]}]}
+    )
+
+    reward_id: Id | None = None
+    id: Id | None = Field(default=None, description="Masivo's name for reward_id.")
     amount: float = Field(gt=0, le=MAX_AMOUNT)
+
+    @model_validator(mode="after")
+    def _one_id(self) -> RedeemItem:
+        if (self.reward_id is None) == (self.id is None):
+            raise ValueError("give exactly one of reward_id or id")
+        return self
+
+    def line(self) -> dict[str, Any]:
+        """The Avro Redemption record."""
+        return {"reward_id": self.reward_id or self.id, "amount": self.amount}
+
+
+Money = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
+Redeems = Annotated[list[RedeemItem], Field(max_length=100)]
+Tags = Annotated[list[ShortText], Field(max_length=100)]
+
+
+class Priced(Body):
+    """What Masivo's order, its products and its shipping share."""
+
+    value: Money | None = None
+    discounted_value: Money | None = None
+    redeem: Redeems = Field(default_factory=list)
+    tags: Tags = Field(default_factory=list)
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class Product(Priced):
+    """An order line (Masivo's products[]), or the product of an ADD_TO_CART event."""
+
+    sku: Id
+    amount: float = Field(default=1, gt=0, le=MAX_AMOUNT, description="Quantity.")
+
+
+class Shipping(Priced):
+    pass
+
+
+class Order(Priced):
+    """Masivo's order: rules read it as `order` (order.value, order.products)."""
+
+    value: Money  # required here: the order's total
+    purchase_id: Id | None = None
+    channel_id: ShortText | None = None
+    store_id: ShortText | None = None
+    products: list[Product] = Field(default_factory=list, max_length=1000)
+    shipping: Shipping | None = None
+    payment_method: Literal["CREDIT", "DEBIT"] | None = None
 
 
 class EventIn(Body):
@@ -105,11 +168,15 @@ class EventIn(Body):
     properties: JsonObject = Field(default_factory=dict)
     fulfilled: bool = True
     reserve: Integer | None = Field(default=None, ge=1, le=3650, description="Reservation days.")
-    redeem: list[RedeemItem] = Field(default_factory=list, max_length=100)
+    redeem: Redeems = Field(default_factory=list)
     referral_code: ShortText | None = None
     coupon_code: ShortText | None = None
-    tags: list[ShortText] = Field(default_factory=list, max_length=100)
+    tags: Tags = Field(default_factory=list)
     metadata: JsonObject = Field(default_factory=dict)
+    # Masivo's shapes, carried in the stored properties under their own names (MASIVO_KEYS)
+    platform: ShortText | None = Field(default=None, description="Masivo: the customer's platform.")
+    order: Order | None = Field(default=None, description="Masivo's order (PURCHASE).")
+    product: Product | None = Field(default=None, description="Masivo's product (ADD_TO_CART).")
 
 
 # -- the checks and the record -------------------------------------------------------------------
@@ -220,8 +287,11 @@ def build_event(
     if exact is not SCREENED and (found := problems(value if exact is _ITSELF else exact)):
         raise Invalid("event failed validation", found)
     body = parse(value)
-    etype = check_type(types, body.type, body.properties)
-    check_amount(body.properties)
+    properties = body.properties
+    if body.order is not None and "amount" not in properties:
+        properties = {**properties, "amount": body.order.value}  # what campaigns earn on
+    etype = check_type(types, body.type, properties)
+    check_amount(properties)
     return {
         "id": event_id(body.customer_id, body.reference),
         "kind": "EVENT",
@@ -232,10 +302,10 @@ def build_event(
         "brand_id": body.brand_id,
         "issued_at": issued_at(body, now_ms, limits),
         "received_at": now_ms,
-        "properties": dump_json(body.properties, "properties"),
+        "properties": dump_json(carried(body, properties), "properties"),
         "fulfilled": body.fulfilled,
         "reserve": body.reserve,
-        "redeem": [r.model_dump() for r in body.redeem],
+        "redeem": redemptions(body),
         "referral_code": body.referral_code,
         "coupon_code": body.coupon_code,
         "tags": list(body.tags),
@@ -244,6 +314,36 @@ def build_event(
         "payload": "{}",
         "reply_to": reply_to,
     }
+
+
+# Masivo's envelope fields with no Avro field of their own: stored in `properties` under these
+# names (no schema change); rules read `order` and `product` as variables of their own.
+MASIVO_KEYS = ("platform", "order", "product")
+
+
+def carried(body: EventIn, properties: dict[str, Any]) -> dict[str, Any]:
+    """The properties to store: the type-checked ones plus Masivo's platform, order, product."""
+    given = {k: getattr(body, k) for k in MASIVO_KEYS if getattr(body, k) is not None}
+    if not given:
+        return properties
+    twice = [(k, f"given both as {k} and properties.{k}") for k in given if k in body.properties]
+    if twice:
+        raise Invalid("event failed validation", twice)
+    dumped = {k: v if isinstance(v, str) else v.model_dump(exclude_none=True) for k, v in given.items()}
+    return {**properties, **dumped}
+
+
+def redemptions(body: EventIn) -> list[dict[str, Any]]:
+    """The Redemption records: the event's redeem plus its order's, products' and shipping's
+    (Masivo's redeem at each level), all taken from the wallet at once."""
+    items = list(body.redeem)
+    order = body.order
+    if order is not None:
+        items += order.redeem + [r for p in order.products for r in p.redeem]
+        items += order.shipping.redeem if order.shipping else []
+    if len(items) > 100:
+        raise Invalid("too many redemptions", [("redeem", "at most 100, the order's included")])
+    return [r.line() for r in items]
 
 
 def issued_at(body: EventIn, now_ms: int, limits: EventLimits = LIMITS) -> int:
@@ -277,7 +377,19 @@ def record_problem(types: Types, event: dict[str, Any]) -> Invalid | None:
     try:
         check_type(types, event["type"], properties)
     except Invalid as exc:
+        return _without_carried(types, event["type"], properties, exc)
+    return None
+
+
+def _without_carried(types: Types, name: str, properties: dict[str, Any], exc: Invalid) -> Invalid | None:
+    """build_event checks the type's schema before it adds MASIVO_KEYS: a strict schema that
+    refuses them is not a reason to reject the record."""
+    if not any(k in properties for k in MASIVO_KEYS):
         return exc
+    try:
+        check_type(types, name, {k: v for k, v in properties.items() if k not in MASIVO_KEYS})
+    except Invalid as again:
+        return again
     return None
 
 

@@ -50,6 +50,12 @@ class Output:
     credited: list[dict[str, Any]] = field(default_factory=list)  # accumulation lines
 
 
+def _part(properties: dict[str, Any], key: str, wanted: Any) -> Any:
+    """properties[key] as a CEL variable (null when absent: a condition on it is false)."""
+    value = properties.get(key)
+    return reduce(value, wanted) if isinstance(value, dict) else value
+
+
 def new_state(customer_id: str) -> dict[str, Any]:
     state: dict[str, Any] = {"customer_id": customer_id}
     wallet.new_wallet(state)
@@ -170,6 +176,9 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
                 "event": event_json,
                 "profile": self._rule_profile if rule_profile is None else lambda: rule_profile,
                 "customer": lambda: reduce(self.state.get("customer", {}), fields("customer")),
+                # Masivo's order / product, carried in properties (schemas.intake.MASIVO_KEYS)
+                "order": lambda: _part(properties, "order", fields("order")),
+                "product": lambda: _part(properties, "product", fields("product")),
             }
         )
 

@@ -146,7 +146,7 @@ def bindings(program: Program, profile: dict[str, Any]) -> Bindings:
 
 
 _FIELDS: dict[int, tuple[Program, dict[str, Fields | None], Fields | None]] = {}
-RULE_VARIABLES = ("profile", "properties", "event", "customer")
+RULE_VARIABLES = ("profile", "properties", "event", "customer", "order", "product")
 
 
 def _fields(program: Program) -> tuple[dict[str, Fields | None], Fields | None]:

@@ -3,10 +3,15 @@ POST /coupons/redeem, against the ingest app with fakes (no Kafka)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
 from ingest.app import STOREFRONT_PREFIX
+from schemas.program import load_program
+from sinks.mapping import Source, event_rows
 from tests.unit.test_ingest_api import Harness, play_processor
 
 BEARER = {"Authorization": "Bearer ik"}
@@ -54,3 +59,78 @@ def test_openapi_lists_both_base_paths(h):
     assert not any(p.startswith(f"{STOREFRONT_PREFIX}/admin") for p in paths)
     op = paths[f"{STOREFRONT_PREFIX}/behavior/events"]["post"]
     assert op["security"] and op["requestBody"]["content"]["application/json"]["schema"]
+
+
+# -- Masivo's event body shapes (item 1) -----------------------------------------------------
+CONTRACTS = Path(__file__).parents[1] / "contracts" / "masivo"
+EXAMPLE = load_program(Path(__file__).parents[2] / "examples" / "program.yaml")
+
+
+@pytest.fixture
+def shop():
+    """The ingest app on the example program (the one the contract bodies are written for)."""
+    harness = Harness()
+    harness.programs.program = EXAMPLE.model_copy(update={"version": 3})
+    with TestClient(harness.app) as client:
+        harness.client = client
+        yield harness
+
+
+def contract(name: str) -> dict:
+    return json.loads((CONTRACTS / name).read_text())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONTRACTS.glob("event_*.json")))
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_each_masivo_event_body_is_accepted_verbatim(shop, name, prefix):
+    body = contract(name)
+    resp = shop.client.post(f"{prefix}/behavior/events", json=body, headers=BEARER)
+    assert resp.status_code == 202, resp.text
+    record = shop.producer.sent[-1][2]
+    stored = json.loads(record["properties"])
+    for key in ("platform", "order", "product"):
+        assert (key in stored) == (key in body)
+    if "order" in body:
+        assert stored["amount"] == body["order"]["value"]  # campaigns earn on it
+        skus = [p["sku"] for p in body["order"]["products"]]
+        assert [p["sku"] for p in stored["order"]["products"]] == skus
+    wanted = [{"reward_id": r["id"], "amount": r["amount"]} for r in body.get("redeem", [])]
+    assert record["redeem"] == wanted
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"order": {"value": "250"}}, "order.value"),
+        ({"order": {"value": -1}}, "order.value"),
+        ({"order": {"value": 1, "payment_method": "CASH"}}, "order.payment_method"),
+        ({"order": {"value": 1, "products": [{"amount": 1}]}}, "order.products.0.sku"),
+        ({"order": {"value": 1, "shipping": {"value": 1, "cost": 2}}}, "order.shipping.cost"),
+        ({"product": {"sku": "A", "amount": 0}}, "product.amount"),
+        ({"redeem": [{"amount": 1}]}, "redeem.0"),
+        ({"redeem": [{"id": "POINTS", "reward_id": "POINTS", "amount": 1}]}, "redeem.0"),
+        ({"platform": 7}, "platform"),
+        ({"order": {"value": 1}, "properties": {"amount": 1, "order": {}}}, "order"),
+    ],
+)
+def test_a_bad_masivo_field_is_a_422_naming_it(shop, change, path):
+    body = {"customer_id": "c1", "type": "PURCHASE", "properties": {"amount": 1}, **change}
+    resp = shop.client.post("/behavior/events", json=body, headers=BEARER)
+    assert resp.status_code == 422, resp.text
+    assert path in [f["path"] for f in resp.json()["error"]["fields"]]
+
+
+def test_openapi_documents_order_product_and_both_redeem_ids(h):
+    schemas = h.client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"order", "product", "platform"} <= set(schemas["EventIn"]["properties"])
+    assert {"purchase_id", "products", "shipping", "payment_method"} <= set(schemas["Order"]["properties"])
+    assert {"reward_id", "id"} <= set(schemas["RedeemItem"]["properties"])
+
+
+def test_the_sink_stores_order_and_product_in_the_events_row(shop):
+    for name in ("event_purchase_order.json", "event_add_to_cart.json"):
+        shop.client.post("/behavior/events", json=contract(name), headers=BEARER)
+    for topic, _, record in shop.producer.sent[-2:]:
+        ((table, row),) = event_rows(record, Source(topic))
+        stored = json.loads(row["properties"])
+        assert table == "events_from_event" and ("order" in stored or "product" in stored)
