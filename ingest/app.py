@@ -36,14 +36,14 @@ from ingest.programs import (
 )
 from ingest.ratelimit import RateLimiter, shared
 from ingest.replies import ReplyHub, ResultListener
-from ingest.routers import admin, customers, events, health, resources, versions
+from ingest.routers import admin, coupons, customers, events, health, resources, versions
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 # The public (non-admin) routes are also served under Masivo's storefront base path, so a
 # Masivo integration only changes its base URL (docs/masivo-compatibility.md).
 STOREFRONT_PREFIX = "/api/storefront/v1"
-STOREFRONT_ROUTERS = (events, customers)
+STOREFRONT_ROUTERS = (events, customers, coupons)
 
 
 def new_instance_id() -> str:
@@ -94,7 +94,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (events, customers, admin, versions, resources, health):
+    for module in (events, customers, coupons, admin, versions, resources, health):
         app.include_router(module.router)
     for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
         app.include_router(module.router, prefix=STOREFRONT_PREFIX)

@@ -134,3 +134,48 @@ def test_the_sink_stores_order_and_product_in_the_events_row(shop):
         ((table, row),) = event_rows(record, Source(topic))
         stored = json.loads(row["properties"])
         assert table == "events_from_event" and ("order" in stored or "product" in stored)
+
+
+# -- POST /coupons/redeem (item 5) ---------------------------------------------------------------
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_coupon_redeem_is_a_coupon_use_event_with_the_code(shop, prefix):
+    resp = shop.client.post(f"{prefix}/coupons/redeem", json=contract("coupon_redeem.json"), headers=BEARER)
+    assert resp.status_code == 202, resp.text
+    data = resp.json()["data"]
+    topic, key, record = shop.producer.sent[-1]
+    assert (topic, key, record["id"]) == ("events.loyalty", "masivo-ann", data["id"])
+    assert (record["type"], record["coupon_code"]) == ("COUPON_USE", "SUMMER24")
+    assert record["brand_id"] == "brand-1"
+    assert json.loads(record["metadata"]) == {"store_id": "store-7", "channel_id": "online"}
+    assert json.loads(record["properties"]) == {"platform": "APP"}
+
+
+def test_coupon_redeem_waits_for_the_result(shop):
+    play_processor(shop)
+    body = {"customer_id": "ann", "code": "GOLDEN-1", "reference": "r-1"}
+    resp = shop.client.post("/coupons/redeem?wait=true", json=body, headers=BEARER)
+    assert resp.status_code == 200 and resp.json()["data"]["status"] == "RESOLVED"
+    again = shop.client.post("/coupons/redeem", json=body, headers=BEARER)
+    assert again.json()["data"]["id"] == resp.json()["data"]["id"]  # a retry is one event
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "path"),
+    [
+        ({"customer_id": "ann", "code": "NOPE"}, 404, None),
+        ({"customer_id": "ann"}, 422, "code"),
+        ({"customer_id": "ann", "code": ""}, 422, "code"),
+        ({"customer_id": "ann", "code": "SUMMER24", "store": "x"}, 422, "store"),
+    ],
+)
+def test_coupon_redeem_refusals(shop, body, status, path):
+    resp = shop.client.post("/coupons/redeem", json=body, headers=BEARER)
+    assert resp.status_code == status, resp.text
+    if path:
+        assert path in [f["path"] for f in resp.json()["error"]["fields"]]
+
+
+def test_coupon_redeem_needs_coupon_use_in_the_program(h):
+    """The fakes' program has no COUPON_USE campaign: nothing would redeem the code."""
+    resp = h.client.post("/coupons/redeem", json={"customer_id": "a", "code": "SUMMER24"}, headers=BEARER)
+    assert resp.status_code == 404
