@@ -19,12 +19,13 @@ import psycopg
 import pytest
 
 from deploy.cli import load_program
+from ingest.history import Change, change_records
 from processors.audiences.processor import build as build_audiences
 from processors.journeys.processor import build as build_journeys
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.testing import TestDriver
 from schemas import topics as t
-from schemas.codec import default_codec
+from schemas.codec import decode, default_codec
 from schemas.program import Program
 from schemas.topics import schema_for
 from sinks.batch import Batch
@@ -50,6 +51,7 @@ KIND = {
     t.JOURNEYS_ACTIVITY: lambda v: v["kind"],
     t.DELIVERIES: lambda v: v["outcome"],
     t.DELIVERY_DLQ: lambda v: "DEAD",
+    t.ADMIN_AUDIT: lambda v: v["action"],
 }
 # the table each record of a topic must reach (the key column names the record)
 TABLE = {
@@ -62,6 +64,7 @@ TABLE = {
     t.JOURNEYS_ACTIVITY: ("journey_transitions", "id", "id"),
     t.DELIVERIES: ("webhook_deliveries", "webhook_id", "webhook_id"),
     t.DELIVERY_DLQ: ("dlq", "id", "id"),
+    t.ADMIN_AUDIT: ("admin_audit", "id", "id"),
 }
 
 
@@ -162,6 +165,13 @@ def delivery_records(notifications: list[dict]) -> list[tuple[str, dict]]:
     return [(topic, as_consumed(topic, v)) for topic, v in [*out, (t.DELIVERY_DLQ, dead)]]
 
 
+def audit_records(program: Program) -> list[tuple[str, dict]]:
+    """Ingest's admin audit records of one program publish (ingest/history.py builds them)."""
+    extra = change_records(program, Change(actor="walker", action="campaigns.update", resource="campaigns/x"))
+    return [(topic, decode(raw, "AdminAudit")) for topic, _, raw in extra(program, program.version + 1)
+            if topic == t.ADMIN_AUDIT]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def walked() -> dict[tuple[str, str], list[dict]]:
     program = load_program(EXAMPLE, env={"RECEIVER_URL": "http://127.0.0.1:9"})
@@ -169,7 +179,7 @@ def walked() -> dict[tuple[str, str], list[dict]]:
     demo_day(pipeline)
     notes = [v for topic, v in pipeline.records if topic == t.NOTIFICATIONS]
     by_kind: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for topic, value in [*pipeline.records, *delivery_records(notes)]:
+    for topic, value in [*pipeline.records, *delivery_records(notes), *audit_records(program)]:
         by_kind[(topic, KIND[topic](value))].append(value)
     return by_kind
 
