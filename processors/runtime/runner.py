@@ -156,6 +156,7 @@ class Runner:
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._topics = {b: topic_name(b, settings) for b in {*processor.inputs, *processor.outputs}}
+        self._input_topics = [self._topics[t] for t in processor.inputs]
         self._schemas = {t: schema_for(t) for t in processor.outputs}
         self._inputs: dict[str, tuple[str, str | None]] = {}
         self._in_counts: dict[str, int] = {}
@@ -179,6 +180,10 @@ class Runner:
         self._last_commit = time.monotonic()  # or the last moment nothing was pending
         self._failing = False  # a transaction failed since the last commit
         self._renewals = 0  # producers replaced since the last commit
+        # timers wait for the backlog: per input (topic, partition), the timestamp of the last
+        # record processed, and the offset the consumer was last sought to
+        self._stream_ts: dict[tuple[str, int], int] = {}
+        self._sought: dict[tuple[str, int], int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Runner:
@@ -394,6 +399,7 @@ class Runner:
         self._begin()
         physical = msg.topic()
         offset = msg.offset()
+        self._stream_ts[(physical, partition)] = msg.timestamp()[1]
         topic, schema = self._inputs.get(physical) or self._input_info(physical)
         try:
             record = self._record(msg, topic, schema)
@@ -508,11 +514,11 @@ class Runner:
             return
         now = self.options.clock.now_ms()
         backlog = 0
-        for task in list(self.tasks.values()):
-            if now >= task.next_due:
+        for partition, task in list(self.tasks.items()):
+            if now >= task.next_due and (until := self._timer_horizon(partition, now)) >= task.next_due:
                 self._begin()
                 try:
-                    fired = task.fire_due(now, skip=self._poison_timers, dead=self._dead_letter_timer)
+                    fired = task.fire_due(until, skip=self._poison_timers, dead=self._dead_letter_timer)
                 except TimerFailed as failed:
                     if self.options.error_policy == "fail":
                         raise failed.error from failed
@@ -523,8 +529,32 @@ class Runner:
                     return
                 m.TIMERS_FIRED.labels(self.processor.name).inc(fired)
                 self.txn_records += fired
-                backlog += task.due_count(now)
+                backlog += task.due_count(until)
         m.TIMER_BACKLOG.labels(self.processor.name).set(backlog)
+
+    def _timer_horizon(self, partition: int, now: int) -> int:
+        """How far the timers of `partition` may fire: `now`, unless an input partition still
+        has records waiting (position < end); then only up to the timestamp of the last record
+        processed from it (none yet: no timer). Records wait in timestamp order, so each one
+        produced before a timer's due time is processed before the timer fires."""
+        horizon = now
+        for physical in self._input_topics:
+            if self._lagging(TopicPartition(physical, partition)):
+                horizon = min(horizon, self._stream_ts.get((physical, partition), -1))
+        return horizon
+
+    def _lagging(self, tp: TopicPartition) -> bool:
+        """Records wait in `tp`: the position is before the cached end (the last stable offset,
+        read_committed), or either is not known yet (nothing fetched since the seek)."""
+        try:
+            position = self.consumer.position([tp])[0].offset
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return True
+        if position < 0:  # nothing consumed since the seek: the position is where it sought
+            position = self._sought.get((tp.topic, tp.partition), -1)
+            position = low if position == OFFSET_BEGINNING else position
+        return high < 0 or position < 0 or position < high
 
     def _check_config(self) -> None:
         program = self.program_table.current()
@@ -692,8 +722,14 @@ class Runner:
         if not assigned:  # partitions still restoring seek when they resume
             return
         for tp in self._committed_offsets(assigned, deadline or self._stall_deadline()):
-            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(tp)
+            self._seek(tp)
+
+    def _seek(self, tp: TopicPartition) -> None:
+        """Seek to a committed offset (the beginning when none): the stream time starts over."""
+        tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        self._sought[(tp.topic, tp.partition)] = tp.offset
+        self._stream_ts.pop((tp.topic, tp.partition), None)
+        self.consumer.seek(tp)
 
     def _committed_offsets(self, tps: list[TopicPartition], deadline: float) -> list[TopicPartition]:
         """The group's committed offsets, retried while the coordinator is away (until the
@@ -767,8 +803,7 @@ class Runner:
             self.tasks[partition] = self._task(partition, self.restorer.take(partition))
             del self._held[partition]
         for tp in committed:
-            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(tp)
+            self._seek(tp)
         self.consumer.resume(tps)
         m.ASSIGNED.labels(self.processor.name).set(len(self.tasks))
         self._check_config()  # the version is known before their first record
