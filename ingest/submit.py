@@ -3,6 +3,7 @@ await the processor's result (?wait=true), and shape the answer."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -105,4 +106,38 @@ def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str
         "duplicate": bool(detail.get("duplicate", False)),
         "config_version": result.get("config_version", 0),
         "processed_at": result.get("processed_at"),
+        **masivo_fields(result["status"], iso_ms(result.get("processed_at")), detail.get("rules_applied")),
     }
+
+
+# Masivo's per-status times. The events table keeps the latest result only, so the time known
+# is the current status's (when that result was processed); an earlier transition's time (the
+# resolved_at of a now REVERSED event) is null. processing_at is set for a first result only.
+STATUS_TIMES = {
+    "RESOLVED": "resolved_at",
+    "CANCELLED": "cancelled_at",
+    "EXPIRED": "expired_at",
+    "REVERSED": "reversed_at",
+}
+FIRST_STATUSES = frozenset({"PENDING", "RESOLVED", "FAILED", "REJECTED"})
+NO_TIMES = dict.fromkeys(("processing_at", *STATUS_TIMES.values()))
+
+
+def masivo_fields(status: str | None, processed_at: str | None, applied: Any) -> dict[str, Any]:
+    """Masivo's reply fields: processing_at, resolved_at, cancelled_at, expired_at, reversed_at
+    (ISO 8601 or null) and rewarding_campaigns (the campaign ids that rewarded the event)."""
+    times = dict(NO_TIMES)
+    if processed_at is not None:
+        if status in FIRST_STATUSES:
+            times["processing_at"] = processed_at
+        if status in STATUS_TIMES:
+            times[STATUS_TIMES[status]] = processed_at
+    ids = [a.get("campaign_id") if isinstance(a, dict) else a for a in applied or ()]
+    return {**times, "rewarding_campaigns": [i for i in ids if isinstance(i, str)]}
+
+
+def iso_ms(ms: Any) -> str | None:
+    """Epoch ms as ISO 8601 UTC (the format GET /behavior/events/{id} reads from the sink)."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()

@@ -23,7 +23,7 @@ from ingest.models import (
 )
 from ingest.producer import Delivered
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, read_json
-from ingest.submit import submit, unavailable
+from ingest.submit import masivo_fields, submit, unavailable
 
 router = APIRouter(prefix="/behavior/events", tags=["events"])
 EVENT_BODY = {
@@ -165,9 +165,12 @@ def _rejected(index: int, fields: list[tuple[str, str]], code: str = "invalid") 
 
 @router.get("/{event_id}", response_model=DataResponse, responses={**ERRORS, **NOT_FOUND})
 async def get_event(event_id: PathId, state: Ingest) -> dict:
-    """Status and result of a processed event, read from the sink's events table."""
+    """Status and result of a processed event, read from the sink's events table, with
+    Masivo's reply fields (its per-status times and rewarding_campaigns)."""
     row = await _find(state, event_id)
-    return {"data": row}
+    result = row.get("result")
+    applied = result.get("rules_applied") if isinstance(result, dict) else None
+    return {"data": {**row, **masivo_fields(row.get("status"), row.get("processed_at"), applied)}}
 
 
 async def _find(state: IngestState, event_id: str) -> dict[str, Any]:

@@ -63,6 +63,9 @@ def test_order_body_and_coupon_redeem_through_the_loyalty_processor(client):
     earned = post(client, "/behavior/events", order)
     # amount = order.value 250, +100 big order, +25 for the one "bonus" product line
     assert earned["status"] == "RESOLVED" and earned["points"] == 250 + 100 + 25
+    assert earned["resolved_at"] and earned["processing_at"] == earned["resolved_at"]
+    assert earned["cancelled_at"] is None
+    assert set(earned["rewarding_campaigns"]) == {"base", "big-order", "bonus"}
     coupon = {**json.loads((CONTRACTS / "coupon_redeem.json").read_text()), "customer_id": customer}
     first = post(client, "/coupons/redeem", coupon)
     assert first["status"] == "RESOLVED" and first["points"] == 300

@@ -179,3 +179,39 @@ def test_coupon_redeem_needs_coupon_use_in_the_program(h):
     """The fakes' program has no COUPON_USE campaign: nothing would redeem the code."""
     resp = h.client.post("/coupons/redeem", json={"customer_id": "a", "code": "SUMMER24"}, headers=BEARER)
     assert resp.status_code == 404
+
+
+# -- Masivo's reply fields (item 2, the part ingest can answer) -------------------------------
+TIMES = ("processing_at", "resolved_at", "cancelled_at", "expired_at", "reversed_at")
+
+
+def test_wait_answer_has_masivo_times_and_rewarding_campaigns(h):
+    play_processor(h)
+    body = {"customer_id": "c1", "type": "PURCHASE", "properties": {"amount": 10}}
+    data = h.client.post("/behavior/events?wait=true", json=body, headers=BEARER).json()["data"]
+    at = "1970-01-01T00:00:00.001000+00:00"  # the fake's processed_at = 1 ms
+    assert {k: data[k] for k in TIMES} == {
+        "processing_at": at, "resolved_at": at, "cancelled_at": None, "expired_at": None, "reversed_at": None,
+    }  # fmt: skip
+    assert data["rewarding_campaigns"] == ["spend"]
+
+
+@pytest.mark.parametrize(
+    ("status", "processed", "wanted"),
+    [
+        ("PENDING", None, {}),  # not processed yet: every time null
+        ("PENDING", "T", {"processing_at": "T"}),  # an open reservation
+        ("RESOLVED", "T", {"processing_at": "T", "resolved_at": "T"}),
+        ("CANCELLED", "T", {"cancelled_at": "T"}),
+        ("EXPIRED", "T", {"expired_at": "T"}),
+        ("REVERSED", "T", {"reversed_at": "T"}),  # when it was resolved is not stored
+        ("TRACKED", None, {}),
+    ],
+)
+def test_get_event_has_the_time_of_its_status(h, status, processed, wanted):
+    applied = [{"campaign_id": "base", "amount": 5}]
+    h.lookup.events["e1"] = {"id": "e1", "customer_id": "c1", "type": "PURCHASE", "status": status,
+                             "processed_at": processed, "result": {"rules_applied": applied}}  # fmt: skip
+    data = h.client.get(f"{STOREFRONT_PREFIX}/behavior/events/e1", headers=BEARER).json()["data"]
+    assert {k: data[k] for k in TIMES} == {**dict.fromkeys(TIMES), **wanted}
+    assert data["rewarding_campaigns"] == ["base"] and data["status"] == status
