@@ -23,7 +23,7 @@ from ingest.dependencies import SECURITY, SECURITY_SCHEMES, IngestState, wall_cl
 from ingest.events import EventBuilder
 from ingest.history import KafkaHistory, ProgramHistory
 from ingest.inputs import JSON_SCHEMAS, with_json_refs
-from ingest.lookup import Lookup, PgLookup
+from ingest.lookup import Lookup, PgLookup, aclose, aopen
 from ingest.middleware import IngestMiddleware
 from ingest.models import EventIn, RollbackIn
 from ingest.producer import EventProducer, KafkaProducer
@@ -79,11 +79,13 @@ def create_app(
         if listen:
             listener = ResultListener(settings, state.instance_id, state.hub).start()
             state.closers.append(listener.close)
+        await aopen(state.lookup)  # the read pool belongs to this loop
         app.state.ingest = state
         log.info("ingest ready", extra={"instance_id": state.instance_id})
         try:
             yield
         finally:
+            await aclose(state.lookup)
             for close in reversed(state.closers):
                 close()
 

@@ -3,15 +3,18 @@ wallet (sink read)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
+from ingest import customer_history as history
 from ingest.dependencies import Ingest, IngestState, api_key, require
 from ingest.errors import ApiError
 from ingest.events import command
-from ingest.inputs import refuse
+from ingest.inputs import NO_CONTROL_PATTERN, refuse
 from ingest.lookup import StoreUnavailable
 from ingest.models import (
     AcceptedResponse,
@@ -30,8 +33,6 @@ from schemas.topics import ADMIN_AUDIT
 # Direct points need the `adjust` scope (not implied by `admin`: who may configure the program
 # is not who may hand out points), the other writes `ingest`.
 Adjust = Annotated[IngestState, Depends(require("adjust"))]
-
-
 
 
 async def clean_adjust_body(request: Request, _: Adjust) -> None:
@@ -156,3 +157,93 @@ async def points(
     except Unavailable as exc:  # a retry with the same reference re-sends both, applied once
         raise unavailable(state, f"adjustment accepted but not yet audited: {exc}") from None
     return response
+
+
+# -- history (sink tables, eventually consistent) -----------------------------------------------
+class PageResponse(BaseModel):
+    data: list[dict[str, Any]]
+    limit: int
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
+Limit = Annotated[int, Query(ge=1, le=history.MAX_LIMIT, description="rows per page (default 50)")]
+Cursor = Annotated[str | None, Query(max_length=1024, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor")]
+Since = Annotated[datetime | None, Query(description="from this time on (ISO 8601, inclusive)")]
+Until = Annotated[datetime | None, Query(description="before this time (ISO 8601, exclusive)")]
+READ = {"response_model": PageResponse, "responses": ERRORS, "dependencies": CLEAN}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _page(limit: int, cursor: str | None, since: datetime | None, until: datetime | None, **filters: Any):
+    return history.Page(limit, history.decode_cursor(cursor), since=_utc(since), until=_utc(until), **filters)
+
+
+async def _history(state: IngestState, kind: str, customer_id: str, page: history.Page) -> dict:
+    try:
+        rows, cursor = await state.lookup.history(kind, customer_id, page)
+    except StoreUnavailable:
+        raise unavailable(state, "history store unavailable") from None
+    return {"data": rows, "limit": page.limit, "next_cursor": cursor}
+
+
+@router.get(
+    "/{customer_id}", response_model=DataResponse, responses={**ERRORS, **NOT_FOUND}, dependencies=CLEAN
+)
+async def get_customer(customer_id: PathId, state: Ingest) -> dict:
+    """The customer object as the sinks last wrote it: `customer` (status, tier_id, metrics,
+    consent, traits) and a `wallet` summary (balances, next expirations)."""
+    try:
+        found = await state.lookup.customer(customer_id)
+    except StoreUnavailable:
+        raise unavailable(state, "customer store unavailable") from None
+    if found is None:
+        raise ApiError(404, f"no customer {customer_id!r}")
+    return {"data": {"customer_id": customer_id, **found}}
+
+
+@router.get("/{customer_id}/events", **READ)
+async def customer_events(
+    customer_id: PathId,
+    state: Ingest,
+    type: Annotated[list[Name], Query(description="event types (repeat for several)")] = [],  # noqa: A002, B006
+    status: Annotated[list[Name], Query(description="statuses (repeat for several)")] = [],  # noqa: B006
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = history.DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict:
+    """The customer's events and commands, newest first (issued_at, then id), with filters."""
+    page = _page(limit, cursor, since, until, types=type, statuses=status)
+    return await _history(state, "events", customer_id, page)
+
+
+@router.get("/{customer_id}/ledger", **READ)
+async def customer_ledger(
+    customer_id: PathId,
+    state: Ingest,
+    kind: Annotated[list[Name], Query(description="line kinds (repeat for several)")] = [],  # noqa: B006
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = history.DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict:
+    """The customer's ledger lines, newest first, each with `why` (campaign and rule, event,
+    adjustment reason, expiry date, the line it came out of)."""
+    return await _history(state, "ledger", customer_id, _page(limit, cursor, since, until, types=kind))
+
+
+@router.get("/{customer_id}/tiers", **READ)
+async def customer_tiers(
+    customer_id: PathId,
+    state: Ingest,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = history.DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict:
+    """The customer's tier changes (upgrades and downgrades, with what triggered them), newest first."""
+    return await _history(state, "tiers", customer_id, _page(limit, cursor, since, until))

@@ -57,6 +57,9 @@ class FakeLookup:
     def __init__(self) -> None:
         self.events: dict[str, dict[str, Any]] = {}
         self.wallets: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}  # customer id -> {customer, wallet}
+        self.pages: dict[str, list[dict[str, Any]]] = {}  # history kind -> the rows of one page
+        self.asked: list[tuple[str, str, Any]] = []  # (kind, customer id, Page) per history read
         self.down = False
 
     async def event(self, event_id: str):
@@ -68,3 +71,15 @@ class FakeLookup:
         if self.down:
             raise StoreUnavailable("down")
         return self.wallets.get(customer_id)
+
+    async def customer(self, customer_id: str):
+        if self.down:
+            raise StoreUnavailable("down")
+        return self.customers.get(customer_id)
+
+    async def history(self, kind: str, customer_id: str, page: Any):
+        """The stored page as is (paging and filters are SQL: tests/integration/test_ingest_history.py)."""
+        if self.down:
+            raise StoreUnavailable("down")
+        self.asked.append((kind, customer_id, page))
+        return self.pages.get(kind, []), "next" if self.pages.get(kind) else None

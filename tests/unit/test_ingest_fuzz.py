@@ -57,7 +57,10 @@ EXCLUDED = [checks.ignored_auth]
 # and its properties match that type's JSON Schema, issued_at must be within 72 h of now, and a
 # program's rules must compile (CEL) with valid event type schemas. A static spec cannot say so,
 # so these two are checked for everything but accepting schema-valid data.
-PROGRAM_DEPENDENT = {"POST /behavior/events", "PUT /admin/program"}
+# The customer history lists likewise: a cursor must be one the service issued (it is opaque).
+PROGRAM_DEPENDENT = {"POST /behavior/events", "PUT /admin/program"} | {
+    f"GET /customers/{{customer_id}}/{name}" for name in ("events", "ledger", "tiers")
+}
 
 
 def is_admin_write(label: str) -> bool:
