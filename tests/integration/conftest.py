@@ -11,6 +11,7 @@ import pytest
 
 from schemas.settings import Settings, libpq_url
 from sinks.migrate import upgrade
+from sinks.sink import Sink, SinkOptions
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +32,11 @@ def sink_db(database_url: str) -> Iterator[str]:
 def cfg(settings: Settings, sink_db: str) -> Settings:
     """This test's settings, pointed at the module's sink database."""
     return dataclasses.replace(settings, database_url=sink_db)
+
+
+@pytest.fixture
+def sink(cfg: Settings) -> Iterator[Sink]:
+    """A running sink into the module's database, with small batches."""
+    s = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
+    yield s
+    s.stop()

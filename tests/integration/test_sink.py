@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -22,13 +21,6 @@ from sinks.writer import Fenced, load_offsets, write_batch
 from tests.support.pg import committed, query, scalar
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sink(cfg: Settings) -> Iterator[Sink]:
-    s = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
-    yield s
-    s.stop()
 
 
 def test_events_results_ledger_and_wallets_land_exactly_once(cfg: Settings, sink: Sink) -> None:

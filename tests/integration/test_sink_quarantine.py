@@ -5,7 +5,6 @@ overwrite what was applied."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -21,18 +20,11 @@ from schemas.topics import topic_name
 from sinks import samples
 from sinks.batch import Batch
 from sinks.mapping import Source
-from sinks.sink import Sink, SinkOptions
+from sinks.sink import Sink
 from sinks.writer import write_batch
 from tests.support.pg import committed, query, scalar
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sink(cfg: Settings) -> Iterator[Sink]:
-    s = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
-    yield s
-    s.stop()
 
 
 def rejects(url: str, prefix: str) -> list[tuple]:
