@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -53,3 +54,22 @@ def read_json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "request body is not valid JSON") from None
+
+
+def iso_time(description: str) -> Any:
+    """A query parameter holding an ISO 8601 date-time, read by `instant` (not by pydantic's
+    datetime, which also takes epoch numbers such as `0.0`)."""
+    return Query(max_length=64, json_schema_extra={"format": "date-time"}, description=description)
+
+
+def instant(name: str, value: str | None) -> datetime | None:
+    """An ISO 8601 date-time (UTC when it names no zone); epoch numbers are refused."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, f"bad {name}", fields=[(name, "an ISO 8601 date-time")]) from None
+    if value.strip().lstrip("-+").isdigit():
+        raise ApiError(422, f"bad {name}", fields=[(name, "an ISO 8601 date-time")])
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed

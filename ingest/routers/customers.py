@@ -3,7 +3,6 @@ wallet (sink read)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,7 +25,7 @@ from ingest.models import (
 )
 from ingest.points import PointsIn, adjust_command, audit_value
 from ingest.producer import Unavailable
-from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body
+from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, instant, iso_time
 from ingest.submit import submit, unavailable
 from schemas.topics import ADMIN_AUDIT
 
@@ -169,17 +168,14 @@ class PageResponse(BaseModel):
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=history.MAX_LIMIT, description="rows per page (default 50)")]
 Cursor = Annotated[str | None, Query(max_length=1024, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor")]
-Since = Annotated[datetime | None, Query(description="from this time on (ISO 8601, inclusive)")]
-Until = Annotated[datetime | None, Query(description="before this time (ISO 8601, exclusive)")]
+Since = Annotated[str | None, iso_time("from this time on (ISO 8601, inclusive)")]
+Until = Annotated[str | None, iso_time("before this time (ISO 8601, exclusive)")]
 READ = {"response_model": PageResponse, "responses": ERRORS, "dependencies": CLEAN}
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
-def _page(limit: int, cursor: str | None, since: datetime | None, until: datetime | None, **filters: Any):
-    return history.Page(limit, history.decode_cursor(cursor), since=_utc(since), until=_utc(until), **filters)
+def _page(limit: int, cursor: str | None, since: str | None, until: str | None, **filters: Any):
+    window = {"since": instant("since", since), "until": instant("until", until)}
+    return history.Page(limit, history.decode_cursor(cursor), **window, **filters)
 
 
 async def _history(state: IngestState, kind: str, customer_id: str, page: history.Page) -> dict:

@@ -19,7 +19,7 @@ from ingest.lookup import StoreUnavailable
 from ingest.models import AuditPage, DataResponse, ListResponse, RollbackIn
 from ingest.program_writes import base_program, etag, if_match, object_body, write
 from ingest.routers.admin import ETAG_HEADER, WRITE_ERRORS, WRITE_OPENAPI
-from ingest.routers.common import ERRORS, NOT_FOUND, clean_admin_body
+from ingest.routers.common import ERRORS, NOT_FOUND, clean_admin_body, instant, iso_time
 from ingest.submit import unavailable
 
 router = APIRouter(prefix="/admin", tags=["admin versions and audit"])
@@ -104,10 +104,8 @@ async def rollback(state: Admin, request: Request, response: Response) -> dict:
 @router.get("/audit", response_model=AuditPage, responses=ERRORS)
 async def audit_log(
     state: Admin,
-    since: Annotated[str | None, Query(max_length=64, json_schema_extra={"format": "date-time"},
-                                       description="entries at or after (ISO 8601)")] = None,
-    until: Annotated[str | None, Query(max_length=64, json_schema_extra={"format": "date-time"},
-                                       description="entries before (ISO 8601)")] = None,
+    since: Annotated[str | None, iso_time("entries at or after (ISO 8601)")] = None,
+    until: Annotated[str | None, iso_time("entries before (ISO 8601)")] = None,
     actor: Text = None,
     resource: Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f]*$",
                                           description="program, campaigns, campaigns/spend ...")] = None,
@@ -124,16 +122,3 @@ async def audit_log(
         raise unavailable(state, f"audit log unavailable: {exc}") from None
     following = offset + limit if len(rows) == limit else None
     return {"data": rows, "limit": limit, "offset": offset, "next_offset": following}
-
-
-def instant(name: str, value: str | None) -> datetime | None:
-    """An ISO 8601 date-time (UTC when it names no zone); epoch numbers are refused."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(422, f"bad {name}", fields=[(name, "an ISO 8601 date-time")]) from None
-    if value.strip().lstrip("-+").isdigit():
-        raise ApiError(422, f"bad {name}", fields=[(name, "an ISO 8601 date-time")])
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
