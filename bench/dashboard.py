@@ -39,9 +39,12 @@ def serve(url: str) -> tuple[str, object]:
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive():
             raise RuntimeError("dashboard did not start")
+        if time.monotonic() > deadline:
+            raise TimeoutError("dashboard did not start in 60 s")
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     return f"http://127.0.0.1:{port}", server

@@ -20,6 +20,7 @@ from collections import Counter
 
 import httpx
 
+from bench._child import read_line
 from deploy.topics import ensure_topics
 from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
@@ -37,7 +38,7 @@ class _RemoteReceiver:
     def __init__(self, secret: str) -> None:
         cmd = [sys.executable, "-m", "processors.delivery.receiver", "--secret", secret]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        self.port = int(self.proc.stdout.readline())
+        self.port = int(read_line(self.proc, 60, "the webhook receiver"))
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -48,7 +49,7 @@ class _RemoteReceiver:
 
     def close(self) -> None:
         self.proc.kill()
-        self.proc.wait()
+        self.proc.wait(30)
 
 
 def run(messages: int, endpoints: int, concurrency: int) -> dict[str, float]:
