@@ -72,6 +72,16 @@ class Coupon(Model):
     single_use: Literal["per_customer", "global"] = "per_customer"
 
 
+class CampaignWebhook(Model):
+    """A webhook reaction: when the campaign fires, POST `payload` (a template) to the named
+    webhook (`webhooks[].id`) through delivery, as `{"event": event, "data": payload}`."""
+
+    endpoint: str  # webhooks[].id
+    event: str = Field(default="CAMPAIGN_WEBHOOK", pattern=r"^[A-Z][A-Z0-9_]*$")
+    # strings "{{ CEL }}" are replaced by the value (whole string) or its text (inside one)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
 class Campaign(Model):
     id: str
     name: str = ""
@@ -90,6 +100,33 @@ class Campaign(Model):
     streak: Streak | None = None
     referral: Referral | None = None
     coupon: Coupon | None = None
+    award_badge: str | None = None  # badges[].id awarded when the campaign fires
+    webhook: CampaignWebhook | None = None  # a webhook reaction when the campaign fires
+
+
+# -- badges and achievements (processors/loyalty/badges.py) ------------------------------------
+class Badge(Model):
+    id: str = Field(min_length=1, max_length=64)
+    name: str = ""
+    description: str = ""
+    image_url: str = ""
+
+
+class Achievement(Model):
+    """A goal over matching events: `target` events (or the sum of `sum`, a CEL number over
+    the event) within `period_days` (rolling; None = ever). Completing it awards `badge_id`."""
+
+    id: str = Field(min_length=1, max_length=64)
+    name: str = ""
+    triggers: list[str] = Field(min_length=1)
+    condition: str = "true"  # CEL over `properties`, `event`, `profile`, as campaigns
+    sum: str | None = None  # CEL giving the amount an event adds; None: each event adds 1
+    target: float = Field(gt=0)
+    period_days: int | None = Field(default=None, gt=0)
+    repeatable: bool = False  # completed again (badge awarded again) after each completion
+    badge_id: str
+    notify_progress: bool = False  # an ACHIEVEMENT_PROGRESS webhook on each step
+    enabled: bool = True
 
 
 class Trait(Model):
@@ -206,6 +243,8 @@ class Program(Model):
 
     @field_validator("event_types")
     @classmethod
+    badges: list[Badge] = Field(default_factory=list)
+    achievements: list[Achievement] = Field(default_factory=list)
     def _add_reserved_types(cls, types: list[EventType]) -> list[EventType]:
         names = {t.name for t in types}
         if len(names) != len(types):
@@ -222,9 +261,30 @@ class Program(Model):
         return self
 
     def event_type(self, name: str) -> EventType | None:
+        self._check_badges()
         return next((t for t in self.event_types if t.name == name), None)
+
+    def _check_badges(self) -> None:
+        badges = {b.id for b in self.badges}
+        if len(badges) != len(self.badges):
+            raise ValueError("badge ids must be unique")
+        if len({a.id for a in self.achievements}) != len(self.achievements):
+            raise ValueError("achievement ids must be unique")
+        hooks = {w.id for w in self.webhooks}
+        for a in self.achievements:
+            if a.badge_id not in badges:
+                raise ValueError(f"achievement {a.id}: unknown badge_id {a.badge_id!r}")
+        for c in self.campaigns:
+            if c.award_badge is not None and c.award_badge not in badges:
+                raise ValueError(f"campaign {c.id}: unknown award_badge {c.award_badge!r}")
+            if c.webhook is not None and c.webhook.endpoint not in hooks:
+                raise ValueError(f"campaign {c.id}: unknown webhook endpoint {c.webhook.endpoint!r}")
 
 
 def load_program(path: str | Path) -> Program:
     """Read and validate a program YAML file (raises pydantic.ValidationError)."""
     return Program.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    def badge(self, badge_id: str) -> Badge | None:
+        return next((b for b in self.badges if b.id == badge_id), None)
+
+
