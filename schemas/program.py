@@ -182,6 +182,9 @@ class Journey(Model):
     entry_audience: str | None = None
     reentry: Literal["never", "after_exit", "always"] = "after_exit"
     exit_events: list[str] = Field(default_factory=list)
+    # an instance entered from `entry_audience` exits (EXIT, reason audience_leave:<id>) when
+    # the customer leaves that audience
+    exit_on_audience_leave: bool = True
     nodes: list[JourneyNode]
     edges: list[JourneyEdge] = Field(default_factory=list)
     enabled: bool = True
@@ -240,11 +243,11 @@ class Program(Model):
     destinations: list[Destination] = Field(default_factory=list)
     delivery: Delivery = Field(default_factory=Delivery)
     retention: Retention = Field(default_factory=Retention)
+    badges: list[Badge] = Field(default_factory=list)
+    achievements: list[Achievement] = Field(default_factory=list)
 
     @field_validator("event_types")
     @classmethod
-    badges: list[Badge] = Field(default_factory=list)
-    achievements: list[Achievement] = Field(default_factory=list)
     def _add_reserved_types(cls, types: list[EventType]) -> list[EventType]:
         names = {t.name for t in types}
         if len(names) != len(types):
@@ -258,11 +261,8 @@ class Program(Model):
         for c in self.campaigns:
             if c.reward_id not in rewards:
                 raise ValueError(f"campaign {c.id}: unknown reward_id {c.reward_id!r}")
-        return self
-
-    def event_type(self, name: str) -> EventType | None:
         self._check_badges()
-        return next((t for t in self.event_types if t.name == name), None)
+        return self
 
     def _check_badges(self) -> None:
         badges = {b.id for b in self.badges}
@@ -280,11 +280,14 @@ class Program(Model):
             if c.webhook is not None and c.webhook.endpoint not in hooks:
                 raise ValueError(f"campaign {c.id}: unknown webhook endpoint {c.webhook.endpoint!r}")
 
+    def event_type(self, name: str) -> EventType | None:
+        return next((t for t in self.event_types if t.name == name), None)
 
-def load_program(path: str | Path) -> Program:
-    """Read and validate a program YAML file (raises pydantic.ValidationError)."""
-    return Program.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
     def badge(self, badge_id: str) -> Badge | None:
         return next((b for b in self.badges if b.id == badge_id), None)
 
 
+def load_program(path: str | Path) -> Program:
+    """Read and validate a program YAML file (raises pydantic.ValidationError)."""
+    return Program.model_validate(yaml.safe_load(Path(path).read_text()) or {})

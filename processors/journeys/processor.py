@@ -9,7 +9,8 @@ instance, so a restart (even kill -9) neither loses nor repeats a wait.
 Semantics: arriving at a node runs it (action -> ACTION, end or no outgoing edge -> COMPLETE),
 then takes the first timed edge with no wait whose condition holds; timed edges with a wait are
 checked once when their wait is over (first match in config order); event edges are taken by the
-first matching event (after their wait, if any). Exit events remove the customer at any node.
+first matching event (after their wait, if any). Exit events remove the customer at any node, and
+so does leaving the audience an instance was entered from (`exit_on_audience_leave`, default on).
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ class Journeys:
             "event": event,
             "pending": None,
         }
+        # the audience it was entered from (None: by an event); kept apart from inst["event"],
+        # which later events replace
+        inst["audience"] = event.get("audience_id") if event.get("type") == "AUDIENCE_ENTER" else None
         self.doc["active"][journey.id] = inst
         self.emit(inst, "ENTER", to_node=journey.start, data=orjson.dumps({"event": event}).decode())
         self.run(journey, inst, journey.start, entry_event=event)
@@ -164,6 +168,16 @@ class Journeys:
         done = self.doc["done"].setdefault(journey_id, {"count": 0})
         done["count"] += 1
         done["at"] = self.now
+
+    def on_audience_leave(self, audience_id: str) -> None:
+        for jid, inst in list(self.doc["active"].items()):
+            journey = self.compiled.journeys.get(jid)
+            if journey is None or not journey.journey.exit_on_audience_leave:
+                continue
+            # instances started before `audience` was recorded: their journey's entry audience
+            entered_from = inst.get("audience", journey.journey.entry_audience)
+            if entered_from == audience_id:
+                self.finish(jid, "EXIT", f"audience_leave:{audience_id}")
 
     # -- movement -----------------------------------------------------------------------------
     def run(
@@ -314,23 +328,33 @@ class JourneysProcessor(Processor):
             return
         compiled = self.sync_definitions(ctx, ctx.config)
         if record.topic == AUDIENCES_MEMBERSHIP:
-            journeys = compiled.by_entry_audience.get(value["audience_id"], ())
-            if value["action"] != "ENTER" or not journeys:
-                return
-            event = {
-                "id": f"audience:{value['audience_id']}:{value['at']}",
-                "type": "AUDIENCE_ENTER",
-                "audience_id": value["audience_id"],
-                "customer_id": customer_id,
-            }
-            state = Journeys(ctx, compiled, customer_id)
-            for journey in journeys:
-                state.enter(journey, event)
-            return state.save()
+            return self.on_membership(ctx, compiled, customer_id, value)
         if value.get("kind", "EVENT") not in EVENT_KINDS or value["type"] not in compiled.event_types:
             return
         state = Journeys(ctx, compiled, customer_id)
         state.on_event(event_view(value))
+        state.save()
+
+    def on_membership(
+        self, ctx: Context, compiled: CompiledJourneys, customer_id: str, value: dict[str, Any]
+    ) -> None:
+        """ENTER starts the journeys entered from that audience; LEAVE exits the instances that
+        were entered from it, unless their journey says `exit_on_audience_leave: false`."""
+        audience_id = value["audience_id"]
+        if not compiled.by_entry_audience:
+            return
+        state = Journeys(ctx, compiled, customer_id)
+        if value["action"] == "ENTER":
+            event = {
+                "id": f"audience:{audience_id}:{value['at']}",
+                "type": "AUDIENCE_ENTER",
+                "audience_id": audience_id,
+                "customer_id": customer_id,
+            }
+            for journey in compiled.by_entry_audience.get(audience_id, ()):
+                state.enter(journey, event)
+        elif value["action"] == "LEAVE":
+            state.on_audience_leave(audience_id)
         state.save()
 
     def on_timer(self, ctx: Context, timer: Timer) -> None:

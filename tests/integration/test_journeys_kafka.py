@@ -1,5 +1,6 @@
-"""The journeys processor on real Kafka: cart abandonment with a moved clock, and waits that
-survive a kill -9 of the processor process and fire exactly once."""
+"""The journeys processor on real Kafka: cart abandonment with a moved clock, waits that
+survive a kill -9 of the processor process and fire exactly once, and a journey entered from
+an audience that the customer's leaving the audience exits (as the sink's tables show)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from processors.audiences.processor import build as build_audiences
 from processors.journeys.processor import build
 from processors.runtime.clock import ManualClock
 from processors.runtime.config_table import publish_program
 from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.codec import decode, encode
-from schemas.program import Journey, Program
+from schemas.program import Audience, Journey, Program
 from schemas.settings import Settings
-from schemas.topics import EVENTS_LOYALTY, EVENTS_TRACKING, JOURNEYS_ACTIVITY, topic_name
+from schemas.topics import (
+    EVENTS_LOYALTY,
+    EVENTS_TRACKING,
+    JOURNEYS_ACTIVITY,
+    PROFILES_CHANGES,
+    topic_name,
+)
+from sinks.sink import Sink
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +218,74 @@ def activity_at_end(activity: Activity) -> bool:
         if position < high - 1:  # the last offset may be a transaction marker
             return False
     return True
+
+
+def test_leaving_the_audience_exits_the_journey(
+    cfg: Settings, sink: Sink, activity: Activity, tmp_path: Path
+) -> None:
+    """audiences -> audiences.membership -> journeys -> journeys.activity -> sink, all real: a
+    customer enters `winback` from the audience `no_purchase`, buys (a profile change that drops
+    them from the audience) and the instance is EXITED with reason audience_leave."""
+    winback = Journey.model_validate(
+        {
+            "id": "winback",
+            "entry_audience": "no_purchase",
+            "nodes": [
+                {"id": "start", "kind": "start"},
+                {"id": "push", "kind": "action", "action": "push"},
+                {"id": "end", "kind": "end"},
+            ],
+            "edges": [{"from": "start", "to": "push", "wait_minutes": 60}, {"from": "push", "to": "end"}],
+        }
+    )
+    audience = Audience(id="no_purchase", condition="profile.purchase_count == 0")
+    publish_program(cfg, Program(audiences=[audience], journeys=[winback]))
+    runners = [
+        Runner(build_audiences(), cfg, RuntimeOptions(state_dir=tmp_path / "aud", instance_id="a")),
+        Runner(build(), cfg, RuntimeOptions(state_dir=tmp_path / "jrn", instance_id="j")),
+    ]
+    for r in runners:
+        r.start()
+
+    def alive() -> None:
+        for r in runners:
+            if r.error is not None:
+                raise AssertionError(f"{r} failed") from r.error
+
+    activity.alive = alive
+    producer = Producer({"bootstrap.servers": cfg.kafka_bootstrap_servers, "partitioner": "murmur2_random"})
+
+    def profile(purchases: int) -> None:
+        flat = {"customer_id": "leaver", "identified": True, "purchase_count": purchases}
+        value = {"customer_id": "leaver", "updated_at": int(time.time() * 1000), "profile": json.dumps(flat)}
+        producer.produce(topic_name(PROFILES_CHANGES, cfg), encode("Profile", value), b"leaver")
+        assert producer.flush(30) == 0
+
+    try:
+        profile(0)
+        activity.wait_for(count("ENTER", 1))
+        profile(1)
+        records = activity.wait_for(count("EXIT", 1))
+        assert [r["kind"] for r in records] == ["ENTER", "EXIT"]
+        assert json.loads(records[-1]["data"]) == {"reason": "audience_leave:no_purchase"}
+        row = wait_for_row(
+            cfg.database_url,
+            "SELECT i.status, t.kind, t.data->>'reason' FROM journey_instances i "
+            "JOIN journey_transitions t USING (instance_id) "
+            "WHERE i.customer_id = 'leaver' AND t.kind = 'EXIT'",
+        )
+        assert row == ("EXITED", "EXIT", "audience_leave:no_purchase")
+        alive()
+    finally:
+        for r in runners:
+            r.stop()
+
+
+def wait_for_row(url: str, sql: str, timeout: float = 60) -> tuple:
+    """The first row of `sql` once the sink has written it."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while (row := conn.execute(sql).fetchone()) is None:
+            assert time.monotonic() < deadline, f"no row for {sql}"
+            time.sleep(0.2)
+    return row

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from processors.audiences.processor import build as build_audiences
 from processors.journeys.processor import build
 from processors.runtime.testing import TestDriver
 from schemas.program import Journey, Program
@@ -244,3 +245,76 @@ def test_event_edge_with_delay_and_self_loop_reminders() -> None:
     out = d.advance(5 * MINUTE)
     assert ("ACTION", "thanks", "email") in activity(out) and activity(out)[-1][0] == "COMPLETE"
     assert d.advance(120 * MINUTE) == []
+
+
+WINBACK_FROM_AUDIENCE = {
+    "id": "winback",
+    "entry_audience": "at_risk",
+    "nodes": [
+        {"id": "start", "kind": "start"},
+        {"id": "push", "kind": "action", "action": "push", "template": "we_miss_you"},
+        {"id": "end", "kind": "end"},
+    ],
+    "edges": [{"from": "start", "to": "push", "wait_minutes": 60}, {"from": "push", "to": "end"}],
+}
+
+
+def membership(customer_id: str, action: str, at: int, audience: str = "at_risk") -> dict:
+    return {"audience_id": audience, "customer_id": customer_id, "action": action, "at": at}
+
+
+def test_leaving_the_entry_audience_exits_the_journey() -> None:
+    d = driver(WINBACK_FROM_AUDIENCE)
+    assert activity(d.send(AUDIENCES_MEMBERSHIP, "c20", membership("c20", "ENTER", NOW))) == [
+        ("ENTER", "start", None)
+    ]
+    # leaving another audience changes nothing
+    assert d.send(AUDIENCES_MEMBERSHIP, "c20", membership("c20", "LEAVE", NOW, "vip")) == []
+    out = d.send(AUDIENCES_MEMBERSHIP, "c20", membership("c20", "LEAVE", NOW + MINUTE))
+    assert activity(out) == [("EXIT", "start", None)]
+    assert json.loads(out[0][2]["data"]) == {"reason": "audience_leave:at_risk"}
+    assert d.advance(60 * MINUTE) == []  # the push wait was cancelled
+    # re-entering the audience starts a new instance (reentry after_exit)
+    out = d.send(AUDIENCES_MEMBERSHIP, "c20", membership("c20", "ENTER", NOW + 61 * MINUTE))
+    assert activity(out) == [("ENTER", "start", None)]
+    assert out[0][2]["instance_id"] != d.outputs(JOURNEYS_ACTIVITY)[0]["instance_id"]
+
+
+def test_exit_on_audience_leave_false_keeps_the_journey() -> None:
+    d = driver({**WINBACK_FROM_AUDIENCE, "exit_on_audience_leave": False})
+    d.send(AUDIENCES_MEMBERSHIP, "c21", membership("c21", "ENTER", NOW))
+    assert d.send(AUDIENCES_MEMBERSHIP, "c21", membership("c21", "LEAVE", NOW + MINUTE)) == []
+    assert ("ACTION", "push", "push") in activity(d.advance(60 * MINUTE))
+
+
+def test_audience_leave_exits_only_instances_entered_from_it() -> None:
+    # the same journey entered by its event: leaving the audience does not end it
+    both = {**WINBACK_FROM_AUDIENCE, "entry_event": "APP_OPEN"}
+    d = driver(both)
+    assert activity(send_event(d, "c22", "APP_OPEN")) == [("ENTER", "start", None)]
+    assert d.send(AUDIENCES_MEMBERSHIP, "c22", membership("c22", "LEAVE", NOW)) == []
+    assert ("ACTION", "push", "push") in activity(d.advance(60 * MINUTE))
+
+
+def test_audiences_processor_leave_exits_the_journey() -> None:
+    """End to end through both processors: the profile change that drops a customer from the
+    audience (audiences -> audiences.membership LEAVE) ends the journey it entered."""
+    program = Program(
+        version=1,
+        audiences=[{"id": "at_risk", "condition": "profile.purchase_count == 0"}],
+        journeys=[Journey.model_validate(WINBACK_FROM_AUDIENCE)],
+    )
+    audiences = TestDriver(build_audiences(), program, now=NOW)
+    journeys = TestDriver(build(), program, now=NOW)
+
+    def profile_change(purchases: int) -> list:
+        value = {"customer_id": "c23", "updated_at": NOW,
+                 "profile": json.dumps({"purchase_count": purchases})}  # fmt: skip
+        out = []
+        for topic, key, v in audiences.send(PROFILES_CHANGES, "c23", value):
+            assert topic == AUDIENCES_MEMBERSHIP
+            out += journeys.send(topic, key, v)
+        return out
+
+    assert activity(profile_change(0)) == [("ENTER", "start", None)]
+    assert activity(profile_change(1)) == [("EXIT", "start", None)]
