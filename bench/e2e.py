@@ -1,0 +1,272 @@
+"""End to end: PURCHASE over HTTP to the CUSTOMER_ACCUMULATION webhook at a receiver.
+
+    python -m bench.e2e [--rate 1000] [--seconds 60] [--connections 64] [--ingest-workers 1]
+
+The real services (ingest, the loyalty processor, delivery), started by the local stack's own
+code (`deploy.local.stack.up` with a subset of services) under a fresh TOPIC_PREFIX and a
+throwaway `.local` directory, against KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, program
+examples/program.yaml. The receiver (bench/_receiver.py) runs in its own process and checks
+every signature. An open-loop client paces single PURCHASE requests at `--rate`; each latency
+is from the HTTP 202 to the webhook's first arrival at the receiver. The stage split uses the
+timestamps the pipeline already records: the event's `received_at` (ingest), the result's
+`processed_at` (loyalty), the attempt's start (`deliveries.at - latency_ms`, delivery) and the
+receiver's arrival time. The sustained rate is accepted events over the time from the first
+request to the last webhook; the stack keeps up when that is the offered rate and the last
+webhook arrives soon after the last request. CPU per event of each process is from /proc, the
+figure to trust on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from bench._common import cpu_seconds
+from bench._receiver import RemoteReceiver
+from bench.ingest import Connection, event, percentile
+from deploy.local import stack as local_stack
+from deploy.topics import delete_topics
+from processors.delivery.kafka_io import partitions
+from schemas.codec import decode
+from schemas.ids import name_uuid
+from schemas.settings import Settings
+from schemas.topics import DELIVERIES, EVENTS_LOYALTY, LOYALTY_RESULTS, schema_for, topic_name
+
+SECRET = "whsec_ZGVtby1zZWNyZXQtZm9yLWxvY2FsLXRlc3Rpbmc="  # examples/program.yaml's webhook
+SERVICES = ("loyalty", "delivery", "ingest")
+API_KEY = local_stack.DEV_API_KEY
+
+
+def request_bytes(body: bytes) -> bytes:
+    head = (
+        f"POST /behavior/events HTTP/1.1\r\nHost: bench\r\nX-API-Key: {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def paced_load(port: int, seconds: float, rate: float, connections: int) -> list[tuple]:
+    """Open loop: request i is due at start + i/rate whatever the earlier answers did.
+    Returns (due epoch ms, 202 epoch ms, event id) per accepted request and counts errors."""
+    payloads = [request_bytes(orjson.dumps(event(i))) for i in range(int(seconds * rate))]
+    queue: asyncio.Queue = asyncio.Queue()
+    accepted: list[tuple[float, float, str]] = []
+    errors: list[int] = []
+    offset = time.time() - time.perf_counter()  # perf_counter -> epoch
+
+    async def worker() -> None:
+        async with Connection(port) as conn:
+            while (item := await queue.get()) is not None:
+                due, payload = item
+                status, body = await conn.call(payload)
+                if status == 202:
+                    done = (time.perf_counter() + offset) * 1000
+                    accepted.append(((due + offset) * 1000, done, orjson.loads(body)["data"]["id"]))
+                else:
+                    errors.append(status)
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    started = time.perf_counter()
+    for i, payload in enumerate(payloads):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((due, payload))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    if errors:
+        print(f"  {len(errors)} requests not accepted (statuses {sorted(set(errors))})")
+    return accepted
+
+
+def read_topic(settings: Settings, base: str, timeout: float = 120.0) -> list[dict]:
+    """Every committed record of a topic, read up to its end offsets."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"bench-e2e-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    topic = topic_name(base, settings)
+    parts = [TopicPartition(topic, p, 0) for p in partitions(consumer, topic)]
+    ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+    consumer.assign(parts)
+    schema = schema_for(base)
+    records: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.5):
+            if not msg.error() and msg.value() is not None:
+                records.append(decode(msg.value(), schema))
+        positions = consumer.position(parts)
+        if all(p.offset >= ends[p.partition] for p in positions):
+            break
+    consumer.close()
+    return records
+
+
+def wait_delivered(receiver: RemoteReceiver, wanted: int, idle_timeout: float) -> float:
+    """Poll the receiver until it has `wanted` webhooks, or nothing new came for idle_timeout."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        unique = receiver.stats()["unique"]
+        if unique >= wanted:
+            return time.monotonic()
+        if unique != last:
+            last, last_change = unique, time.monotonic()
+        elif time.monotonic() - last_change > idle_timeout:
+            print(f"  only {unique} of {wanted} webhooks arrived ({idle_timeout:.0f}s without a new one)")
+            return time.monotonic()
+        time.sleep(0.5)
+
+
+def line(name: str, values: list[float]) -> str:
+    if not values:
+        return f"{name:<34} (none)"
+    p50, p99 = percentile(values, 50), percentile(values, 99)
+    return f"{name:<34} p50 {p50:8.1f}   p99 {p99:8.1f}   max {max(values):8.1f} ms"
+
+
+def report(
+    sent: list[tuple],
+    arrivals: dict[str, float],
+    events: list[dict],
+    results: list[dict],
+    attempts: list[dict],
+) -> dict:
+    received = {e["id"]: e["received_at"] for e in events}
+    processed = {r["event_id"]: r["processed_at"] for r in results}
+    started = {a["webhook_id"]: a["at"] - a["latency_ms"] for a in attempts if a["outcome"] == "DELIVERED"}
+    e2e, http, ingest, loyalty, handoff, post = [], [], [], [], [], []
+    missing = 0
+    for due, accepted_at, event_id in sent:
+        wid = name_uuid(f"{event_id}:CUSTOMER_ACCUMULATION")
+        arrived = arrivals.get(wid)
+        http.append(accepted_at - due)
+        if arrived is None:
+            missing += 1
+            continue
+        e2e.append(arrived - accepted_at)
+        if event_id in processed and wid in started:
+            loyalty.append(processed[event_id] - accepted_at)
+            handoff.append(started[wid] - processed[event_id])
+            post.append(arrived - started[wid])
+        if event_id in received:
+            ingest.append(accepted_at - received[event_id])
+    print(line("request due -> HTTP 202 (client)", http))
+    print(line("HTTP 202 -> webhook at receiver", e2e))
+    print("  stage split:")
+    if ingest:
+        print(line("    ingest received -> 202", ingest))
+    print(line("    202 -> processed (loyalty)", loyalty))
+    print(line("    processed -> attempt (delivery)", handoff))
+    print(line("    attempt -> at receiver (HTTP)", post))
+    if missing:
+        print(f"  {missing} accepted events without a webhook at the receiver")
+    return {"p50": percentile(e2e, 50), "p99": percentile(e2e, 99), "max": max(e2e, default=0.0)}
+
+
+def run(rate: float, seconds: float, connections: int, ingest_workers: int) -> int:
+    home = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}."
+    settings = Settings(
+        kafka_bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+        topic_prefix=prefix,
+        partitions=int(os.environ.get("TOPIC_PARTITIONS", "6")),
+    )
+    with ExitStack() as cleanup:
+        receiver = RemoteReceiver([SECRET])
+        cleanup.callback(receiver.close)
+        env = {
+            "TOPIC_PREFIX": prefix,
+            "LOYALTY_PORTS": "auto",
+            "LOYALTY_RECEIVER_PORT": str(receiver.port),
+            "INGEST_RATE_LIMIT": "0",
+            "INGEST_WORKERS": str(ingest_workers),
+            "LOG_LEVEL": "warning",
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            stack = local_stack.Stack(home=home, only=SERVICES)
+            cleanup.callback(shutil.rmtree, home, ignore_errors=True)
+            cleanup.callback(delete_topics, settings.kafka_bootstrap_servers, prefix)
+            cleanup.callback(local_stack.down, stack)
+            state = local_stack.up(stack)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        pids = {name: state["services"][name]["pid"] for name in SERVICES}
+        pids["receiver"] = receiver.proc.pid
+        port = state["ports"]["ingest"]
+        print(
+            f"prefix {prefix}, {settings.partitions} partitions, {ingest_workers} ingest worker(s), "
+            f"{rate:,.0f} events/s for {seconds:.0f}s over {connections} connections, "
+            f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}"
+        )
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu0["load generator"] = sum(os.times()[:2])
+        began = time.time() * 1000
+        sent = asyncio.run(paced_load(port, seconds, rate, connections))
+        load_done = time.time() * 1000
+        wait_delivered(receiver, len(sent), idle_timeout=30)
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu["load generator"] = sum(os.times()[:2]) - cpu0["load generator"]
+        arrivals = receiver.arrivals()
+        mine = [
+            arrivals[w] for w in (name_uuid(f"{e}:CUSTOMER_ACCUMULATION") for *_, e in sent) if w in arrivals
+        ]
+        figures = report(
+            sent,
+            arrivals,
+            read_topic(settings, EVENTS_LOYALTY),
+            read_topic(settings, LOYALTY_RESULTS),
+            read_topic(settings, DELIVERIES),
+        )
+        last = max(mine, default=load_done)
+        sustained = len(mine) / ((last - began) / 1000) if mine else 0.0
+        print(
+            f"accepted {len(sent):,} of {int(rate * seconds):,}; webhooks {len(mine):,}; "
+            f"sustained {sustained:,.0f} events/s (first request -> last webhook); last webhook "
+            f"{(last - load_done) / 1000:.1f}s after the last request"
+        )
+        print(
+            f"e2e p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, max {figures['max']:.1f} ms "
+            "(goal p99 < 250 ms); load avg now "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+        events = max(len(sent), 1)
+        print(
+            "CPU per event: "
+            + ", ".join(f"{name} {seconds_ * 1e6 / events:,.0f} us" for name, seconds_ in cpu.items())
+            + f" (total {sum(cpu.values()) * 1e6 / events:,.0f} us; broker not included)"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.e2e", description=__doc__)
+    parser.add_argument("--rate", type=float, default=1000, help="PURCHASE requests per second")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive client connections")
+    parser.add_argument("--ingest-workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    return run(args.rate, args.seconds, args.connections, args.ingest_workers)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
