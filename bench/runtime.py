@@ -128,6 +128,8 @@ def start(name: str, settings: Settings, state: Path) -> subprocess.Popen:
         "TOPIC_PREFIX": settings.topic_prefix,
         "BENCH_PREFIX": settings.topic_prefix,
         "LOG_LEVEL": "WARNING",
+        # the children run in their state dir: the project importable without an install
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     cmd = {
         "runtime": [
