@@ -182,6 +182,9 @@ class Journey(Model):
     entry_audience: str | None = None
     reentry: Literal["never", "after_exit", "always"] = "after_exit"
     exit_events: list[str] = Field(default_factory=list)
+    # an instance entered from `entry_audience` exits (EXIT, reason audience_leave:<id>) when
+    # the customer leaves that audience
+    exit_on_audience_leave: bool = True
     nodes: list[JourneyNode]
     edges: list[JourneyEdge] = Field(default_factory=list)
     enabled: bool = True
