@@ -190,6 +190,37 @@ class Journey(Model):
     enabled: bool = True
 
 
+class LeaderboardMetric(Model):
+    """What a leaderboard scores (docs/loyalty.md, "Leaderboards"): `points` (POINTS earned),
+    `reward_units` (units of `reward_id` earned) or `event_count` (accepted events of
+    `event_type` whose CEL `condition` over `event` and `properties` holds)."""
+
+    kind: Literal["points", "reward_units", "event_count"]
+    reward_id: str | None = None  # reward_units: required; points: POINTS
+    event_type: str | None = None  # event_count: required
+    condition: str = "true"
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> LeaderboardMetric:
+        if self.kind == "reward_units" and not self.reward_id:
+            raise ValueError("metric reward_units needs reward_id")
+        if self.kind == "event_count" and not self.event_type:
+            raise ValueError("metric event_count needs event_type")
+        return self
+
+
+class Leaderboard(Model):
+    """A ranking of customers by a metric over the current week (ISO, Monday 00:00 UTC),
+    month (UTC) or all time, optionally among an audience's members."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    name: str = ""
+    metric: LeaderboardMetric
+    period: Literal["week", "month", "all_time"] = "all_time"
+    audience: str | None = None
+    consent_purpose: str = "leaderboards"  # a customer whose consent says false is left out
+
+
 class Webhook(Model):
     id: str
     url: str
@@ -245,6 +276,7 @@ class Program(Model):
     retention: Retention = Field(default_factory=Retention)
     badges: list[Badge] = Field(default_factory=list)
     achievements: list[Achievement] = Field(default_factory=list)
+    leaderboards: list[Leaderboard] = Field(default_factory=list)
 
     @field_validator("event_types")
     @classmethod
@@ -262,7 +294,23 @@ class Program(Model):
             if c.reward_id not in rewards:
                 raise ValueError(f"campaign {c.id}: unknown reward_id {c.reward_id!r}")
         self._check_badges()
+        self._check_leaderboards()
         return self
+
+    def _check_leaderboards(self) -> None:
+        ids = [b.id for b in self.leaderboards]
+        if len(set(ids)) != len(ids):
+            raise ValueError("leaderboard ids must be unique")
+        rewards = {r.id for r in self.rewards}
+        audiences = {a.id for a in self.audiences}
+        for b in self.leaderboards:
+            if b.metric.reward_id and b.metric.reward_id not in rewards:
+                raise ValueError(f"leaderboard {b.id}: unknown reward_id {b.metric.reward_id!r}")
+            if b.audience and b.audience not in audiences:
+                raise ValueError(f"leaderboard {b.id}: unknown audience {b.audience!r}")
+
+    def leaderboard(self, board_id: str) -> Leaderboard | None:
+        return next((b for b in self.leaderboards if b.id == board_id), None)
 
     def _check_badges(self) -> None:
         badges = {b.id for b in self.badges}
