@@ -17,10 +17,12 @@ import orjson
 from processors.loyalty import bounds, campaigns, profile, retention, tiers, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.adjustments import Adjustments
+from processors.loyalty.badges import Badges
 from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
 from processors.loyalty.envelope import as_json, command, public_event, uid
 from processors.loyalty.lifecycle import Lifecycle
+from processors.loyalty.reactions import render
 from processors.loyalty.rekeyed import Rekeyed
 from processors.loyalty.rules import Bindings, reduce
 from processors.loyalty.scheduled import Scheduled
@@ -63,7 +65,7 @@ def new_state(customer_id: str) -> dict[str, Any]:
     return state
 
 
-class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
+class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
     """One engine call: accumulates outputs while mutating the customer's state."""
 
     def __init__(self, state: dict, program: Program, now: int, lookup: Lookup, budget: Budget):
@@ -80,8 +82,9 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
         self.expired: list[dict[str, Any]] = []  # lines expired on the way (timer was late)
         self.final: tuple[dict[str, Any], Bindings] | None = None  # post-event profile
         self.fresh: str | None = None  # id `apply` just looked up and found unknown
-        self.notes: list[tuple[str, str, dict[str, Any]]] = []  # webhooks, sent by `finish`
+        self.notes: list[tuple[str, str, dict[str, Any], str | None]] = []  # sent by `finish`
         self._sequence: int | None = None
+        self.badge_changes: list[dict[str, Any]] = []  # badges awarded or revoked by this call
         self.touched = _touched_at_start(state)  # the wallet's `lines`: buckets this call changed
         self.out = Output(state)
 
@@ -104,16 +107,18 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
             self._sequence = self.state["sequence"] = self.state.get("sequence", 0) + 1
         return self._sequence
 
-    def notify(self, source_id: str, event: str, data: dict[str, Any]) -> None:
+    def notify(self, source_id: str, event: str, data: dict[str, Any], endpoint: str | None = None) -> None:
         """Queue a webhook; `finish` adds the wallet to those that carry one, so every
-        notification of a call shows the wallet after the whole call, as its result does."""
-        self.notes.append((source_id, event, data))
+        notification of a call shows the wallet after the whole call, as its result does.
+        `endpoint`: pinned to that webhook (a campaign's webhook reaction)."""
+        self.notes.append((source_id, event, data, endpoint))
 
     def _send_notes(self) -> None:
-        for source_id, event, data in self.notes:
+        version = self.program.version
+        for source_id, event, data, endpoint in self.notes:
             if event in n.WITH_WALLET:
                 data["wallet"] = self.wallet()
-            note = n.notification(source_id, event, self.cid, data, self.now, self.program.version)
+            note = n.notification(source_id, event, self.cid, data, self.now, version, endpoint)
             self.out.notifications.append(note)
         self.notes = []
 
@@ -285,7 +290,9 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
                 line = self._credit(event, outcome, mult, len(accs))
                 if line:
                     accs.append(line)
-                    applied.append(outcome.explain())
+                reacted = self._react(event, outcome, act, counted=line is None)
+                if line or reacted:
+                    applied.append({**outcome.explain(), **reacted})
             elif isinstance(outcome, Claim):
                 self._claim(event, outcome, props)
                 applied.append(
@@ -305,9 +312,41 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments):
                         **outcome.info,
                     }
                 )
+        progress = self._achievements(event, act)
         if accs:
             self.notify(event["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs))
-        return {"rules_applied": applied, "accumulations": accs, "rules_skipped": skipped}
+        detail: dict[str, Any] = {"rules_applied": applied, "accumulations": accs, "rules_skipped": skipped}
+        if progress:
+            detail["achievements"] = progress
+        if self.badge_changes:
+            detail["badges"] = list(self.badge_changes)
+        return detail
+
+    def _react(self, event: dict, award: Award, act: Bindings, counted: bool) -> dict[str, Any]:
+        """A fired campaign's other reactions: its badge and its webhook call. `counted`: no
+        points were credited, so the firing counts toward the per-customer limit here."""
+        campaign = campaigns.by_id(self.program)[award.campaign_id]
+        out: dict[str, Any] = {}
+        if campaign.award_badge is None and campaign.webhook is None:
+            return out
+        if counted:
+            campaigns.progress(self.state, campaign.id)["count"] += 1
+        if campaign.award_badge is not None:
+            self._campaign_badge(event, campaign.id, campaign.award_badge, counted)
+            out["badge_id"] = campaign.award_badge
+        hook = campaign.webhook
+        if hook is not None:
+            credited = {
+                "id": campaign.id,
+                "amount": 0.0 if counted else award.amount,
+                "reward_id": award.reward_id,
+            }
+            binds = Bindings({**act.factories, "campaign": lambda: credited})
+            errors: list[str] = []
+            payload = render(hook.payload, binds, errors)
+            self.notify(f"{event['id']}:{campaign.id}", hook.event, payload, hook.endpoint)
+            out["webhook"] = {"endpoint": hook.endpoint, "event": hook.event, "errors": errors}
+        return out
 
     def _credit(self, event: dict, award: Award, mult: float, index: int) -> dict | None:
         campaign = campaigns.by_id(self.program)[award.campaign_id]

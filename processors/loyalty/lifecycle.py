@@ -86,6 +86,8 @@ class Lifecycle:
             "RESOLVED",
             accumulations=detail["accumulations"],
             redemptions=redemptions,
+            achievements=detail.get("achievements", []),
+            badges=detail.get("badges", []),
         )
         return self.finish()
 
@@ -139,6 +141,7 @@ class Lifecycle:
         self.changed()
         if event.get("kind") != "SCHEDULED":
             profile.record(self.state, event, as_json(event.get("properties")), sign=-1)
+        revoked = self._take_back(event, record)
         self._downgrade("REVERSAL", event["id"], event["type"])
         reason = as_json(cmd.get("payload")).get("reason")
         self.result(
@@ -148,6 +151,7 @@ class Lifecycle:
             reversals=lines,
             restored=record["redemptions"],
             command_id=cmd["id"],
+            **({"badges": revoked} if revoked else {}),
         )
         self.remember(event["id"], record["result"], "REVERSED")
         return self.finish()

@@ -18,6 +18,9 @@ BEHAVIOR_EVENT_FAILED = "BEHAVIOR_EVENT_FAILED"
 COUPON_REDEMPTION = "COUPON_REDEMPTION"
 TIER_UPGRADE = "TIER_UPGRADE"
 TIER_DOWNGRADE = "TIER_DOWNGRADE"
+BADGE_AWARDED = "BADGE_AWARDED"
+BADGE_REVOKED = "BADGE_REVOKED"
+ACHIEVEMENT_PROGRESS = "ACHIEVEMENT_PROGRESS"
 # the types whose data carries the wallet (added by engine.Step once the whole call is applied)
 WITH_WALLET = frozenset(
     {
@@ -31,11 +34,18 @@ WITH_WALLET = frozenset(
 
 
 def notification(
-    source_id: str, event: str, customer_id: str, data: dict[str, Any], now: int, version: int
+    source_id: str,
+    event: str,
+    customer_id: str,
+    data: dict[str, Any],
+    now: int,
+    version: int,
+    endpoint_id: str | None = None,
 ) -> dict[str, Any]:
     """A Notification record; its id is stable per (source event, webhook type) so receivers
-    can de-duplicate a redelivery."""
-    return {
+    can de-duplicate a redelivery. `endpoint_id` pins it to one webhook (a campaign's webhook
+    reaction) instead of those subscribed to `event`."""
+    note = {
         "id": name_uuid(f"{source_id}:{event}"),
         "event": event,
         "customer_id": customer_id,
@@ -43,6 +53,9 @@ def notification(
         "created_at": now,
         "config_version": version,
     }
+    if endpoint_id is not None:
+        note["endpoint_id"] = endpoint_id
+    return note
 
 
 def registration(customer_id: str, customer: dict[str, Any]) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from processors.loyalty import wallet
+from processors.loyalty import badges, wallet
 from processors.loyalty.rules import Bindings, Fields, RuleError, compile_rule, fields_of, reduce
 from schemas.program import Program, Rfm
 
@@ -117,11 +117,17 @@ def build(
         "birthday": customer.get("birthday"),
         "registered_at": state.get("registered_at"),
         "rfm": rfm(m, program.rfm, now) if wanted("rfm") else {},
+        "badges": held_badges(state),
         "traits": {},
     }
     if with_traits:
         profile["traits"] = traits(program, bindings(program, profile))
     return profile if only is None else reduce(profile, only)
+
+
+def held_badges(state: dict[str, Any]) -> list[str]:
+    """`profile.badges`: the ids of the badges the customer holds (processors/loyalty/badges.py)."""
+    return sorted(b for b, info in state.get("badges", {}).items() if info.get("count", 0) > 0)
 
 
 def traits(program: Program, activation: Any) -> dict[str, Any]:
@@ -155,6 +161,7 @@ def _fields(program: Program) -> tuple[dict[str, Fields | None], Fields | None]:
     cached = _FIELDS.get(id(program))
     if cached is None or cached[0] is not program:
         rules = [s for c in program.campaigns for s in (c.condition, c.formula)]
+        rules += badges.rule_sources(program)  # achievements and webhook reaction templates
         final = [t.entry for t in program.tiers.levels] + [t.expression for t in program.traits]
         if len(_FIELDS) > 16:
             _FIELDS.clear()

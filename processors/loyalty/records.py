@@ -3,7 +3,8 @@
 A duplicate is answered with the first result; fulfil, cancel and reverse need what the event
 applied. That is read back from the first result's detail rather than stored twice (the record
 is written once per event, so its size is throughput), except what changed after the first
-result (a fulfilment's accumulations and redemptions), which is stored beside it.
+result (a fulfilment's accumulations, redemptions, achievement progress and badges), which is
+stored beside it.
 """
 
 from __future__ import annotations
@@ -22,4 +23,6 @@ def applied(record: dict[str, Any]) -> dict[str, Any]:
         "event": record.get("event") or detail["event"],
         "accumulations": record.get("accumulations", detail.get("accumulations", [])),
         "redemptions": record.get("redemptions", detail.get("redemptions", [])),
+        "achievements": record.get("achievements", detail.get("achievements", [])),
+        "badges": record.get("badges", detail.get("badges", [])),
     }
