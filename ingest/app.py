@@ -36,7 +36,7 @@ from ingest.programs import (
 )
 from ingest.ratelimit import RateLimiter, shared
 from ingest.replies import ReplyHub, ResultListener
-from ingest.routers import admin, coupons, customers, events, health, resources, versions
+from ingest.routers import admin, coupons, customers, events, health, leaderboards, resources, versions
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (events, customers, coupons, admin, versions, resources, health):
+    for module in (events, customers, coupons, leaderboards, admin, versions, resources, health):
         app.include_router(module.router)
     for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
         app.include_router(module.router, prefix=STOREFRONT_PREFIX)

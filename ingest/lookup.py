@@ -1,7 +1,8 @@
 """Reads from the sink tables owned by sinks/: never on the hot path.
 
 Used for GET /behavior/events/{id}, the customer endpoints (wallet, customer object, history:
-ingest/customer_history.py) and to find the customer of an event for fulfil/cancel/reverse.
+ingest/customer_history.py), the leaderboards (ingest/leaderboards.py) and to find the customer
+of an event for fulfil/cancel/reverse.
 `Lookup` is the seam tests replace.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -19,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingest import customer_history as h
+from ingest import leaderboards as lb
 from schemas.settings import libpq_url
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,14 @@ class Lookup(Protocol):
         self, kind: str, customer_id: str, page: h.Page
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of `kind` (events, ledger, tiers), newest first, and the next page's cursor."""
+        ...
+
+    async def leaderboard_top(self, board_id: str, period: date, limit: int) -> list[dict[str, Any]]:
+        """The board's first `limit` eligible customers of the period, ranked."""
+        ...
+
+    async def leaderboard_entry(self, board_id: str, period: date, customer_id: str) -> dict[str, Any] | None:
+        """{score, rank} of an eligible customer on the board, else None."""
         ...
 
 
@@ -148,6 +158,15 @@ class PgLookup:
         rows = rows[: page.limit]
         cursor = h.encode_cursor(rows[-1][time_column], rows[-1]["id"]) if more else None
         return [shape(_jsonable(row)) for row in rows], cursor
+
+    async def leaderboard_top(self, board_id: str, period: date, limit: int) -> list[dict[str, Any]]:
+        args = {"board": board_id, "period": period, "limit": limit}
+        return lb.ranked(await self._rows(lb.TOP_SQL, args))
+
+    async def leaderboard_entry(self, board_id: str, period: date, customer_id: str) -> dict[str, Any] | None:
+        args = {"board": board_id, "period": period, "customer": customer_id}
+        rows = await self._rows(lb.RANK_SQL, args)
+        return rows[0] if rows else None
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

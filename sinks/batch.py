@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.program import Program
+from schemas.topics import LOYALTY_RESULTS
+from sinks.leaderboards import score_rows
 from sinks.mapping import Source, rows_for
 from sinks.rejects import Reject
 from sinks.tables import TARGETS
@@ -56,11 +59,14 @@ class Batch:
     per_topic: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
 
-    def add(self, value: Row, src: Source, physical_topic: str) -> None:
-        """Fold one decoded record in; one that cannot be mapped to rows is quarantined."""
+    def add(self, value: Row, src: Source, physical_topic: str, program: Program | None = None) -> None:
+        """Fold one decoded record in; one that cannot be mapped to rows is quarantined.
+        `program` (the one a result was computed with, or later) scores the leaderboards."""
         self._advance(src, physical_topic)
         try:
             pairs = rows_for(value, src)
+            if program is not None and src.topic == LOYALTY_RESULTS:
+                pairs += score_rows(program, value)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.rejects.append(Reject.unmappable(physical_topic, src, value, exc))
             return

@@ -22,6 +22,7 @@ from schemas.settings import Settings, libpq_url
 from schemas.topics import base_name, schema_for, topic_name
 from sinks import metrics as m
 from sinks.batch import Batch
+from sinks.leaderboards import ScoringPrograms
 from sinks.mapping import SOURCE_TOPICS, Source
 from sinks.pipeline import BatchWriter
 from sinks.rejects import Reject
@@ -65,6 +66,7 @@ class Sink:
         self._lag_at = 0.0
         self.db_ok = False
         self.committed_records = 0
+        self._programs = ScoringPrograms(settings)  # leaderboards score results with it
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Sink:
@@ -83,6 +85,7 @@ class Sink:
 
     def run(self) -> None:
         """Consume until stop(): flushes the last batch and leaves the group cleanly."""
+        self._programs.start()
         self._consumer = Consumer(self._consumer_config())
         self._writer = BatchWriter(self._connect, self._record)
         self._consumer.subscribe(
@@ -103,6 +106,7 @@ class Sink:
             self._consumer.close()
             self._writer.close()
             self._db.close()
+            self._programs.stop()
             log.info("sink stopped")
 
     def health(self) -> dict:
@@ -231,7 +235,7 @@ class Sink:
             self._quarantined(reject)
             return
         before = len(self._batch.rejects)
-        self._batch.add(value, src, physical)
+        self._batch.add(value, src, physical, self._programs.for_record(base, value))
         if len(self._batch.rejects) > before:
             self._quarantined(self._batch.rejects[-1])
 

@@ -9,7 +9,7 @@ natural key, with the same "latest wins" rule the SQL applies against the stored
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Row = dict[str, Any]
@@ -279,6 +279,52 @@ JOURNEY_INSTANCES = Target(
     ),
 )
 
+def sum_scores(old: Row, new: Row) -> Row:
+    """Deltas to one (board, period, customer) within a batch add up."""
+    return {**new, "score": old["score"] + new["score"]}
+
+
+def then(target: Target, *statements: str) -> Target:
+    """`target` with more statements run after its own (same stage)."""
+    return replace(target, statements=target.statements + statements)
+
+
+LEADERBOARD_COLS = (
+    "board_id", "period_start", "customer_id", "score", "audience_id", "consent_purpose",
+    "updated_at",
+)  # fmt: skip
+_ELIGIBLE = "leaderboard_eligible({t}customer_id, {t}audience_id, {t}consent_purpose)"
+_LB_LIST = ", ".join(LEADERBOARD_COLS)
+# scores add up; eligibility is computed against the customers and audience_members rows
+# (written earlier in the same batch: TARGETS order) and refreshed when those change
+LEADERBOARD_SCORES = Target(
+    "leaderboard_scores",
+    "leaderboard_scores",
+    LEADERBOARD_COLS,
+    ("board_id", "period_start", "customer_id"),
+    sum_scores,
+    (
+        f"INSERT INTO leaderboard_scores AS l ({_LB_LIST}, eligible) "
+        f"SELECT {_LB_LIST}, {_ELIGIBLE.format(t='')} FROM {{stage}} "
+        "ON CONFLICT (board_id, period_start, customer_id) DO UPDATE SET "
+        "score = l.score + EXCLUDED.score, audience_id = EXCLUDED.audience_id, "
+        "consent_purpose = EXCLUDED.consent_purpose, eligible = EXCLUDED.eligible, "
+        "updated_at = GREATEST(l.updated_at, EXCLUDED.updated_at)",
+    ),
+)
+
+
+def refresh_eligibility(audience_only: bool) -> str:
+    """Re-check the leaderboard rows of the customers in the stage (a profile or membership
+    change may add or remove them)."""
+    only = "l.audience_id IS NOT NULL AND " if audience_only else ""
+    return (
+        f"UPDATE leaderboard_scores l SET eligible = {_ELIGIBLE.format(t='l.')} "
+        f"WHERE {only}l.customer_id IN (SELECT customer_id FROM {{stage}}) "
+        f"AND l.eligible IS DISTINCT FROM {_ELIGIBLE.format(t='l.')}"
+    )
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -287,10 +333,10 @@ TARGETS: dict[str, Target] = {
         latest_wins("ledger_lines", "ledger_lines", LEDGER_COLS, ("id",), "processed_at"),
         in_sequence("wallets", WALLET_COLS),
         in_sequence("wallet_lines", WALLET_LINE_COLS, ("id",)),
-        in_sequence("customers", CUSTOMER_COLS),
+        then(in_sequence("customers", CUSTOMER_COLS), refresh_eligibility(audience_only=False)),
         insert_only("tier_changes", "tier_changes", TIER_COLS, ("id",)),
         insert_only("notifications", "notifications", NOTIFICATION_COLS, ("id",)),
-        AUDIENCE_MEMBERS,
+        then(AUDIENCE_MEMBERS, refresh_eligibility(audience_only=True)),
         insert_only(
             "audience_membership_events",
             "audience_membership_events",
@@ -307,5 +353,6 @@ TARGETS: dict[str, Target] = {
         ),  # fmt: skip
         insert_only("dlq", "dlq", DLQ_COLS, ("id", "endpoint_id")),
         insert_only("admin_audit", "admin_audit", AUDIT_COLS, ("id",)),
+        LEADERBOARD_SCORES,  # after customers and audience_members: eligibility reads them
     ]
 }
