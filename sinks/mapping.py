@@ -135,6 +135,9 @@ def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
             if isinstance(line, dict) and line.get("id"):
                 out.append(("wallet_lines", _wallet_line(line, res, wallet, processed)))
         out.append(("wallets", _wallet(wallet, res, detail, processed)))
+    for change in detail.get("badges") or []:  # badges awarded or revoked by this result
+        if isinstance(change, dict) and change.get("badge_id"):
+            out.append(("customer_badges", _badge(change, res, wallet, processed)))
     return out
 
 
@@ -187,6 +190,27 @@ def _ledger_line(line: Row, res: Row, processed: datetime | None) -> Row:
         "expiration_date": ts(line.get("expiration_date")),
         "processed_at": processed,
         "line": dumps(line),
+    }
+
+
+def _badge(change: Row, res: Row, wallet: Any, processed: datetime | None) -> Row:
+    """A customer's badge after an award or a revocation (count 0: no longer held)."""
+    revoked = change.get("action") == "REVOKED"
+    count = change.get("count") if isinstance(change.get("count"), int) else 0
+    return {
+        "customer_id": res["customer_id"],
+        "badge_id": str(change["badge_id"]),
+        "badge_name": change.get("badge_name"),
+        "count": count,
+        "first_awarded_at": ts(change.get("first_awarded_at")),
+        "awarded_at": ts(change.get("awarded_at")),
+        "revoked_at": ts(change.get("at")) if revoked else None,
+        "trigger_event_id": change.get("trigger_event_id"),
+        "trigger_event_type": change.get("trigger_event_type"),
+        "achievement_id": change.get("achievement_id"),
+        "campaign_id": change.get("campaign_id"),
+        "sequence": sequence(wallet) if isinstance(wallet, dict) else None,
+        "updated_at": processed,
     }
 
 

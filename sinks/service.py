@@ -8,7 +8,7 @@ import signal
 import sys
 
 from processors.runtime.logs import configure_logging
-from processors.runtime.observability import HealthServer
+from processors.runtime.observability import PORT_HELP, HealthServer, metrics_port
 from schemas.settings import Settings
 from sinks.migrate import upgrade
 from sinks.sink import Sink, SinkOptions
@@ -18,7 +18,7 @@ log = logging.getLogger("sinks.service")
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="loyalty sink", description=__doc__)
-    p.add_argument("--metrics-port", type=int, default=9108)
+    p.add_argument("--metrics-port", type=int, default=metrics_port(), help=PORT_HELP)
     p.add_argument("--batch-size", type=int, default=SinkOptions.batch_size)
     p.add_argument("--linger-ms", type=int, default=SinkOptions.linger_ms)
     p.add_argument("--group-id", default=None, help="default: {TOPIC_PREFIX}sink")
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         instance_id=args.instance_id,
     )
     sink = Sink(settings, options)
-    server = HealthServer(args.metrics_port, sink.health).start() if args.metrics_port else None
+    server = HealthServer(args.metrics_port, sink.health).start()
+    log.info("health and metrics served", extra={"port": server.port})
     signal.signal(signal.SIGTERM, lambda *_: sink.request_stop())
     signal.signal(signal.SIGINT, lambda *_: sink.request_stop())
     try:
         sink.run()
     finally:
-        if server is not None:
-            server.stop()
+        server.stop()
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from processors.runtime.observability import LagReport
 from schemas.codec import CodecError, default_codec
 from schemas.settings import Settings, libpq_url
 from schemas.topics import base_name, schema_for, topic_name
@@ -64,6 +65,7 @@ class Sink:
         self._backoff = self.options.backoff_initial_s
         self.last_loop = time.monotonic()
         self._lag_at = 0.0
+        self._lag = LagReport("sink")
         self.db_ok = False
         self.committed_records = 0
         self._programs = ScoringPrograms(settings)  # leaderboards score results with it
@@ -291,14 +293,15 @@ class Sink:
         if time.monotonic() - self._lag_at < 1.0:
             return
         self._lag_at = time.monotonic()
+        lags: dict[tuple[str, int], int] = {}
         for topic, part in list(self._assigned):
             try:
                 _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)
             except Exception:  # noqa: BLE001 - lag is best effort
                 continue
             if high is not None and high >= 0:
-                lag = max(0, high - self._committed.get((topic, part), 0))
-                m.LAG.labels(base_name(topic, self.settings), str(part)).set(lag)
+                lags[(base_name(topic, self.settings), part)] = high - self._committed.get((topic, part), 0)
+        self._lag.update(lags)  # from PostgreSQL's offsets: what is not yet in the tables
 
     # -- recovery --------------------------------------------------------------------------
     def _db_failed(self, what: str, exc: Exception) -> None:

@@ -263,6 +263,14 @@ def _apply_program(stack: Stack, state: dict, env: dict[str, str], receiver_url:
 # ---------------------------------------------------------------- services
 
 
+def _supervised(args: tuple[str, ...]) -> tuple[str, ...]:
+    """Long-running consumers run under deploy.local.supervise, which restarts one that
+    exits (a processor that cannot make progress exits for a supervisor to restart it)."""
+    if args[:2] in (("deploy.cli", "process"), ("deploy.cli", "sink")):
+        return ("deploy.local.supervise", *args)
+    return args
+
+
 def _start(stack: Stack, service: Service, env: dict[str, str]) -> int:
     """Start `service` in the background unless its pid is alive; returns the pid."""
     pid = stack.pid(service.name)
@@ -273,7 +281,7 @@ def _start(stack: Stack, service: Service, env: dict[str, str]) -> int:
     stack.pid_file(service.name).parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", *service.args],
+            [sys.executable, "-m", *_supervised(service.args)],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,
@@ -340,7 +348,7 @@ def _start_services(stack: Stack, state: dict, env: dict[str, str], ports: dict)
         if not running and port_open(port):
             env_var = f"LOYALTY_{service.name.upper()}_PORT"
             raise RuntimeError(f"{service.name}: port {port} is already in use (set {env_var})")
-        pid = _start(stack, service, env)
+        pid = _start(stack, service, {"METRICS_HOST": os.environ.get("METRICS_HOST", "127.0.0.1"), **env})
         state.setdefault("services", {})[service.name] = {"pid": pid, "port": ports[service.name]}
         stack.save_state(state)
         if running:

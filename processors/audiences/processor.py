@@ -97,7 +97,7 @@ class AudiencesProcessor(Processor):
         """Diff current membership against the audiences the profile matches now; emit changes."""
         if not rules.is_identified(profile):
             return
-        EVALUATIONS.labels(why).inc()
+        ctx.count(EVALUATIONS, why)  # counted when the transaction commits
         compiled = self.compiled(ctx.config)
         now = ctx.now()
         matched = rules.evaluate(compiled, customer_id, profile, now)
@@ -135,7 +135,7 @@ class AudiencesProcessor(Processor):
     def emit(
         self, ctx: Context, customer_id: str, audience_id: str, action: str, reason: str, at: int
     ) -> None:
-        MEMBERSHIP_CHANGES.labels(action).inc()
+        ctx.count(MEMBERSHIP_CHANGES, action)
         ctx.emit(
             AUDIENCES_MEMBERSHIP,
             customer_id,

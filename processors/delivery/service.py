@@ -46,7 +46,14 @@ from processors.delivery.routing import (
 )
 from processors.delivery.sender import Deliverer
 from processors.runtime.dead_letters import DECODE_ERRORS, DeadLetter, Tombstone, ensure_dlq_topic
-from processors.runtime.observability import HealthServer
+from processors.runtime.observability import (
+    DEAD_LETTERS,
+    PORT_HELP,
+    HealthServer,
+    LagReport,
+    metrics_port,
+    position_lags,
+)
 from schemas.codec import decode
 from schemas.program import Program
 from schemas.settings import Settings
@@ -67,6 +74,7 @@ class Options:
     max_in_flight: int = 20_000
     max_queue_per_endpoint: int = 1_000
     drain_timeout_s: float = 10.0
+    lag_interval_s: float = 5.0  # consumer_lag refresh (cached watermarks: no broker call)
 
 
 class DeliveryService:
@@ -182,7 +190,8 @@ class DeliveryService:
             log.info("delivery service stopped")
 
     async def _consume_until_stopped(self, pool: Any) -> None:
-        last_commit = time.monotonic()
+        last_commit = last_lag = time.monotonic()
+        lag = LagReport("delivery")
         program = self.program()
         while not self._stopping:
             if self.program() is not program:
@@ -198,6 +207,9 @@ class DeliveryService:
             if time.monotonic() - last_commit >= self.options.commit_interval_s:
                 self._commit(asynchronous=True)
                 last_commit = time.monotonic()
+            if time.monotonic() - last_lag >= self.options.lag_interval_s:
+                lag.update(position_lags(self.consumer, self.settings))
+                last_lag = time.monotonic()
 
     async def _resubscribe(self) -> None:
         """After a program change; a failure keeps the old subscription (logged)."""
@@ -290,6 +302,7 @@ class DeliveryService:
         except Exception:  # noqa: BLE001 - not acked: the offset stays, redelivered after restart
             log.exception("dead letter not written; the record stays unacknowledged")
             return
+        DEAD_LETTERS.labels("delivery", letter.reason).inc()
         letter.log()
         done()
 
@@ -392,7 +405,7 @@ def parse_args(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="loyalty process delivery")
     parser.add_argument("--state-dir", type=Path, default=Path(".local/state/delivery"))
     parser.add_argument("--instance-id", default=None, help="static group membership id")
-    parser.add_argument("--metrics-port", type=int, default=9105)
+    parser.add_argument("--metrics-port", type=int, default=metrics_port(), help=PORT_HELP)
     parser.add_argument("--group", default=None, help="consumer group (default: TOPIC_PREFIX + 'delivery')")
     args = parser.parse_args(argv)
     return Options(

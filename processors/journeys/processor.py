@@ -115,7 +115,7 @@ class Journeys:
     # -- activity -----------------------------------------------------------------------------
     def emit(self, inst: dict[str, Any], kind: str, **fields: Any) -> None:
         inst["seq"] += 1
-        ACTIVITY.labels(kind).inc()
+        self.ctx.count(ACTIVITY, kind)  # when the transaction commits
         value = {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{inst['id']}:{inst['seq']}")),
             "journey_id": inst["journey_id"],

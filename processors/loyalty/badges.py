@@ -133,6 +133,8 @@ class Badges:
             "action": action,
             "at": self.now,
             "count": info["count"],
+            "first_awarded_at": info.get("first_awarded_at"),
+            "awarded_at": info.get("awarded_at"),  # the latest award
             "trigger_event_id": event_id,
             "trigger_event_type": event_type,
             "achievement_id": source.get("achievement_id"),

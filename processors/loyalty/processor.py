@@ -64,7 +64,7 @@ class LoyaltyProcessor(Processor):
         customers, events = ctx.store(CUSTOMERS), ctx.store(EVENTS)
         invalid = record_problem(TYPES.of(ctx.config), event)  # straight from Kafka: ingest's check
         if invalid is not None and events.get(event["id"]) is None:  # a repeat keeps its result
-            ctx.emit(LOYALTY_RESULTS, event["customer_id"], _rejected(ctx, event, invalid))
+            _result(ctx, event["customer_id"], _rejected(ctx, event, invalid))
             return
         state = customers.get(event["customer_id"])
         budget = self._budget(ctx)
@@ -74,8 +74,8 @@ class LoyaltyProcessor(Processor):
             out, budget = self._refused(ctx, event["customer_id"], exc)
         except Exception as exc:  # a bug must not wedge the partition on one poison event
             log.exception("event failed", extra={"event_id": event.get("id")})
-            metrics.INTERNAL_ERRORS.inc()
-            ctx.emit(LOYALTY_RESULTS, event["customer_id"], _internal_error(ctx, event, exc))
+            ctx.count(metrics.INTERNAL_ERRORS)
+            _result(ctx, event["customer_id"], _internal_error(ctx, event, exc))
             return
         self._write(ctx, out, event["customer_id"], budget)
 
@@ -93,12 +93,12 @@ class LoyaltyProcessor(Processor):
         except Refused as exc:
             if exc.event is None:  # nothing to fail: as an internal error
                 log.error("timer refused: %s", exc.reason, extra={"timer_id": timer.id})
-                metrics.INTERNAL_ERRORS.inc()
+                ctx.count(metrics.INTERNAL_ERRORS)
                 return
             out, budget = self._refused(ctx, timer.key, exc)
         except Exception:  # as for events: log, drop this timer, keep the partition going
             log.exception("timer failed", extra={"timer_id": timer.id})
-            metrics.INTERNAL_ERRORS.inc()
+            ctx.count(metrics.INTERNAL_ERRORS)
             return
         self._write(ctx, out, timer.key, budget)
 
@@ -129,7 +129,7 @@ class LoyaltyProcessor(Processor):
         for campaign_id in budget.changed:
             ctx.store(BUDGETS).put(campaign_id, budget.spent[campaign_id])
         for res in out.results:
-            ctx.emit(LOYALTY_RESULTS, customer_id, res)
+            _result(ctx, customer_id, res)
         for note in out.notifications:
             ctx.emit(NOTIFICATIONS, customer_id, note)
         if out.profile is not None:
@@ -139,11 +139,17 @@ class LoyaltyProcessor(Processor):
         for at, timer_id, payload in out.timers:
             ctx.schedule(at, customer_id, payload, timer_id)
         self._commands(ctx, out.commands)
-        metrics.observe(out.results, out.notifications, out.credited)
+        metrics.observe(ctx, out.notifications, out.credited)
 
     def _commands(self, ctx: Context, commands: list[tuple[str, str, dict[str, Any]]]) -> None:
         for topic, key, value in commands:
             ctx.emit(topic, key, value)
+
+
+def _result(ctx: Context, customer_id: str, res: dict[str, Any]) -> None:
+    """Every result goes out (and is counted by status) through here."""
+    ctx.emit(LOYALTY_RESULTS, customer_id, res)
+    ctx.count(metrics.RESULTS, res["status"])
 
 
 def _profile(out: engine.Output, customer_id: str, ctx: Context) -> dict[str, Any]:

@@ -2,17 +2,21 @@
 
 A processor is a class with `name`, `inputs`, `outputs`, `stores`, a `process(ctx, record)`
 handler and an optional `on_timer(ctx, timer)` handler. Everything a handler does through
-`ctx` (emit, store writes, timers) belongs to the current Kafka transaction: it becomes visible
-together with the input offsets, or not at all. Processors never touch confluent-kafka.
+`ctx` (emit, store writes, timers, counters) belongs to the current Kafka transaction: it
+becomes visible together with the input offsets, or not at all. Processors never touch
+confluent-kafka.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from schemas.program import Program
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 
 @dataclass(slots=True)
@@ -76,6 +80,11 @@ class Context(Protocol):
         ...
 
     def cancel(self, timer_id: str) -> None: ...
+
+    def count(self, counter: Counter, *labels: str, amount: float = 1.0) -> None:
+        """Increment a prometheus `counter` (its label values in order) when the transaction
+        commits: an aborted or replayed transaction never counts twice (pending.py)."""
+        ...
 
 
 class Processor:

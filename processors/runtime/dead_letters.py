@@ -21,7 +21,6 @@ import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.topics import create
-from processors.runtime import observability as m
 from schemas.codec import CodecError
 from schemas.settings import Settings
 
@@ -82,7 +81,8 @@ class DeadLetter:
         return [(k, v.encode()) for k, v in pairs.items()]
 
     def log(self) -> None:
-        m.DEAD_LETTERS.labels(self.processor, self.reason).inc()
+        """One log line; the caller counts it in `stream_dead_letters_total` (the runner when
+        its transaction commits, delivery once the letter is acknowledged)."""
         log.error(
             "record dead-lettered",
             extra={"processor": self.processor, "reason": self.reason, "topic": self.topic,

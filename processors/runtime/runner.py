@@ -52,6 +52,7 @@ from processors.runtime.dead_letters import (
 )
 from processors.runtime.kafka_util import partitions_of
 from processors.runtime.limits import DEFAULT_LIMIT, RecordTooLarge, record_limit, too_large
+from processors.runtime.pending import PendingMetrics
 from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
 from processors.runtime.transactions import (
     MAX_RENEWALS,
@@ -159,8 +160,10 @@ class Runner:
         self._input_topics = [self._topics[t] for t in processor.inputs]
         self._schemas = {t: schema_for(t) for t in processor.outputs}
         self._inputs: dict[str, tuple[str, str | None]] = {}
-        self._in_counts: dict[str, int] = {}
-        self._out_counts: dict[str, int] = {}
+        # counters of the open transaction: applied when it commits, dropped when the next one
+        # begins without a commit in between (pending.py); handlers add through ctx.count
+        self.pending = PendingMetrics()
+        self._lag = m.LagReport(processor.name)
         self._latency = m.PROCESS_LATENCY.labels(processor.name)
         self.health: m.HealthServer | None = None
         self.program_table = ProgramTable(settings)
@@ -388,6 +391,7 @@ class Runner:
             self.in_txn = True
             self.txn_records = 0
             self.txn_started = time.monotonic()
+            self.pending.discard()  # counted by a transaction that did not commit
 
     def _process(self, msg: Any) -> bool:
         """Process one message in the open transaction; False when the handler raised and the
@@ -423,7 +427,7 @@ class Runner:
             self._rewind_transaction()
             return False
         self._latency.observe(time.perf_counter() - started)
-        self._count(self._in_counts, topic)
+        self._count(m.RECORDS_IN, topic)
         self._advance(physical, partition, offset)
         return True
 
@@ -454,11 +458,13 @@ class Runner:
             dropped = [*letter.headers(), ("dlq.value.dropped", b"too large")]
             self._produce(self.dlq, msg.key(), None, headers=dropped)
         self._advance(msg.topic(), msg.partition(), msg.offset())
+        self.pending.add(m.DEAD_LETTERS, (self.processor.name, reason))
         letter.log()
 
     def _dead_letter_timer(self, timer: Any, error: BaseException) -> None:
         letter = DeadLetter("timer", error, self.processor.name, "", -1, -1, self.config_version)
         self._produce(self.dlq, timer.key.encode(), timer_value(timer), headers=letter.headers())
+        self.pending.add(m.DEAD_LETTERS, (self.processor.name, "timer"))
         letter.log()
 
     def _rewind_transaction(self) -> None:
@@ -473,22 +479,15 @@ class Runner:
         self._inputs[physical] = (topic, schema_for(topic))
         return self._inputs[physical]
 
-    @staticmethod
-    def _count(counts: dict[str, int], topic: str) -> None:
-        counts[topic] = counts.get(topic, 0) + 1
-
-    def _flush_counts(self) -> None:
-        """Move the per-topic record counts into prometheus (cheaper than per record)."""
-        for counts, metric in ((self._in_counts, m.RECORDS_IN), (self._out_counts, m.RECORDS_OUT)):
-            for topic, n in counts.items():
-                metric.labels(self.processor.name, topic).inc(n)
-            counts.clear()
+    def _count(self, metric: Any, topic: str) -> None:
+        """Records in or out of the open transaction (counted when it commits)."""
+        self.pending.add(metric, (self.processor.name, topic))
 
     def _emit(self, topic: str, key: str, value: dict[str, Any]) -> None:
         schema = self._schemas.get(topic) or schema_for(topic)
         data = self.codec.encode(schema, value) if schema else orjson.dumps(value)
         self._produce(self._topics[topic], key.encode(), data)
-        self._count(self._out_counts, topic)
+        self._count(m.RECORDS_OUT, topic)
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, **kwargs: Any) -> None:
         """Produce into the open transaction; an oversize record raises RecordTooLarge, a
@@ -527,7 +526,8 @@ class Runner:
                                 extra={"timer": failed.timer.id, "error": repr(failed.error)})  # fmt: skip
                     self._rewind_transaction()
                     return
-                m.TIMERS_FIRED.labels(self.processor.name).inc(fired)
+                if fired:
+                    self.pending.add(m.TIMERS_FIRED, (self.processor.name,), fired)
                 self.txn_records += fired
                 backlog += task.due_count(until)
         m.TIMER_BACKLOG.labels(self.processor.name).set(backlog)
@@ -614,7 +614,7 @@ class Runner:
         self._failing = False
         self._renewals = 0
         m.COMMIT_LATENCY.labels(self.processor.name).observe(time.monotonic() - started)
-        self._flush_counts()
+        self.pending.apply()  # only now: what the committed transaction counted
         self._update_lag()
 
     def _committed_anyway(self, error: KafkaError, deadline: float) -> bool:
@@ -747,14 +747,7 @@ class Runner:
         if now - self._lag_updated < 5:
             return
         self._lag_updated = now
-        for tp in self.consumer.position(self.consumer.assignment()):
-            try:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if high >= 0 and tp.offset >= 0:
-                base = base_name(tp.topic, self.settings)
-                m.LAG.labels(self.processor.name, base, str(tp.partition)).set(max(0, high - tp.offset))
+        self._lag.update(m.position_lags(self.consumer, self.settings))
 
     # -- rebalancing and restore -----------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -860,4 +853,5 @@ class Runner:
             self.options.clock.now_ms,
             self.program_table.current,
             self.max_record_bytes,
+            pending=self.pending,
         )

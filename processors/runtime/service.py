@@ -11,6 +11,7 @@ from pathlib import Path
 
 from processors.runtime.api import Processor
 from processors.runtime.logs import configure_logging
+from processors.runtime.observability import PORT_HELP, metrics_port
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.settings import Settings
 
@@ -23,7 +24,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
     parser.add_argument(
         "--instance-id", default=os.environ.get("INSTANCE_ID", f"{socket.gethostname()}-{name}")
     )
-    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0")))
+    parser.add_argument("--metrics-port", type=int, default=metrics_port(), help=PORT_HELP)
     parser.add_argument("--commit-interval-ms", type=int, default=100)
     parser.add_argument("--commit-every", type=int, default=10_000)
     parser.add_argument("--catch-up-interval-ms", type=int, default=1000)

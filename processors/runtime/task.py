@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from processors.runtime.api import Context, Processor, Record, Timer
+from processors.runtime.pending import PendingMetrics
 from processors.runtime.store import Backend, TransactionalStore
 from schemas.program import Program
 
@@ -46,10 +47,13 @@ class PartitionTask:
         now: Callable[[], int],
         config: Callable[[], Program],
         max_record_bytes: int | None = None,
+        pending: PendingMetrics | None = None,
     ) -> None:
         self.processor = processor
         self.partition = partition
         self.stores = {name: TransactionalStore(name, b, max_record_bytes) for name, b in backends.items()}
+        # the runner's (one per transaction, every task); its own when run alone
+        self.pending = pending if pending is not None else PendingMetrics()
         self.context = TaskContext(self, emit, now, config)
         self.next_due = _NEVER
         self.reload_timers()
@@ -172,3 +176,6 @@ class TaskContext(Context):
 
     def cancel(self, timer_id: str) -> None:
         self._task.cancel(timer_id)
+
+    def count(self, counter: Any, *labels: str, amount: float = 1.0) -> None:
+        self._task.pending.add(counter, labels, amount)

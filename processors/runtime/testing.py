@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from processors.runtime.api import Processor, Record
 from processors.runtime.clock import ManualClock
 from processors.runtime.partitioner import partition_for
+from processors.runtime.pending import PendingMetrics
 from processors.runtime.store import MemoryBackend
 from processors.runtime.task import TIMERS_STORE, PartitionTask
 from schemas.codec import default_codec
@@ -56,6 +57,7 @@ class TestDriver:
         self.emitted: list[Emitted] = []
         self._batch: list[Emitted] = []
         self._offsets: dict[tuple[str, int], int] = {}
+        self.pending = PendingMetrics()  # ctx.count: applied at each commit, as the runner does
         self.tasks = {p: self._task(p) for p in range(partitions)}
 
     def _task(self, partition: int) -> PartitionTask:
@@ -67,6 +69,7 @@ class TestDriver:
             self._emit,
             self.clock.now_ms,
             lambda: self.program,
+            pending=self.pending,
         )
 
     def _emit(self, topic: str, key: str, value: dict[str, Any]) -> None:
@@ -83,6 +86,7 @@ class TestDriver:
     def _commit(self) -> list[Emitted]:
         for task in self.tasks.values():
             task.commit({})
+        self.pending.apply()
         out, self._batch = self._batch, []
         self.emitted.extend(out)
         return out
@@ -103,6 +107,7 @@ class TestDriver:
             for task in self.tasks.values():
                 task.abort()
             self._batch = []
+            self.pending.discard()
             raise
         return self._commit()
 

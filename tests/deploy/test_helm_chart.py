@@ -266,7 +266,8 @@ def test_keda_triggers_watch_the_real_consumer_groups(rendered: tuple[dict, list
         for trigger in obj["spec"]["triggers"]:
             meta = trigger["metadata"]
             if name == "sink":
-                assert trigger["type"] == "prometheus" and "sink_lag" in meta["query"]
+                assert trigger["type"] == "prometheus"
+                assert 'consumer_lag{consumer="sink"' in meta["query"], meta["query"]
                 continue
             assert trigger["type"] == "kafka"
             assert meta["consumerGroup"] == prefix + name  # runner.py / delivery: TOPIC_PREFIX + name

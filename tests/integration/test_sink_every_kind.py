@@ -195,7 +195,8 @@ def test_the_walk_reaches_every_kind(walked: dict) -> None:
     assert kinds[t.NOTIFICATIONS] >= {
         "CUSTOMER_REGISTRATION", "CUSTOMER_ACCUMULATION", "CUSTOMER_REDEMPTION",
         "REWARDS_RESERVATION", "REWARDS_RESERVATION_CANCELLED", "TIER_UPGRADE", "TIER_DOWNGRADE",
-        "BEHAVIOR_EVENT_FAILED",
+        "BEHAVIOR_EVENT_FAILED", "BADGE_AWARDED", "BADGE_REVOKED", "ACHIEVEMENT_PROGRESS",
+        "HIGH_ROLLER",  # the high-roller campaign's webhook reaction
     }  # fmt: skip
     assert set(kinds) == set(SOURCE_TOPICS)
 
@@ -229,3 +230,10 @@ def test_every_kind_lands_in_its_table_and_nothing_is_refused(walked: dict, sink
     assert scalar(sink_db, open_points, "ann") == scalar(sink_db, wallet, "ann") > 0
     adjusted = "SELECT sum(amount) FROM ledger_lines WHERE kind = 'ADJUSTMENT' AND line->>'reason' <> ''"
     assert scalar(sink_db, adjusted) == 70
+    # customer_badges: the achievement's and the campaign's badges; cy's order was reversed
+    held = "SELECT string_agg(customer_id || ':' || badge_id, ',' ORDER BY 1) FROM customer_badges"
+    held += " WHERE count > 0"
+    assert scalar(sink_db, held) == "ann:high-roller,ann:regular,bob:high-roller,bob:regular"
+    revoked = "SELECT count(*) FROM customer_badges WHERE customer_id = 'cy' AND count = 0"
+    revoked += " AND revoked_at IS NOT NULL"
+    assert scalar(sink_db, revoked) == 1

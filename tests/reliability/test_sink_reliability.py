@@ -129,7 +129,7 @@ def test_kill_9_mid_stream_then_restart_is_exact(settings: Settings, db: str) ->
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         # (not rows written: a COMMIT sent just before the kill may still land, leaving this
         # last sink nothing to write)
-        assert "sink_db_up 1.0" in metrics and "sink_lag{" in metrics
+        assert "sink_db_up 1.0" in metrics and "consumer_lag{consumer=\"sink\"" in metrics
         proc.terminate()
         assert proc.wait(30) == 0
     finally:

@@ -20,7 +20,7 @@ SOURCES = ("ingest", "processors", "sinks", "schemas", "deploy")
 METRIC_CALL = re.compile(
     r'\b(Counter|Gauge|Histogram|Summary|CounterMetricFamily|GaugeMetricFamily)\(\s*"([a-z_:][a-z0-9_:]*)"'
 )
-# processors/loyalty/metrics.py: a collector yields CounterMetricFamily(name, ...) from tuples
+# a custom collector that yields CounterMetricFamily(name, ...) from (name, doc, label, counts) tuples
 COLLECTOR_TUPLE = re.compile(r'\(\s*"([a-z_]+)",\s*"[^"]*",\s*"[a-z_]+",\s*\w+\s*\)')
 
 PROMQL_WORDS = {
@@ -71,10 +71,19 @@ def alert_rules() -> list[dict]:
 
 def test_the_scan_finds_the_known_metrics() -> None:
     names = exposed_metrics()
-    expected = {"stream_consumer_lag", "stream_dead_letters_total", "sink_lag", "sink_rejects_total"}
+    expected = {"consumer_lag", "stream_dead_letters_total", "sink_rejects_total"}
     expected |= {"delivery_attempts_total", "delivery_latency_seconds_bucket", "ingest_requests_total"}
     expected |= {"loyalty_results_total", "stream_process_seconds_count"}
     assert expected <= names, expected - names
+
+
+def test_every_service_shares_one_lag_metric() -> None:
+    """Processors, delivery and the sink all report lag as consumer_lag{consumer,topic,partition}
+    (processors/runtime/observability.py): alerts, dashboards and KEDA read one name."""
+    assert {n for n in exposed_metrics() if "lag" in n} == {"consumer_lag"}
+    for top in ("processors", "sinks"):
+        for path in (ROOT / top).rglob("*.py"):
+            assert "LAG.labels(" not in path.read_text() or path.name == "observability.py", path
 
 
 def test_the_promql_scan() -> None:

@@ -40,11 +40,11 @@ processors/delivery/service.py, sinks/service.py (tests/deploy/test_helm_chart.p
 - name: delivery
   kind: Deployment
   values: {{ toJson .Values.delivery }}
-  args: [process, delivery, --metrics-port, {{ $mp | quote }}, --state-dir, /tmp/state/delivery]
+  args: [process, delivery, --state-dir, /tmp/state/delivery]
   port: {{ $mp }}
   portName: metrics
   readinessPath: {{ $root.Values.probes.readinessPath }}
-  env: {{ toJson (list (dict "name" "METRICS_HOST" "value" "0.0.0.0")) }}
+  env: {{ toJson $metricsEnv }}
   webhookSecrets: true
   group: {{ include "loyalty.group" (dict "root" $root "name" "delivery") | quote }}
   scaler: kafka
@@ -60,7 +60,7 @@ processors/delivery/service.py, sinks/service.py (tests/deploy/test_helm_chart.p
   group: {{ include "loyalty.group" (dict "root" $root "name" "router") | quote }}
   scaler: kafka
 {{- end }}
-{{- $sinkArgs := list "sink" "--no-migrate" "--metrics-port" (toString $mp) }}
+{{- $sinkArgs := list "sink" "--no-migrate" }}
 {{- with .Values.sink.batchSize }}{{ $sinkArgs = concat $sinkArgs (list "--batch-size" (toString .)) }}{{ end }}
 {{- with .Values.sink.lingerMs }}{{ $sinkArgs = concat $sinkArgs (list "--linger-ms" (toString .)) }}{{ end }}
 - name: sink
@@ -70,7 +70,7 @@ processors/delivery/service.py, sinks/service.py (tests/deploy/test_helm_chart.p
   port: {{ $mp }}
   portName: metrics
   readinessPath: {{ $root.Values.probes.readinessPath }}
-  env: {{ toJson (list $database (dict "name" "METRICS_HOST" "value" "0.0.0.0")) }}
+  env: {{ toJson (concat (list $database) $metricsEnv) }}
   group: {{ printf "%ssink" .Values.topicPrefix | quote }}
   scaler: prometheus
 {{- end }}
