@@ -214,6 +214,11 @@ WALLET_LINE_COLS = (
     "id", "customer_id", "kind", "reward_id", "campaign_id", "event_id", "amount", "issued_at",
     "expiration_date", "line", "sequence", "updated_at",
 )  # fmt: skip
+BADGE_COLS = (
+    "customer_id", "badge_id", "badge_name", "count", "first_awarded_at", "awarded_at",
+    "revoked_at", "trigger_event_id", "trigger_event_type", "achievement_id", "campaign_id",
+    "sequence", "updated_at",
+)  # fmt: skip
 TIER_COLS = ("id", "customer_id", "direction", "from_tier", "to_tier", "changed_at", "data")
 NOTIFICATION_COLS = ("id", "event", "customer_id", "data", "created_at", "config_version")
 MEMBER_COLS = ("audience_id", "customer_id", "entered_at", "reason", "config_version")
@@ -335,6 +340,7 @@ TARGETS: dict[str, Target] = {
         in_sequence("wallet_lines", WALLET_LINE_COLS, ("id",)),
         then(in_sequence("customers", CUSTOMER_COLS), refresh_eligibility(audience_only=False)),
         insert_only("tier_changes", "tier_changes", TIER_COLS, ("id",)),
+        in_sequence("customer_badges", BADGE_COLS, ("customer_id", "badge_id")),
         insert_only("notifications", "notifications", NOTIFICATION_COLS, ("id",)),
         then(AUDIENCE_MEMBERS, refresh_eligibility(audience_only=True)),
         insert_only(
