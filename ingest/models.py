@@ -39,6 +39,7 @@ class Purposes(Body):
     punchcard_campaigns: Purpose
     email_marketing: Purpose
     push_notifications: Purpose
+    leaderboards: Purpose  # shown on leaderboards (docs/loyalty.md, "Leaderboards")
 
 
 class ConsentIn(Body):

@@ -4,7 +4,8 @@ With examples/program.yaml (what `make up` applies) the load reaches each part o
 registrations and purchases (points, wallets, ledger), a purchase that redeems points, a
 golden-ticket coupon that lifts a customer to gold (tier change -> `vip` audience -> the
 `vip-welcome` journey and its webhook), an ADD_TO_CART that starts the cart-abandonment journey
-and a purchase that exits it, and tracking-only page views. INGEST_URL, API_KEY and DATABASE_URL
+and a purchase that exits it, tracking-only page views, and the `top-earners` leaderboard
+(GET /leaderboards/top-earners). INGEST_URL, API_KEY and DATABASE_URL
 come from the environment or .local/stack.env. The demo waits (on conditions, with a deadline)
 until PostgreSQL shows every part, then prints a summary read from the sink's tables, so a
 newcomer sees each part work, or which one did not (exit 1). References are fixed, so running
@@ -168,6 +169,12 @@ PARTS = (
         f"WHERE status IN ('EXITED', 'COMPLETED') AND {_MINE}",
         want=2,
     ),
+    Part(  # the example program's monthly points board (sink: leaderboard_scores)
+        "leaderboard",
+        f"SELECT count(*) FROM leaderboard_scores WHERE board_id = 'top-earners' AND eligible AND {_MINE}",
+        "SELECT customer_id || ' ' || score, 1 FROM leaderboard_scores WHERE board_id = 'top-earners' "
+        f"AND eligible AND {_MINE} ORDER BY score DESC, customer_id LIMIT 3",
+    ),
     Part(
         "notifications",
         f"SELECT count(*) FROM notifications WHERE {_MINE}",
@@ -218,6 +225,17 @@ def webhooks(path: Path) -> Counter[str]:
     return counts
 
 
+def print_leaderboard(client: httpx.Client, board_id: str) -> None:
+    """The board's top 5 as GET /leaderboards/{id} serves it."""
+    resp = client.get(f"/leaderboards/{board_id}", params={"limit": 5})
+    if resp.status_code != 200:
+        print(f"leaderboard {board_id}: {resp.status_code} {resp.text}")
+        return
+    data = resp.json()["data"]
+    ranks = ", ".join(f"#{e['rank']} {e['customer_id']} {e['score']:g}" for e in data["entries"])
+    print(f"leaderboard {board_id} ({data['period']} from {data['period_start']}): {ranks or 'empty'}")
+
+
 def print_summary(database_url: str, ids: list[str], found: dict[str, int], timeout: float) -> None:
     print("summary (PostgreSQL, the demo customers):")
     info = details(database_url, ids)
@@ -253,6 +271,7 @@ def run(client: httpx.Client, database_url: str | None, timeout: float) -> tuple
         resp = client.get(f"/customers/{customer}/wallet")
         data = resp.json().get("data", {}) if resp.status_code == 200 else {}
         print(f"points {customer}: {data.get('points', 'no wallet yet')} (tier {data.get('tier')})")
+    print_leaderboard(client, "top-earners")
     hooks = webhooks(local_dir() / "receiver.jsonl")
     print(f"webhooks received by the demo receiver: {sum(hooks.values())} {dict(sorted(hooks.items()))}")
     print_summary(database_url, accepted, found, timeout)
