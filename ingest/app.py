@@ -36,7 +36,18 @@ from ingest.programs import (
 )
 from ingest.ratelimit import RateLimiter, shared
 from ingest.replies import ReplyHub, ResultListener
-from ingest.routers import admin, coupons, customers, events, health, leaderboards, resources, versions
+from ingest.routers import (
+    admin,
+    coupons,
+    customers,
+    events,
+    health,
+    leaderboards,
+    resources,
+    simulate,
+    versions,
+)
+from ingest.simulate import SimulateIn
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +107,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (events, customers, coupons, leaderboards, admin, versions, resources, health):
+    for module in (events, customers, coupons, leaderboards, admin, versions, resources, simulate, health):
         app.include_router(module.router)
     for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
         app.include_router(module.router, prefix=STOREFRONT_PREFIX)
@@ -119,9 +130,10 @@ def _openapi_with_security(app: FastAPI) -> dict:
         event = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
         program, program_defs = admin.program_schema()
         rollback = RollbackIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        simulation = SimulateIn.model_json_schema(ref_template="#/components/schemas/{model}")
         components.setdefault("schemas", {}).update(
             event.pop("$defs", {}), EventIn=event, **JSON_SCHEMAS, **program_defs, Program=program,
-            RollbackIn=rollback,
+            RollbackIn=rollback, **simulation.pop("$defs", {}), SimulateIn=simulation,
         )
         for path, operations in schema["paths"].items():
             if path != "/healthz":

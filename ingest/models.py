@@ -152,3 +152,14 @@ class AuditPage(BaseModel):
 
 class RollbackIn(Body):
     version: int = Field(ge=1, le=2**31 - 1, description="the version whose content becomes the new version")
+
+
+class DryRunResponse(BaseModel):
+    """?dry_run=true on a program write: its answer had it been published, and the change."""
+
+    data: dict[str, Any]
+    version: int = Field(description="the version the write would become")
+    dry_run: Literal[True] = True
+    version_before: int = Field(description="the current version it was checked against (the ETag)")
+    summary: str
+    changes: list[dict[str, Any]] = Field(description="path, before, after (secrets masked)")

@@ -10,13 +10,14 @@ writer committed between our read and our commit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ingest.changes import restore_secrets
+from ingest.changes import masked_diff, restore_secrets, summary
 from ingest.dependencies import IngestState
 from ingest.errors import ApiError, validation_fields
 from ingest.history import Change, program_json
@@ -28,6 +29,10 @@ from processors.runtime.config_table import VersionConflict
 from schemas.program import Program
 
 MERGE_PATCH = "application/merge-patch+json"
+# ?dry_run=true on every program write: validated and checked (If-Match included) as the write
+# would be, answered with what it would change; nothing is published, versioned or audited.
+DryRun = Annotated[bool, Query(description="Validate and show what would change (the diff and the "
+                                           "version it would become); publish nothing.")]  # fmt: skip
 ANY = None  # If-Match: * (any current version)
 
 
@@ -124,10 +129,23 @@ async def publish(
 
 async def write(
     state: IngestState, request: Request, new: dict[str, Any], base: Program, expected: int | None,
-    action: str, resource: str,
+    action: str, resource: str, dry_run: bool = False,
 ) -> tuple[Program, int]:  # fmt: skip
-    """Restore secrets, validate, check If-Match, publish: the validated program and its version."""
+    """Restore secrets, validate, check If-Match, publish: the validated program and its version.
+    A dry run stops before publishing and answers with the version the write would become."""
     program = validate(with_secrets(new, base))
     precondition(base, expected)
+    if dry_run:
+        return program, base.version + 1
     version = await publish(state, request, program, base, action, resource)
     return program, version
+
+
+def dry_run_answer(answer: dict[str, Any], base: Program, program: Program) -> JSONResponse:
+    """What a dry run shows: the answer the write would give (`version` = the version it would
+    become), the version it was checked against, and the change (secrets masked). The ETag
+    stays the current version: nothing was published."""
+    changes = masked_diff(program_json(base), program_json(program))
+    body = {**answer, "dry_run": True, "version_before": base.version, "summary": summary(changes),
+            "changes": changes}  # fmt: skip
+    return JSONResponse(body, headers={"ETag": etag(base.version)})

@@ -19,8 +19,10 @@ from ingest.history import program_json
 from ingest.models import DataResponse, ErrorResponse
 from ingest.program_writes import (
     MERGE_PATCH,
+    DryRun,
     base_program,
     check_patch_type,
+    dry_run_answer,
     etag,
     if_match,
     object_body,
@@ -98,9 +100,12 @@ PATCH_BODY = {
 WRITE_OPENAPI = {"parameters": [IF_MATCH]}
 
 
-def written(response: Response, program: Program, version: int) -> dict:
+def written(response: Response, program: Program, version: int, base: Program, dry_run: bool) -> Any:
+    answer = {"data": masked_program(program.model_copy(update={"version": version}))}
+    if dry_run:
+        return dry_run_answer({**answer, "version": version}, base, program)
     response.headers["ETag"] = etag(version)
-    return {"data": masked_program(program.model_copy(update={"version": version}))}
+    return answer
 
 
 @router.put(
@@ -110,7 +115,7 @@ def written(response: Response, program: Program, version: int) -> dict:
     dependencies=[Depends(clean_admin_body)],
     openapi_extra={"requestBody": PROGRAM_BODY, **WRITE_OPENAPI},
 )
-async def put_program(state: Admin, request: Request, response: Response) -> dict:
+async def put_program(state: Admin, request: Request, response: Response, dry_run: DryRun = False) -> Any:
     """Replace the whole program (every section) and publish it as the next version."""
     body = object_body(await request.body(), "program")
     if missing := missing_sections(body):
@@ -119,8 +124,10 @@ async def put_program(state: Admin, request: Request, response: Response) -> dic
                        fields=missing)  # fmt: skip
     expected = if_match(request)
     base = await base_program(state, expected)
-    program, version = await write(state, request, body, base, expected, "program.replace", "program")
-    return written(response, program, version)
+    program, version = await write(
+        state, request, body, base, expected, "program.replace", "program", dry_run
+    )
+    return written(response, program, version, base, dry_run)
 
 
 @router.patch(
@@ -130,12 +137,14 @@ async def put_program(state: Admin, request: Request, response: Response) -> dic
     dependencies=[Depends(clean_admin_body)],
     openapi_extra={"requestBody": PATCH_BODY, **WRITE_OPENAPI},
 )
-async def patch_program(state: Admin, request: Request, response: Response) -> dict:
+async def patch_program(state: Admin, request: Request, response: Response, dry_run: DryRun = False) -> Any:
     """Merge a partial program (RFC 7386: objects merge, null removes, lists are replaced)."""
     check_patch_type(request)
     patch = object_body(await request.body(), "merge patch")
     expected = if_match(request)
     base = await base_program(state, expected)
     merged = merge_patch(program_json(base), patch)
-    program, version = await write(state, request, merged, base, expected, "program.patch", "program")
-    return written(response, program, version)
+    program, version = await write(
+        state, request, merged, base, expected, "program.patch", "program", dry_run
+    )
+    return written(response, program, version, base, dry_run)

@@ -16,8 +16,17 @@ from ingest.changes import SECRET_SECTIONS, mask_endpoint, merge_patch
 from ingest.dependencies import Admin, IngestState
 from ingest.errors import ApiError
 from ingest.history import program_json
-from ingest.models import ErrorResponse, VersionedList, VersionedResponse
-from ingest.program_writes import base_program, check_patch_type, etag, if_match, object_body, write
+from ingest.models import DryRunResponse, ErrorResponse, VersionedList, VersionedResponse
+from ingest.program_writes import (
+    DryRun,
+    base_program,
+    check_patch_type,
+    dry_run_answer,
+    etag,
+    if_match,
+    object_body,
+    write,
+)
 from ingest.routers.admin import ETAG_HEADER, PATCH_BODY, WRITE_ERRORS, WRITE_OPENAPI
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, clean_admin_body
 from schemas.program import RESERVED_EVENT_TYPES, Program
@@ -60,6 +69,9 @@ RESOURCES = (
 
 router = APIRouter(prefix="/admin", tags=["admin resources"])
 CONFLICT = {409: {"model": ErrorResponse, "description": "An item with this id exists (or is reserved)"}}
+DRY_CREATE = {
+    200: {"model": DryRunResponse, "description": "dry_run=true: what would be created (nothing is)"}
+}
 UNSUPPORTED = {415: {"model": ErrorResponse, "description": "Not a JSON (merge patch) body"}}
 WITH_ETAG = {"headers": ETAG_HEADER}
 
@@ -86,14 +98,20 @@ def keyed(res: Resource, body: dict[str, Any], item_id: str) -> dict[str, Any]:
 
 async def save(
     state: IngestState, request: Request, response: Response, res: Resource,
-    new: dict[str, Any], base: Program, expected: int | None, action: str, item_id: str,
-) -> dict:  # fmt: skip
-    """Publish the resulting program; answer with the stored item (defaults filled, masked)."""
-    program, version = await write(state, request, new, base, expected, action, f"{res.name}/{item_id}")
-    response.headers["ETag"] = etag(version)
+    new: dict[str, Any], base: Program, expected: int | None, action: str, item_id: str, dry_run: bool,
+) -> Any:  # fmt: skip
+    """Publish the resulting program; answer with the stored item (defaults filled, masked).
+    A dry run answers with the item as it would be stored and the change, publishing nothing."""
+    resource = f"{res.name}/{item_id}"
+    program, version = await write(state, request, new, base, expected, action, resource, dry_run)
     stored = program_json(program)
     index = res.find(stored, item_id)
     item = res.show(res.items(stored)[index]) if index is not None else {res.key: item_id, "deleted": True}
+    if dry_run:
+        return dry_run_answer({"data": item, "version": version}, base, program)
+    response.headers["ETag"] = etag(version)
+    if action == "create":
+        response.headers["Location"] = f"/admin/{res.name}/{quote(item_id, safe='')}"
     return {"data": item, "version": version}
 
 
@@ -119,11 +137,11 @@ def add_routes(res: Resource) -> None:  # noqa: C901 - one closure per operation
         return {"data": res.show(item), "version": program.version}
 
     @router.post(collection, status_code=201, response_model=VersionedResponse,
-                 responses=WRITE_ERRORS | CONFLICT | {201: WITH_ETAG},
+                 responses=WRITE_ERRORS | CONFLICT | {201: WITH_ETAG} | DRY_CREATE,
                  dependencies=[Depends(clean_admin_body)], name=f"create {label}",
                  summary=f"Create one of the {label}",
                  openapi_extra=body_of(res.schema) | WRITE_OPENAPI)  # fmt: skip
-    async def create_item(state: Admin, request: Request, response: Response) -> dict:
+    async def create_item(state: Admin, request: Request, response: Response, dry_run: DryRun = False) -> Any:
         body = object_body(await request.body(), res.schema)
         item_id = body.get(res.key)
         if not isinstance(item_id, str) or not 0 < len(item_id) <= 256:
@@ -135,28 +153,31 @@ def add_routes(res: Resource) -> None:  # noqa: C901 - one closure per operation
         if res.find(new, item_id) is not None:
             raise ApiError(409, f"{res.name} item {item_id!r} exists: PUT or PATCH it", code="conflict")
         res.items(new).append(body)
-        response.headers["Location"] = f"/admin/{res.name}/{quote(item_id, safe='')}"
-        return await save(state, request, response, res, new, base, expected, "create", item_id)
+        return await save(state, request, response, res, new, base, expected, "create", item_id, dry_run)
 
     @router.put(item_path, response_model=VersionedResponse,
                 responses=WRITE_ERRORS | NOT_FOUND | {200: WITH_ETAG},
                 dependencies=[Depends(clean_admin_body)], name=f"replace {label}",
                 summary=f"Replace one of the {label}",
                 openapi_extra=body_of(res.schema) | WRITE_OPENAPI)  # fmt: skip
-    async def replace_item(state: Admin, request: Request, response: Response, item_id: PathId) -> dict:
+    async def replace_item(
+        state: Admin, request: Request, response: Response, item_id: PathId, dry_run: DryRun = False
+    ) -> Any:
         body = keyed(res, object_body(await request.body(), res.schema), item_id)
         expected = if_match(request)
         base = await base_program(state, expected)
         new = program_json(base)
         res.items(new)[located(res, new, item_id)] = body
-        return await save(state, request, response, res, new, base, expected, "replace", item_id)
+        return await save(state, request, response, res, new, base, expected, "replace", item_id, dry_run)
 
     @router.patch(item_path, response_model=VersionedResponse,
                   responses=WRITE_ERRORS | NOT_FOUND | UNSUPPORTED | {200: WITH_ETAG},
                   dependencies=[Depends(clean_admin_body)], name=f"patch {label}",
                   summary=f"Merge-patch one of the {label} (RFC 7386)",
                   openapi_extra={"requestBody": PATCH_BODY, **WRITE_OPENAPI})  # fmt: skip
-    async def patch_item(state: Admin, request: Request, response: Response, item_id: PathId) -> dict:
+    async def patch_item(
+        state: Admin, request: Request, response: Response, item_id: PathId, dry_run: DryRun = False
+    ) -> Any:
         check_patch_type(request)
         patch = object_body(await request.body(), "merge patch")
         expected = if_match(request)
@@ -164,13 +185,15 @@ def add_routes(res: Resource) -> None:  # noqa: C901 - one closure per operation
         new = program_json(base)
         index = located(res, new, item_id)
         res.items(new)[index] = keyed(res, merge_patch(res.items(new)[index], patch), item_id)
-        return await save(state, request, response, res, new, base, expected, "patch", item_id)
+        return await save(state, request, response, res, new, base, expected, "patch", item_id, dry_run)
 
     @router.delete(item_path, response_model=VersionedResponse,
                    responses=WRITE_ERRORS | NOT_FOUND | CONFLICT | {200: WITH_ETAG},
                    name=f"delete {label}", summary=f"Delete one of the {label}",
                    openapi_extra=WRITE_OPENAPI)  # fmt: skip
-    async def delete_item(state: Admin, request: Request, response: Response, item_id: PathId) -> dict:
+    async def delete_item(
+        state: Admin, request: Request, response: Response, item_id: PathId, dry_run: DryRun = False
+    ) -> Any:
         expected = if_match(request)
         base = await base_program(state, expected)
         new = program_json(base)
@@ -178,7 +201,7 @@ def add_routes(res: Resource) -> None:  # noqa: C901 - one closure per operation
         if res.name == "event-types" and item_id in RESERVED_EVENT_TYPES:
             raise ApiError(409, f"{item_id} is a reserved event type and cannot be deleted", code="conflict")
         del res.items(new)[index]
-        return await save(state, request, response, res, new, base, expected, "delete", item_id)
+        return await save(state, request, response, res, new, base, expected, "delete", item_id, dry_run)
 
 
 for _resource in RESOURCES:

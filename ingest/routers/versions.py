@@ -17,7 +17,7 @@ from ingest.dependencies import Admin, IngestState
 from ingest.errors import ApiError, validation_fields
 from ingest.lookup import StoreUnavailable
 from ingest.models import AuditPage, DataResponse, ListResponse, RollbackIn
-from ingest.program_writes import base_program, etag, if_match, object_body, write
+from ingest.program_writes import DryRun, base_program, dry_run_answer, etag, if_match, object_body, write
 from ingest.routers.admin import ETAG_HEADER, WRITE_ERRORS, WRITE_OPENAPI
 from ingest.routers.common import ERRORS, NOT_FOUND, clean_admin_body, instant, iso_time
 from ingest.submit import unavailable
@@ -85,7 +85,7 @@ ROLLBACK_BODY = {
     dependencies=[Depends(clean_admin_body)],
     openapi_extra={"requestBody": ROLLBACK_BODY, **WRITE_OPENAPI},
 )
-async def rollback(state: Admin, request: Request, response: Response) -> dict:
+async def rollback(state: Admin, request: Request, response: Response, dry_run: DryRun = False) -> Any:
     """Publish a NEW version whose content is that of `version`; current secrets are kept for
     endpoints that still exist (history holds them masked)."""
     try:
@@ -96,9 +96,13 @@ async def rollback(state: Admin, request: Request, response: Response) -> dict:
     entry = await version_entry(state, body.version)
     base = await base_program(state, expected)
     resource = f"program/versions/{body.version}"
-    _, version = await write(state, request, dict(entry["program"]), base, expected, "rollback", resource)
+    program, version = await write(state, request, dict(entry["program"]), base, expected, "rollback",
+                                   resource, dry_run)  # fmt: skip
+    answer = {"data": {"version": version, "rolled_back_to": body.version}}
+    if dry_run:
+        return dry_run_answer({**answer, "version": version}, base, program)
     response.headers["ETag"] = etag(version)
-    return {"data": {"version": version, "rolled_back_to": body.version}}
+    return answer
 
 
 @router.get("/audit", response_model=AuditPage, responses=ERRORS)
@@ -107,8 +111,12 @@ async def audit_log(
     since: Annotated[str | None, iso_time("entries at or after (ISO 8601)")] = None,
     until: Annotated[str | None, iso_time("entries before (ISO 8601)")] = None,
     actor: Text = None,
-    resource: Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f]*$",
-                                          description="program, campaigns, campaigns/spend ...")] = None,
+    resource: Annotated[
+        str | None,
+        Query(
+            max_length=256, pattern=r"^[^\x00-\x1f]*$", description="program, campaigns, campaigns/spend ..."
+        ),
+    ] = None,
     action: Text = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,

@@ -58,7 +58,8 @@ EXCLUDED = [checks.ignored_auth]
 # program's rules must compile (CEL) with valid event type schemas. A static spec cannot say so,
 # so these two are checked for everything but accepting schema-valid data.
 # The customer history lists likewise: a cursor must be one the service issued (it is opaque).
-PROGRAM_DEPENDENT = {"POST /behavior/events", "PUT /admin/program"} | {
+# A simulation's events, tiers and rewards must be those of the program it runs.
+PROGRAM_DEPENDENT = {"POST /behavior/events", "PUT /admin/program", "POST /admin/simulate"} | {
     f"GET /customers/{{customer_id}}/{name}" for name in ("events", "ledger", "tiers")
 }
 
