@@ -19,7 +19,8 @@ through the TestDriver) for N customers of `--events-per-customer` purchases eac
 the customer id changed, and the same three restarts; it reports the changelog bytes (keys +
 values) the cold start read. Target (issue 19): 1,000,000 customers ready in under 30 s.
 
-    python -m bench.restore --customers 1000000 [--events-per-customer 1]
+    python -m bench.restore --customers 1000000 [--events-per-customer 1] [--keep]
+    python -m bench.restore --reuse PREFIX     # the same changelogs again, without filling
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ def spawn(settings: Settings, state: Path, log: Path, loyalty: bool = False) -> 
         "LOG_LEVEL": "INFO",
     }
     module = ["deploy.cli", "process", "loyalty"] if loyalty else ["processors.runtime.example"]
-    cmd = [sys.executable, "-m", *module, "--state-dir", str(state),
-           "--instance-id", "bench", "--static-membership"]  # fmt: skip
+    cmd = [sys.executable, "-m", *module, "--state-dir", str(state), "--instance-id", "bench",
+           "--static-membership", "--metrics-port", "0"]  # fmt: skip
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
 
@@ -194,21 +195,31 @@ def restarts(settings: Settings, tmp: str, ready_log: str, loyalty: bool) -> lis
     return took
 
 
-def main_loyalty(customers: int, events: int, ready_log: str) -> int:
-    program = load_program(ROOT / "examples" / "program.yaml").model_copy(update={"version": 1})
-    settings = fresh_settings(program)
-    group = topic_name("loyalty", settings)
+def main_loyalty(args: argparse.Namespace) -> int:
     from processors.loyalty.processor import LoyaltyProcessor
 
-    ensure_changelogs(settings, group, [*LoyaltyProcessor.stores, TIMERS_STORE])
-    began = time.monotonic()
-    records, size = fill_loyalty(settings, group, customers, events)
-    print(f"{customers:,} customers x {events} purchase(s): {records:,} changelog records, "
-          f"{size / 1e6:,.1f} MB of keys + values over {settings.partitions} partitions "
-          f"(filled in {time.monotonic() - began:.0f} s)", flush=True)  # fmt: skip
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        took = restarts(settings, tmp, ready_log, loyalty=True)
-    delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
+    program = load_program(ROOT / "examples" / "program.yaml").model_copy(update={"version": 1})
+    if args.reuse:  # topics filled by an earlier --keep run
+        base = Settings.from_env()
+        settings = Settings(kafka_bootstrap_servers=base.kafka_bootstrap_servers, topic_prefix=args.reuse,
+                            partitions=base.partitions)  # fmt: skip
+        print(f"reusing the changelogs under {args.reuse}", flush=True)
+    else:
+        settings = fresh_settings(program)
+        group = topic_name("loyalty", settings)
+        ensure_changelogs(settings, group, [*LoyaltyProcessor.stores, TIMERS_STORE])
+        began = time.monotonic()
+        records, size = fill_loyalty(settings, group, args.customers, args.events_per_customer)
+        print(f"{args.customers:,} customers x {args.events_per_customer} purchase(s): {records:,} "
+              f"changelog records, {size / 1e6:,.1f} MB of keys + values over {settings.partitions} "
+              f"partitions under {settings.topic_prefix} (filled in {time.monotonic() - began:.0f} s)",
+              flush=True)  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+            took = restarts(settings, tmp, args.ready_log, loyalty=True)
+    finally:
+        if not args.keep:
+            delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
     verdict = "met" if max(took[:2]) < TARGET_S else "MISSED"
     print(f"cold start {took[0]:.1f} s, after SIGKILL {took[1]:.1f} s: target < {TARGET_S:g} s {verdict}")
     return 0
@@ -219,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-log", default=READY_LOG)
     parser.add_argument("--customers", type=int, help="restore the loyalty processor's state of N customers")
     parser.add_argument("--events-per-customer", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="leave the filled topics for --reuse")
+    parser.add_argument("--reuse", metavar="PREFIX", help="restore the changelogs a --keep run filled")
     args = parser.parse_args(argv or [])
-    if args.customers:
+    if args.customers or args.reuse:
         with broker() as bootstrap:
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-            return main_loyalty(args.customers, args.events_per_customer, args.ready_log)
+            return main_loyalty(args)
     records = int(os.environ.get("BENCH_RESTORE_RECORDS", "20000"))
     with broker() as bootstrap, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")

@@ -140,6 +140,8 @@ def start(name: str, settings: Settings, state: Path) -> subprocess.Popen:
             str(state),
             "--instance-id",
             "bench",
+            "--metrics-port",
+            "0",
         ],
         "bare": [sys.executable, str(ROOT / "bench" / "_bare_loop.py")],
         "faust": [sys.executable, str(ROOT / "bench" / "_faust_counter.py"), "worker", "-l", "error"],
