@@ -45,6 +45,11 @@ class Lookup(Protocol):
         """One page of `kind` (events, ledger, tiers), newest first, and the next page's cursor."""
         ...
 
+    async def badges(self, customer_id: str, revoked: bool = False) -> list[dict[str, Any]]:
+        """The customer's badges (customer_badges), latest award first; `revoked`: also those
+        no longer held (count 0)."""
+        ...
+
     async def leaderboard_top(self, board_id: str, period: date, limit: int) -> list[dict[str, Any]]:
         """The board's first `limit` eligible customers of the period, ranked."""
         ...
@@ -67,6 +72,12 @@ FROM wallets WHERE customer_id = %s
 OPEN_LINES_SQL = """
 SELECT line FROM wallet_lines WHERE customer_id = %s AND amount <> 0
 ORDER BY expiration_date NULLS LAST, issued_at, id
+"""
+BADGES_SQL = """
+SELECT badge_id, badge_name, count, first_awarded_at, awarded_at, revoked_at, trigger_event_id,
+       trigger_event_type, achievement_id, campaign_id
+FROM customer_badges WHERE customer_id = %(customer_id)s AND (count > 0 OR %(revoked)s)
+ORDER BY awarded_at DESC NULLS LAST, badge_id
 """
 Shape = Callable[[dict[str, Any]], dict[str, Any]]
 # kind -> (the page's SQL, the row's time column for the cursor, the row as the API shows it)
@@ -167,6 +178,10 @@ class PgLookup:
         args = {"board": board_id, "period": period, "customer": customer_id}
         rows = await self._rows(lb.RANK_SQL, args)
         return rows[0] if rows else None
+
+    async def badges(self, customer_id: str, revoked: bool = False) -> list[dict[str, Any]]:
+        rows = await self._rows(BADGES_SQL, {"customer_id": customer_id, "revoked": revoked})
+        return [_jsonable(row) for row in rows]
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

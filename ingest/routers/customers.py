@@ -243,3 +243,29 @@ async def customer_tiers(
 ) -> dict:
     """The customer's tier changes (upgrades and downgrades, with what triggered them), newest first."""
     return await _history(state, "tiers", customer_id, _page(limit, cursor, since, until))
+
+
+class BadgesResponse(BaseModel):
+    data: list[dict[str, Any]]
+
+
+@router.get("/{customer_id}/badges", response_model=BadgesResponse, responses=ERRORS, dependencies=CLEAN)
+async def customer_badges(
+    customer_id: PathId,
+    state: Ingest,
+    revoked: Annotated[bool, Query(description="also list badges taken back (count 0)")] = False,
+) -> dict:
+    """The customer's badges as the sink last wrote them (customer_badges), latest award first:
+    each with how many times it is held (`count`), when, what awarded it (achievement or
+    campaign, trigger event) and the program's description and image."""
+    try:
+        rows = await state.lookup.badges(customer_id, revoked)
+    except StoreUnavailable:
+        raise unavailable(state, "badge store unavailable") from None
+    program = state.programs.current()
+    out = []
+    for row in rows:
+        badge = program.badge(row["badge_id"])
+        shown = {"description": badge.description, "image_url": badge.image_url} if badge else {}
+        out.append({**row, "badge_name": (badge.name if badge else None) or row["badge_name"], **shown})
+    return {"data": out}

@@ -109,3 +109,22 @@ def test_customers_agree_with_the_spec(case):
     if case.operation.label in STATE_DEPENDENT:
         excluded.append(checks.positive_data_acceptance)
     case.call_and_validate(headers=H, excluded_checks=excluded)
+
+
+def test_badges_held_by_default_revoked_on_request_and_an_outage(h):
+    held = {
+        "badge_id": "critic",
+        "badge_name": "Critic",
+        "count": 2,
+        "awarded_at": "2026-01-01T00:00:00+00:00",
+    }
+    gone = {"badge_id": "vip", "badge_name": "VIP", "count": 0, "revoked_at": "2026-01-02T00:00:00+00:00"}
+    h.lookup.badge_rows["c1"] = [held, gone]
+    assert h.client.get("/customers/c1/badges", headers=H).json() == {"data": [held]}
+    both = h.client.get("/customers/c1/badges?revoked=true", headers=H).json()["data"]
+    assert [b["badge_id"] for b in both] == ["critic", "vip"]
+    assert h.client.get("/customers/c2/badges", headers=H).json() == {"data": []}
+    assert h.client.get("/customers/c1/badges?revoked=maybe", headers=H).status_code == 422
+    h.lookup.down = True
+    resp = h.client.get("/customers/c1/badges", headers=H)
+    assert resp.status_code == 503 and "Retry-After" in resp.headers

@@ -60,6 +60,7 @@ class FakeLookup:
         self.customers: dict[str, dict[str, Any]] = {}  # customer id -> {customer, wallet}
         self.pages: dict[str, list[dict[str, Any]]] = {}  # history kind -> the rows of one page
         self.asked: list[tuple[str, str, Any]] = []  # (kind, customer id, Page) per history read
+        self.badge_rows: dict[str, list[dict[str, Any]]] = {}  # customer id -> customer_badges rows
         self.down = False
 
     async def event(self, event_id: str):
@@ -76,6 +77,11 @@ class FakeLookup:
         if self.down:
             raise StoreUnavailable("down")
         return self.customers.get(customer_id)
+
+    async def badges(self, customer_id: str, revoked: bool = False):
+        if self.down:
+            raise StoreUnavailable("down")
+        return [r for r in self.badge_rows.get(customer_id, []) if revoked or r["count"] > 0]
 
     async def history(self, kind: str, customer_id: str, page: Any):
         """The stored page as is (paging and filters are SQL: tests/integration/test_ingest_history.py)."""
