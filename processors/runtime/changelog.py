@@ -29,6 +29,7 @@ from processors.runtime.store import RocksBackend
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+LOOKUP_TIMEOUT_S = 5.0  # an offset lookup gives up this soon: the loop stays live and retries
 
 
 def changelog_topic(group: str, store: str) -> str:
@@ -98,26 +99,43 @@ class Restorer:
     def add(self, stores: dict[int, dict[str, Path]]) -> None:
         """Open the stores ({partition: {store: path}}) and start reading each changelog from
         its checkpoint. Offsets are looked up before anything is assigned: the broker answers
-        a connection's requests in order, so a lookup queued behind a long-polling fetch waits."""
+        a connection's requests in order, so a lookup queued behind a long-polling fetch waits.
+        A partition is added whole or not at all: when a lookup fails (the broker is away) its
+        opened stores are closed again and the caller adds it on a later turn."""
         start: list[TopicPartition] = []
-        for partition, paths in stores.items():
-            self._backends[partition] = {}
+        try:
+            for partition, paths in stores.items():
+                start += self._add_partition(partition, paths)
+        finally:
+            if start:
+                self.consumer.incremental_assign(start)
+
+    def _add_partition(self, partition: int, paths: dict[str, Path]) -> list[TopicPartition]:
+        opened: dict[str, tuple[RocksBackend, int, int]] = {}
+        try:
             for store, path in paths.items():
-                backend, offset, end = self._open(store, partition, path)
-                self._backends[partition][store] = backend
-                m.RESTORE_REMAINING.labels(self.processor, store, str(partition)).set(max(0, end - offset))
-                if offset < end:
-                    start.append(TopicPartition(changelog_topic(self.group, store), partition, offset))
-                    self._reading[(start[-1].topic, partition)] = _Reading(
-                        store, partition, backend, offset, end, time.monotonic()
-                    )
-        if start:
-            self.consumer.incremental_assign(start)
+                opened[store] = self._open(store, partition, path)
+        except BaseException:
+            for backend, _, _ in opened.values():
+                backend.close()
+            raise
+        self._backends[partition] = {}
+        start: list[TopicPartition] = []
+        for store, (backend, offset, end) in opened.items():
+            self._backends[partition][store] = backend
+            m.RESTORE_REMAINING.labels(self.processor, store, str(partition)).set(max(0, end - offset))
+            if offset < end:
+                start.append(TopicPartition(changelog_topic(self.group, store), partition, offset))
+                self._reading[(start[-1].topic, partition)] = _Reading(
+                    store, partition, backend, offset, end, time.monotonic()
+                )
+        return start
 
     def _open(self, store: str, partition: int, path: Path) -> tuple[RocksBackend, int, int]:
         """(backend, first offset to read, end), wiping a store whose checkpoint is untrusted."""
-        backend = RocksBackend(path)
-        low, high = watermarks(self.consumer, TopicPartition(changelog_topic(self.group, store), partition))
+        tp = TopicPartition(changelog_topic(self.group, store), partition)
+        low, high = watermarks(self.consumer, tp, timeout=LOOKUP_TIMEOUT_S)
+        backend = RocksBackend(path)  # after the lookup: a failed one leaves nothing open
         checkpoint = backend.checkpoint()
         if checkpoint is not None and not (low - 1 <= checkpoint < high):
             log.warning(

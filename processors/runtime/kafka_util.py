@@ -28,6 +28,7 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) ->
                     "UNKNOWN_TOPIC_OR_PART",
                     "_TRANSPORT",
                     "_TIMED_OUT",
+                    "_ALL_BROKERS_DOWN",  # a broker restart: it comes back
                 )
             ):
                 raise

@@ -59,7 +59,12 @@ def _topic_limits(settings: Settings, topics: list[str]) -> dict[str, int]:
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
     found = {}
     for resource, future in admin.describe_configs(resources, request_timeout=30).items():
-        entry = future.result(timeout=30).get("max.message.bytes")
+        try:
+            entry = future.result(timeout=30).get("max.message.bytes")
+        except KafkaException as exc:  # not created yet (auto-created later): the others count
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            continue
         if entry is not None and entry.value is not None:
             found[resource.name] = int(entry.value)
     return found

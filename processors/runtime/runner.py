@@ -278,6 +278,8 @@ class Runner:
         finally:
             try:
                 self.consumer.close()
+            except Exception as exc:  # noqa: BLE001 (KafkaError is raised bare): leave anyway
+                log.warning("consumer close failed", extra={"error": str(exc)})
             finally:
                 for task in self.tasks.values():
                     task.close()
@@ -778,7 +780,12 @@ class Runner:
         assert self.restorer is not None
         new = sorted(self._held.keys() - self.restorer.partitions)
         if new:
-            self.restorer.add({p: self._store_paths(p) for p in new})
+            try:
+                self.restorer.add({p: self._store_paths(p) for p in new})
+            except KafkaException as exc:  # the broker is away: the next turn tries again
+                if error_of(exc).fatal():
+                    raise
+                log.warning("restore waits for the broker", extra={"error": str(error_of(exc))})
         self._start_tasks([p for p in self.restorer.step(RESTORE_SLICE_S) if p in self._held])
         self._restore_remaining = self.restorer.remaining()
         m.RESTORING.labels(self.processor.name).set(len(self._held))
