@@ -1,8 +1,25 @@
-"""Prometheus metrics of the ingest service (per worker process)."""
+"""Prometheus metrics of the ingest service, one scrape for every worker process.
+
+`loyalty ingest --workers N` runs N processes behind one port, and a scrape of /metrics lands
+on one of them. So the supervisor (ingest/workers.py) points PROMETHEUS_MULTIPROC_DIR at a
+directory it empties at start (its own temporary one unless set), every worker writes its
+values there (prometheus-client's multiprocess mode: one mmap file per process and kind), and
+/metrics sums them all (MultiProcessCollector): the counts of every worker, those that exited
+included, so counters never go back. When a worker exits its live gauges are dropped
+(`mark_process_dead`). Run without the supervisor (tests, `create_app()`), the metrics are
+plain in-process ones.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("ingest_requests_total", "HTTP requests", ["route", "status"])
 LATENCY = Histogram(
@@ -13,3 +30,41 @@ LATENCY = Histogram(
 )
 EVENTS = Counter("ingest_events_total", "Events by outcome", ["outcome", "path"])
 SYNC_WAITS = Counter("ingest_sync_waits_total", "?wait=true requests by outcome", ["outcome"])
+# livesum: the sum over the workers alive now (a dead worker's value is dropped)
+WORKERS = Gauge("ingest_workers", "Worker processes serving", multiprocess_mode="livesum")
+
+
+def scrape() -> bytes:
+    """The exposition of every worker (multiprocess mode), else of this process."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path)
+    return generate_latest(registry)
+
+
+def prepare_dir() -> tuple[Path, bool]:
+    """Supervisor, before any worker starts: PROMETHEUS_MULTIPROC_DIR emptied of an earlier
+    run's files (or a new temporary directory when unset), exported for the workers. Returns
+    (directory, True when it was created here and should be removed at exit)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):  # a previous run's counts would be summed in otherwise
+            old.unlink()
+    else:
+        path = Path(tempfile.mkdtemp(prefix="ingest-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path, not given
+
+
+def worker_exited(path: Path, pid: int | None) -> None:
+    """Supervisor: drop a dead worker's live gauges (its counters stay in the sums)."""
+    if pid is not None:
+        multiprocess.mark_process_dead(pid, str(path))
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

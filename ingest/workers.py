@@ -15,7 +15,9 @@ The supervisor (the parent process):
   new connections never wait behind a worker that is still starting;
 - restarts a worker that exits unexpectedly, after a short backoff; gives up (exit status 1) when
   a worker fails to start MAX_START_FAILURES times in a row;
-- on SIGTERM / SIGINT sends SIGTERM to the workers and waits for their graceful shutdown.
+- on SIGTERM / SIGINT sends SIGTERM to the workers and waits for their graceful shutdown;
+- owns the metrics directory every worker writes to (ingest/metrics.py): emptied at start,
+  a dead worker's live gauges removed, so one scrape of /metrics covers every worker.
 
 A worker stops by itself (gracefully) when the supervisor disappears, even if it was SIGKILLed.
 """
@@ -33,10 +35,12 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
+from ingest import metrics
 from ingest.ratelimit import SharedBuckets, use_shared
 from processors.runtime.logs import configure_logging
 
@@ -102,6 +106,7 @@ class WorkerServer(uvicorn.Server):
             # (2-3 us less CPU per bulk event).
             gc.collect()
             gc.freeze()
+            metrics.WORKERS.set(1)
             self.link.send(READY)
 
 
@@ -175,6 +180,7 @@ class Supervisor:
         self.restart_at: dict[int, float] = {}  # slot -> when to start its next worker
         self.stop_signal: int | None = None
         self.gave_up = False
+        self.metrics_dir: Path | None = None
 
     def run(self) -> int:
         """Serve until a stop signal (exit status 0) or until workers keep failing to start (1)."""
@@ -184,6 +190,7 @@ class Supervisor:
         except OSError as exc:
             log.error(f"cannot listen on {host}:{self.options.port}: {exc.strerror or exc}")
             return 1
+        self.metrics_dir, created = metrics.prepare_dir()  # before any worker: they inherit it
         wake_read, wake_write = socket.socketpair()
         for end in (wake_read, wake_write):
             end.setblocking(False)
@@ -199,6 +206,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             wake_read.close()
             wake_write.close()
+            if created:
+                metrics.remove_dir(self.metrics_dir)
         return 1 if self.gave_up else 0
 
     def _handle_signals(self, wake: socket.socket) -> dict[int, object]:
@@ -266,6 +275,7 @@ class Supervisor:
 
     def _exited(self, worker: Worker) -> None:
         del self.workers[worker.slot]
+        self._mark_dead(worker)
         if worker.link is not None:
             worker.link.close()
         if self.stop_signal is not None:
@@ -305,7 +315,12 @@ class Supervisor:
                 worker.process.join()
             if worker.link is not None:
                 worker.link.close()
+            self._mark_dead(worker)
         self.workers.clear()
+
+    def _mark_dead(self, worker: Worker) -> None:
+        if self.metrics_dir is not None:
+            metrics.worker_exited(self.metrics_dir, worker.pid)
 
 
 def _drain(sock: socket.socket) -> None:

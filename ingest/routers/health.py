@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ingest.metrics import scrape
 
 router = APIRouter(tags=["ops"])
 
@@ -18,4 +20,5 @@ async def healthz(request: Request) -> dict:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Every worker's metrics, whichever worker answers (ingest/metrics.py)."""
+    return Response(scrape(), media_type=CONTENT_TYPE_LATEST)

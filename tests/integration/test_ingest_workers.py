@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.paths import ROOT, free_port
 from processors.runtime.testing import wait_for
@@ -153,6 +154,33 @@ def test_connections_spread_over_both_workers(ingest):
     assert all(len(served) == 2 and min(served.values()) >= 4 for served in pools), pools
 
 
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One GET /metrics: every sample by (name, sorted labels)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        text = resp.read().decode()
+    finally:
+        conn.close()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+
+def test_one_scrape_counts_the_requests_of_every_worker(ingest):
+    """prometheus-client's multiprocess mode (ingest/metrics.py): whichever worker answers
+    /metrics, the counts are the sum over both workers."""
+    ingest.worker_pids()
+    healthz = ("ingest_requests_total", (("route", "/healthz"), ("status", "200")))
+    before = scrape(ingest.port)
+    served = served_by(ingest.port, 16) + served_by(ingest.port, 16)
+    assert len(served) == 2, served  # the requests landed on both workers
+    after = scrape(ingest.port)
+    assert after[healthz] - before.get(healthz, 0.0) == sum(served.values()) == 32
+    assert after[("ingest_workers", ())] == 2
+
+
 def test_killed_worker_is_replaced_and_the_other_keeps_serving(ingest):
     killed, survivor = sorted(ingest.worker_pids())
     os.kill(killed, signal.SIGKILL)
@@ -170,6 +198,7 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(ingest):
         return health["pid"] if health and health["pid"] not in (killed, survivor) else None
 
     new = wait_for(replacement, timeout=START_TIMEOUT, what="a new worker answering")
+    assert scrape(ingest.port)[("ingest_workers", ())] == 2  # the killed one's gauge dropped
     assert children(ingest.proc.pid) >= {survivor, new}
     assert killed not in children(ingest.proc.pid)
     exits = [entry for entry in ingest.entries() if entry["msg"] == noticed]
