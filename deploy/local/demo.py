@@ -4,8 +4,10 @@ With examples/program.yaml (what `make up` applies) the load reaches each part o
 registrations and purchases (points, wallets, ledger), a purchase that redeems points, a
 golden-ticket coupon that lifts a customer to gold (tier change -> `vip` audience -> the
 `vip-welcome` journey and its webhook), an ADD_TO_CART that starts the cart-abandonment journey
-and a purchase that exits it, tracking-only page views, and the `top-earners` leaderboard
-(GET /leaderboards/top-earners). INGEST_URL, API_KEY and DATABASE_URL
+and a purchase that exits it, tracking-only page views, the `top-earners` leaderboard
+(GET /leaderboards/top-earners), and badges: two purchases within 30 days earn `regular` (an
+achievement), an order of 300 or more `high-roller` with the campaign's HIGH_ROLLER webhook
+reaction (GET /customers/{id}/badges). INGEST_URL, API_KEY and DATABASE_URL
 come from the environment or .local/stack.env. The demo waits (on conditions, with a deadline)
 until PostgreSQL shows every part, then prints a summary read from the sink's tables, so a
 newcomer sees each part work, or which one did not (exit 1). References are fixed, so running
@@ -114,10 +116,7 @@ def query(database_url: str, sql: str, params: dict[str, Any] | None = None) -> 
 def cart_journey_started(database_url: str, deadline: float) -> bool:
     """Wait until the sink shows the cart customer in cart-abandonment, so the exit purchase
     comes after the entry (they travel on different topics)."""
-    sql = (
-        "SELECT 1 FROM journey_instances WHERE customer_id = %(c)s "
-        "AND journey_id = 'cart-abandonment'"
-    )
+    sql = "SELECT 1 FROM journey_instances WHERE customer_id = %(c)s AND journey_id = 'cart-abandonment'"
     return bool(poll(lambda: query(database_url, sql, {"c": CART_CUSTOMER}), bool, deadline))
 
 
@@ -179,6 +178,18 @@ PARTS = (
         "notifications",
         f"SELECT count(*) FROM notifications WHERE {_MINE}",
         f"SELECT event, count(*) FROM notifications WHERE {_MINE} GROUP BY 1 ORDER BY 1",
+    ),
+    Part(  # alice and bob: `regular` (the achievement), bob: `high-roller` (the campaign)
+        "badges",
+        f"SELECT count(*) FROM customer_badges WHERE count > 0 AND {_MINE}",
+        f"SELECT customer_id || ' ' || badge_id, count(*) FROM customer_badges WHERE count > 0 AND {_MINE} "
+        "GROUP BY 1 ORDER BY 1",
+        want=3,
+    ),
+    Part(  # the high-roller campaign's webhook reaction, delivered to the demo receiver
+        "webhook reactions",
+        f"SELECT count(*) FROM webhook_deliveries WHERE outcome = 'DELIVERED' AND event = 'HIGH_ROLLER' "
+        f"AND {_MINE}",
     ),
     Part(
         "webhooks delivered",
@@ -271,6 +282,10 @@ def run(client: httpx.Client, database_url: str | None, timeout: float) -> tuple
         resp = client.get(f"/customers/{customer}/wallet")
         data = resp.json().get("data", {}) if resp.status_code == 200 else {}
         print(f"points {customer}: {data.get('points', 'no wallet yet')} (tier {data.get('tier')})")
+    for customer in CUSTOMERS:
+        resp = client.get(f"/customers/{customer}/badges")
+        held = [b["badge_name"] for b in resp.json().get("data", [])] if resp.status_code == 200 else []
+        print(f"badges {customer}: {', '.join(held) or 'none'}")
     print_leaderboard(client, "top-earners")
     hooks = webhooks(local_dir() / "receiver.jsonl")
     print(f"webhooks received by the demo receiver: {sum(hooks.values())} {dict(sorted(hooks.items()))}")

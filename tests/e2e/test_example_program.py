@@ -301,7 +301,10 @@ def test_demo_shows_every_part_of_the_product(stack: dict[str, str]) -> None:
     assert "events accepted: 13, rejected: 0" in out, out
     assert done.returncode == 0 and "every part worked" in out, out + done.stderr
     assert "points demo-alice: 515.0" in out, out  # 200 sign-up + 125 + 50 big order + 100 first + 40
-    for part in ("redemptions", "tier changes", "audience members", "journeys ended", "webhooks delivered"):
+    parts = ("redemptions", "tier changes", "audience members", "journeys ended", "webhooks delivered")
+    for part in (*parts, "badges", "webhook reactions"):
         assert f"ok       {part}" in out, out
+    (bob,) = [line for line in out.splitlines() if line.startswith("badges demo-bob: ")]
+    assert set(bob.split(": ", 1)[1].split(", ")) == {"High roller", "Regular"}, out
     assert "cart-abandonment EXITED 1" in out and "vip-welcome COMPLETED 1" in out, out
     assert "demo-carol bronze->gold" in out or "demo-carol -->gold" in out, out
