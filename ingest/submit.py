@@ -14,6 +14,7 @@ from ingest.errors import ApiError
 from ingest.events import topic_for
 from ingest.metrics import EVENTS, SYNC_WAITS
 from ingest.producer import Delivered, Unavailable
+from schemas.wallet import as_json as wallet_json
 
 
 def unavailable(state: IngestState, message: str) -> ApiError:
@@ -80,7 +81,8 @@ NOT_ECHOED = frozenset({"event"})
 
 
 def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str, Any]:
-    """Flatten a loyalty Result (its `detail` JSON) into the synchronous answer.
+    """Flatten a loyalty Result (its `detail` JSON and its `wallet` record, in the wallet's
+    JSON view) into the synchronous answer.
 
     Every detail key but the event echo is passed through (rules_skipped with punch-card
     progress, expires_at, reversals, ...), so the answer carries what GET /behavior/events/{id}
@@ -101,7 +103,7 @@ def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str
         "rules_skipped": detail.get("rules_skipped", []),
         "accumulations": detail.get("accumulations", []),
         "redemptions": detail.get("redemptions", []),
-        "wallet": detail.get("wallet"),
+        "wallet": wallet_json(result.get("wallet")),
         "tier": detail.get("tier"),
         "duplicate": bool(detail.get("duplicate", False)),
         "config_version": result.get("config_version", 0),

@@ -12,6 +12,10 @@ off their fast path, a schema they do not compile and writer -> reader resolutio
 Either way the codec is strict: a value the schema does not allow (a float for a long, 2**31 for an
 int, "yes" for a boolean) and bytes that are not a valid record raise `CodecError`, never a
 truncated, coerced or out-of-range value, and never fastavro's own EOFError/IndexError.
+
+A superseded version can need more than Avro resolution to reach the current in-memory shape (v1
+results and notifications carried the wallet as JSON inside a string): `schemas.wallet.UPGRADES`
+names such history files, and decoding with a reader applies their upgrade after resolution.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,9 @@ from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.avro_compiled import CodecError, Compiled, compile_schema, strict_write
+from schemas.wallet import UPGRADES
+
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
 MAGIC = b"\xc3\x01"
 AVRO_DIR = Path(__file__).parent / "avro"
@@ -51,18 +59,22 @@ class Codec:
         self._writers: dict[bytes, dict] = {}
         self._compiled: dict[bytes, Compiled] = {}  # by fingerprint; absent: fastavro only
         self._prefix: dict[str, bytes] = {}  # MAGIC + fingerprint of the current schema
+        self._upgrades: dict[bytes, Upgrade] = {}  # by writer fingerprint: after resolution
         for path in sorted(avro_dir.glob("*.avsc")):
             self.register(_load(path), current=True)
         for path in sorted((avro_dir / "history").glob("*.avsc")):
-            self.register(_load(path), current=False)
+            self.register(_load(path), current=False, upgrade=UPGRADES.get(path.name))
 
-    def register(self, schema: dict, current: bool = True) -> None:
-        """Know `schema` as a writer; `current` also makes it the one `encode` uses.
+    def register(self, schema: dict, current: bool = True, upgrade: Upgrade | None = None) -> None:
+        """Know `schema` as a writer; `current` also makes it the one `encode` uses; `upgrade`
+        turns a record it wrote, resolved to the current reader, into the current shape.
 
         Parsed once with fastavro's write hint, so encoding does not re-parse per record."""
         fp = schema_fingerprint(schema)
         parsed = parse_schema(schema)
         self._writers[fp] = parsed
+        if upgrade is not None:
+            self._upgrades[fp] = upgrade
         compiled = compile_schema(parsed)
         if compiled is not None:
             self._compiled[fp] = compiled
@@ -113,9 +125,16 @@ class Codec:
             if compiled is not None:
                 compiled.read(data, 10)  # the writer's bytes checked: fastavro reads 2**64 as 0
         try:
-            return schemaless_reader(io.BytesIO(data[10:]), writer, reader_schema)
+            value = schemaless_reader(io.BytesIO(data[10:]), writer, reader_schema)
         except Exception as exc:  # noqa: BLE001 - EOFError, IndexError, SchemaResolutionError...
             raise CodecError(f"cannot decode {writer['name']}: {exc!r}") from exc
+        upgrade = self._upgrades.get(fp) if reader_schema is not None else None
+        if upgrade is None:
+            return value
+        try:
+            return upgrade(value)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CodecError(f"cannot upgrade {writer['name']} to the current version: {exc!r}") from exc
 
 
 @cache

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from schemas import topics as t
+from schemas.wallet import as_json as wallet_json
 
 Row = dict[str, Any]
 
@@ -115,8 +116,10 @@ LEDGER_KEYS = ("accumulations", "redemptions", "expirations", "reversals")
 def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
     """A Result: the event's status and summary, its ledger lines and the wallet after it.
 
-    A duplicate (re-emitted first result of a repeated event id) carries nothing new and an
-    old wallet, so it is skipped entirely.
+    The wallet is the Result's `wallet` record (a v1 record's JSON wallet is lifted there by the
+    codec), stored in its JSON view (schemas/wallet.py), the shape webhooks show. A duplicate
+    (re-emitted first result of a repeated event id) carries nothing new and an old wallet, so
+    it is skipped entirely.
     """
     detail = loads(res.get("detail")) or {}
     if not isinstance(detail, dict):
@@ -124,12 +127,12 @@ def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
     if detail.get("duplicate"):
         return []
     processed = ts(res.get("processed_at"))
-    out = [("events_from_result", _event_from_result(res, detail, processed))]
+    wallet = wallet_json(res.get("wallet"))
+    out = [("events_from_result", _event_from_result(res, detail, wallet, processed))]
     for key in LEDGER_KEYS:
         for line in detail.get(key) or []:
             if isinstance(line, dict) and line.get("id"):
                 out.append(("ledger_lines", _ledger_line(line, res, processed)))
-    wallet = detail.get("wallet")
     if isinstance(wallet, dict):
         for line in wallet.get("lines") or []:  # the open lines this result changed
             if isinstance(line, dict) and line.get("id"):
@@ -141,10 +144,9 @@ def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
     return out
 
 
-def _event_from_result(res: Row, detail: Row, processed: datetime | None) -> Row:
+def _event_from_result(res: Row, detail: Row, wallet: Row | None, processed: datetime | None) -> Row:
     ev = detail.get("event") if isinstance(detail.get("event"), dict) else {}
     summary = {k: v for k, v in detail.items() if k not in ("event", "wallet")}
-    wallet = detail.get("wallet")
     if isinstance(wallet, dict):
         summary["wallet"] = {k: v for k, v in wallet.items() if k != "lines"}
     summary.update(

@@ -32,17 +32,24 @@ def event(customer: str, n: int, type_: str = "PURCHASE", amount: float = 10.0, 
 
 
 def wallet(customer: str, points: float, lines: list[dict] | None = None) -> dict:
+    """A `Wallet` record (schemas/wallet.py)."""
     return {
         "customer_id": customer,
         "balance": {"POINTS": points},
         "points": points,
         "lifetime": points,
         "pending": 0.0,
+        "reserved": {},
+        "totals": [{"total": points, "reward_id": "POINTS", "expiration_date": None}] if points else [],
         "lines": lines or [],
+        "sequence": None,
     }
 
 
 def result(ev: dict, points: float, balance: float, status: str = "RESOLVED", **kw: Any) -> dict:
+    """A Result as the loyalty processor writes it; `v1=True`: as versions before the Wallet
+    record wrote it (the wallet JSON inside `detail`, for the history/result.v1.avsc schema)."""
+    v1 = kw.pop("v1", False)
     line = {
         "id": f"{ev['id']}:acc",
         "amount": points,
@@ -58,12 +65,11 @@ def result(ev: dict, points: float, balance: float, status: str = "RESOLVED", **
         "rules_applied": ["base"],
         "accumulations": [line] if points else [],
         "redemptions": [],
-        "wallet": wallet(ev["customer_id"], balance, [line]),
         "tier": None,
         "event": ev,
         "duplicate": kw.pop("duplicate", False),
     }
-    return {
+    out = {
         "event_id": ev["id"],
         "customer_id": ev["customer_id"],
         "type": ev["type"],
@@ -72,8 +78,12 @@ def result(ev: dict, points: float, balance: float, status: str = "RESOLVED", **
         "points": points,
         "processed_at": kw.pop("processed_at", ev["received_at"] + 5),
         "detail": orjson.dumps(detail).decode(),
+        "wallet": wallet(ev["customer_id"], balance, [line]),
         **kw,
     }
+    if v1:
+        out["detail"] = orjson.dumps({**detail, "wallet": out.pop("wallet")}).decode()
+    return out
 
 
 def stream(customers: int, per_customer: int) -> list[tuple[str, str, dict]]:

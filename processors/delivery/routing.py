@@ -17,6 +17,7 @@ from schemas.topics import (
     JOURNEYS_ACTIVITY,
     NOTIFICATIONS,
 )
+from schemas.wallet import as_json as wallet_json
 
 BATCH_EVENT = "DESTINATION_BATCH"  # Notification.event of a destination batch (body = data)
 JOURNEY_EVENT = "JOURNEY_ACTION"  # default webhook event type of a journey action
@@ -199,10 +200,16 @@ def check_notification(note: dict[str, Any]) -> None:
 
 
 def request_body(note: dict[str, Any]) -> bytes:
-    """Webhooks get {"event", "data"}; a destination batch is sent as its {"events": [...]}."""
+    """Webhooks get {"event", "data"}; a destination batch is sent as its {"events": [...]}.
+
+    A Notification's `wallet` record is shown as the last key of `data`, in its JSON view: the
+    body receivers got when the wallet was JSON inside `data` (Notification v1)."""
     if note["event"] == BATCH_EVENT:
         return note["data"].encode()
-    return json.dumps({"event": note["event"], "data": json.loads(note["data"])}).encode()
+    data = json.loads(note["data"])
+    if note.get("wallet") is not None:
+        data["wallet"] = wallet_json(note["wallet"])
+    return json.dumps({"event": note["event"], "data": data}).encode()
 
 
 INPUT_TOPICS = (

@@ -27,6 +27,7 @@ from processors.loyalty.rekeyed import Rekeyed
 from processors.loyalty.rules import Bindings, reduce
 from processors.loyalty.scheduled import Scheduled
 from schemas.program import Program
+from schemas.wallet import from_json
 
 DAY_MS = 86_400_000
 LINES_V = 2  # the wallet carries touched lines only (1: every open line, before the marker)
@@ -90,7 +91,8 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
 
     # -- small helpers -------------------------------------------------------------------
     def wallet(self) -> dict[str, Any]:
-        """The wallet JSON, cached until the next ledger change (`self.changed()`)."""
+        """The `Wallet` record of results and notifications (schemas/wallet.py), cached until
+        the next ledger change (`self.changed()`)."""
         if self._wallet is None:
             self._wallet = wallet.summary(self.state, self.cid, self.touched)
             self._wallet["sequence"] = self.sequence()
@@ -116,9 +118,9 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
     def _send_notes(self) -> None:
         version = self.program.version
         for source_id, event, data, endpoint in self.notes:
-            if event in n.WITH_WALLET:
-                data["wallet"] = self.wallet()
             note = n.notification(source_id, event, self.cid, data, self.now, version, endpoint)
+            if event in n.WITH_WALLET:  # a field of its own; delivery shows it as data's last key
+                note["wallet"] = self.wallet()
             self.out.notifications.append(note)
         self.notes = []
 
@@ -129,7 +131,6 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
             "rules_applied": detail.pop("rules_applied", []),
             "accumulations": accs,
             "redemptions": detail.pop("redemptions", []),
-            "wallet": self.wallet(),
             "tier": tiers.info(tiers.find(self.program, self.state.get("tier"))),
             "event": public_event(event),
             "duplicate": False,
@@ -149,6 +150,7 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
             "processed_at": self.now,
             "reply_to": event.get("reply_to"),
             "detail": orjson.dumps(body).decode(),
+            "wallet": self.wallet(),
         }
         self.out.results.append(res)
         return res
@@ -576,6 +578,8 @@ def fire(
 def _duplicate(state: dict, prior: dict, event: dict) -> Output:
     first = dict(prior["result"])
     detail = orjson.loads(first["detail"])
+    if "wallet" not in first:  # an event record stored before the Wallet record (v1)
+        first["wallet"] = from_json(detail.pop("wallet", None))
     detail["duplicate"] = True
     first["detail"] = orjson.dumps(detail).decode()
     first["reply_to"] = event.get("reply_to")

@@ -21,7 +21,8 @@ TIER_DOWNGRADE = "TIER_DOWNGRADE"
 BADGE_AWARDED = "BADGE_AWARDED"
 BADGE_REVOKED = "BADGE_REVOKED"
 ACHIEVEMENT_PROGRESS = "ACHIEVEMENT_PROGRESS"
-# the types whose data carries the wallet (added by engine.Step once the whole call is applied)
+# the types that carry the wallet: the Notification's `wallet` field, set by engine.Step once the
+# whole call is applied (delivery shows it as the last key of `data`)
 WITH_WALLET = frozenset(
     {
         CUSTOMER_REGISTRATION,
@@ -59,12 +60,12 @@ def notification(
 
 
 def registration(customer_id: str, customer: dict[str, Any]) -> dict:
-    """CUSTOMER_REGISTRATION (its `wallet` is added last, see WITH_WALLET)."""
+    """CUSTOMER_REGISTRATION (with the `wallet`, see WITH_WALLET)."""
     return {"customer_id": customer_id, "customer": customer}
 
 
 def lines(customer_id: str, entries: list[dict[str, Any]]) -> dict:
-    """ACCUMULATION, REDEMPTION, RESERVATION and RESERVATION_CANCELLED (`wallet` added last)."""
+    """ACCUMULATION, REDEMPTION, RESERVATION and RESERVATION_CANCELLED (with the `wallet`)."""
     return {"customer_id": customer_id, "lines": entries}
 
 

@@ -244,9 +244,10 @@ def _drop_empty(state: dict[str, Any]) -> None:
 
 
 def summary(state: dict[str, Any], customer_id: str, touched: Touched = None) -> dict[str, Any]:
-    """The wallet JSON of results and webhooks, of bounded size (docs/loyalty.md, "The
-    wallet"): totals per reward and the next expirations, not every open line; `lines` are
-    only the open lines this call changed (`touched`), amount = what is left (0: closed)."""
+    """The `Wallet` record of results and notifications (schemas/wallet.py), of bounded size
+    (docs/loyalty.md, "The wallet"): totals per reward and the next expirations, not every open
+    line; `lines` are only the open lines this call changed (`touched`), amount = what is left
+    (0: closed)."""
     bal, totals = _totals(state["buckets"])
     reserved = _reserved(state)
     return {

@@ -72,7 +72,7 @@ def test_adjustments_applied_once_under_retries_and_kill_9(settings: Settings, t
         expected = {c: float(sum(amount(n) for n in range(1, ROUNDS + 1))) for c in CUSTOMERS}
         last = {}
         for r in applied:
-            wallet = r["detail"]["wallet"]
+            wallet = r["wallet"]
             if wallet["sequence"] > last.get(r["customer_id"], {}).get("sequence", -1):
                 last[r["customer_id"]] = wallet
         assert {c: w["points"] for c, w in last.items()} == expected

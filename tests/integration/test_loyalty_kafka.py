@@ -146,22 +146,22 @@ def test_reservation_survives_restart_then_expires(
             redeem=[{"reward_id": "POINTS", "amount": 120}],
         )
         (pending,) = results.wait_for(where(event_id=order, status="PENDING"))
-        assert pending["detail"]["wallet"]["pending"] == 120
+        assert pending["wallet"]["pending"] == 120
     finally:
         run.stop()
     run = results.runner = runner(settings, tmp_path / "two", clock)  # empty disk: restore
     try:
         again = send(settings, "ann", id=order, properties={"amount": 50}, fulfilled=False)
         (dup,) = results.wait_for(lambda rs: [r for r in rs if r["detail"]["duplicate"]])
-        assert again == order and dup["detail"]["wallet"]["pending"] == 120
+        assert again == order and dup["wallet"]["pending"] == 120
         clock.advance(24 * HOUR)
         (expired,) = results.wait_for(where(event_id=order, status="EXPIRED"))
-        assert expired["detail"]["wallet"]["points"] == 300
-        assert expired["detail"]["wallet"]["pending"] == 0
+        assert expired["wallet"]["points"] == 300
+        assert expired["wallet"]["pending"] == 0
         # the customer's sequence came back with the state from the changelog
-        sequence = pending["detail"]["wallet"]["sequence"]
-        assert dup["detail"]["wallet"]["sequence"] == sequence
-        assert expired["detail"]["wallet"]["sequence"] == sequence + 1
+        sequence = pending["wallet"]["sequence"]
+        assert dup["wallet"]["sequence"] == sequence
+        assert expired["wallet"]["sequence"] == sequence + 1
         assert run.error is None
     finally:
         run.stop()
@@ -183,7 +183,7 @@ def test_overflowing_amounts_fail_and_leave_the_wallet_finite(
         assert all(r["reason"].startswith("amount_out_of_range") for r in failed)
         send(settings, cid, properties={"amount": 7})
         (ok,) = results.wait_for(where(customer_id=cid, status="RESOLVED"))
-        wallet = ok["detail"]["wallet"]
+        wallet = ok["wallet"]
         assert (wallet["points"], wallet["lifetime"], wallet["balance"]) == (7, 7, {"POINTS": 7})
         assert run.error is None
     finally:

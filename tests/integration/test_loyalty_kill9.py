@@ -98,7 +98,7 @@ def test_wallets_exact_after_kill_9(settings: Settings, tmp_path: Path) -> None:
         lifetime: dict[str, float] = {}
         for r in done:
             customer = r["customer_id"]
-            lifetime[customer] = max(lifetime.get(customer, 0), r["detail"]["wallet"]["lifetime"])
+            lifetime[customer] = max(lifetime.get(customer, 0), r["wallet"]["lifetime"])
         assert lifetime == expected
     finally:
         proc.kill()

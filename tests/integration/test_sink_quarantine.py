@@ -189,9 +189,7 @@ def test_the_wallet_with_the_greater_sequence_wins_whatever_the_clocks(sink_db: 
 
 
 def _sequenced(result: dict, sequence: int) -> dict:
-    detail = orjson.loads(result["detail"])
-    detail["wallet"]["sequence"] = sequence
-    return {**result, "detail": orjson.dumps(detail).decode()}
+    return {**result, "wallet": {**result["wallet"], "sequence": sequence}}
 
 
 def _with_customer(value: dict, cid: str) -> dict:

@@ -246,7 +246,6 @@ def play_processor(h, points=10.0):
                 "rules_skipped": [{"campaign_id": "card", "reason": "punch recorded", "punches": 1, "of": 3}],
                 "accumulations": [{"amount": points}],
                 "redemptions": [],
-                "wallet": {"points": points},
                 "tier": None,
                 "event": {},
                 "duplicate": False,
@@ -265,6 +264,7 @@ def play_processor(h, points=10.0):
                     "processed_at": 1,
                     "reply_to": record["reply_to"],
                     "detail": json.dumps(detail),
+                    "wallet": {"points": points},
                 },
             )
 

@@ -27,11 +27,11 @@ def test_purchases_of_1e308_and_1_7e308_fail_and_leave_the_wallet_as_it_was():
         res = result(out)
         assert res["status"] == "FAILED" and res["reason"].startswith("amount_out_of_range")
         assert res["points"] == 0 and hook_types(out) == ["BEHAVIOR_EVENT_FAILED"]
-        wallet = res["detail"]["wallet"]
+        wallet = res["wallet"]
         assert (wallet["points"], wallet["lifetime"], wallet["balance"]) == (10, 10, {"POINTS": 10})
         assert profile(out)["total_spend"] == 10 and profile(out)["purchase_count"] == 1
     assert shop.driver.store("customers")["ann"]["lifetime"] == 10
-    assert result(shop.send("ann", properties={"amount": 10}))["detail"]["wallet"]["points"] == 20
+    assert result(shop.send("ann", properties={"amount": 10}))["wallet"]["points"] == 20
 
 
 @pytest.mark.parametrize(
@@ -50,11 +50,11 @@ def test_an_absurd_award_fails_the_whole_event_and_applies_nothing(formula, amou
     res = result(out)
     assert res["status"] == "FAILED" and res["reason"].startswith(reason), res["reason"]
     assert hook_types(out) == ["BEHAVIOR_EVENT_FAILED"]
-    assert res["detail"]["wallet"]["points"] == 5 and finite_wallet(res["detail"]["wallet"])
+    assert res["wallet"]["points"] == 5 and finite_wallet(res["wallet"])
     state = shop.driver.store("customers")["ann"]
     assert state["metrics"]["purchase_count"] == 1 and state["campaigns"]["card"]["punches"] == 1
     assert shop.driver.store("events")[res["event_id"]]["status"] == "FAILED"
-    assert result(shop.send("ann", properties={"amount": 1}))["detail"]["wallet"]["points"] == 10
+    assert result(shop.send("ann", properties={"amount": 1}))["wallet"]["points"] == 10
 
 
 def test_a_balance_over_the_bound_fails_the_event():
@@ -82,7 +82,7 @@ def test_a_redemption_out_of_range_fails_with_the_reason():
     for amount in (math.nan, 1e13):
         res = result(shop.send("ann", redeem=[{"reward_id": "POINTS", "amount": amount}]))
         assert res["status"] == "FAILED" and res["reason"].startswith("amount_out_of_range")
-        assert res["detail"]["wallet"]["points"] == 10
+        assert res["wallet"]["points"] == 10
 
 
 def test_a_refused_fulfilment_leaves_the_reservation_open():
@@ -95,7 +95,7 @@ def test_a_refused_fulfilment_leaves_the_reservation_open():
     res = result(out)
     assert res["status"] == "FAILED" and res["reason"].startswith("points_not_finite")
     assert hooks(out) == [] and shop.driver.store("events")["order"]["status"] == "PENDING"
-    assert res["detail"]["wallet"]["pending"] == 20 and res["detail"]["wallet"]["points"] == 30
+    assert res["wallet"]["pending"] == 20 and res["wallet"]["points"] == 30
     assert result(shop.advance(2 * DAY))["status"] == "EXPIRED"  # its timer still runs
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from processors.delivery.routing import request_body
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.testing import TestDriver
 from schemas.program import Program
@@ -82,9 +83,9 @@ def result(out: list) -> dict:
 
 
 def hooks(out: list, event: str | None = None) -> list[dict]:
-    """The webhook `data` of each notification (of one type)."""
+    """The webhook `data` of each notification (of one type), as delivery POSTs it."""
     return [
-        orjson.loads(v["data"])
+        orjson.loads(request_body(v))["data"]
         for t, _, v in out
         if t == "notifications" and (event is None or v["event"] == event)
     ]
@@ -99,7 +100,7 @@ def profile(out: list) -> dict:
 
 
 def points(out: list) -> float:
-    return result(out)["detail"]["wallet"]["points"]
+    return result(out)["wallet"]["points"]
 
 
 # -- behavior campaigns, results, webhooks, idempotency ---------------------------------------
@@ -202,7 +203,7 @@ def test_rewards_other_than_points_and_rounding():
         ],
     )
     res = result(Shop(prog).send("ann", properties={"amount": 10}))
-    assert res["detail"]["wallet"]["balance"] == {"POINTS": 3.0, "COFFEE": 1.0}
+    assert res["wallet"]["balance"] == {"POINTS": 3.0, "COFFEE": 1.0}
 
 
 # -- tiers ----------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def test_reversal_takes_back_points_metrics_and_tier():
     out = shop.command("ann", "REVERSE", "big", reason="returned")
     res = result(out)
     assert res["event_id"] == "big" and res["status"] == "REVERSED" and res["reason"] == "returned"
-    assert res["detail"]["wallet"]["points"] == 0 and res["detail"]["wallet"]["lifetime"] == 0
+    assert res["wallet"]["points"] == 0 and res["wallet"]["lifetime"] == 0
     (down,) = hooks(out, "TIER_DOWNGRADE")
     assert down["triggered_by"] == "REVERSAL" and down["trigger_event_id"] == "big"
     assert profile(out)["purchase_count"] == 0 and profile(out)["total_spend"] == 0
@@ -284,7 +285,7 @@ def test_redemption_and_failure_when_balance_is_short():
     out = shop.send("ann", properties={"amount": 1}, redeem=[{"reward_id": "POINTS", "amount": 500}])
     res = result(out)
     assert res["status"] == "FAILED" and "insufficient balance" in res["reason"]
-    assert res["detail"]["wallet"]["points"] == 170 and res["points"] == 0
+    assert res["wallet"]["points"] == 170 and res["points"] == 0
     (failed,) = hooks(out, "BEHAVIOR_EVENT_FAILED")
     assert failed["event"]["id"] == res["event_id"] and set(failed) == {"event", "customer_id"}
 
@@ -301,7 +302,7 @@ def reserved_shop() -> tuple[Shop, str]:
     )
     res = result(out)
     assert res["status"] == "PENDING" and res["points"] == 0
-    assert res["detail"]["wallet"]["pending"] == 40 and res["detail"]["wallet"]["points"] == 60
+    assert res["wallet"]["pending"] == 40 and res["wallet"]["points"] == 60
     (hook,) = hooks(out, "REWARDS_RESERVATION")
     assert hook["lines"][0]["kind"] == "RESERVATION"
     return shop, "order"
@@ -312,7 +313,7 @@ def test_fulfil_redeems_and_accumulates():
     out = shop.command("ann", "FULFILL", order)
     res = result(out)
     assert res["event_id"] == order and res["status"] == "RESOLVED" and res["points"] == 100
-    assert res["detail"]["wallet"]["points"] == 160 and res["detail"]["wallet"]["pending"] == 0
+    assert res["wallet"]["points"] == 160 and res["wallet"]["pending"] == 0
     assert hook_types(out) == [
         "CUSTOMER_REDEMPTION",
         "CUSTOMER_ACCUMULATION",
@@ -348,7 +349,7 @@ def test_points_expire_after_n_days():
     out = shop.advance(10 * DAY)
     res = result(out)
     assert res["type"] == "POINTS_EXPIRY" and res["detail"]["expirations"][0]["amount"] == 10
-    assert res["detail"]["wallet"]["points"] == 0 and profile(out)["lifetime_points"] == 10
+    assert res["wallet"]["points"] == 0 and profile(out)["lifetime_points"] == 10
 
 
 # -- consent, anonymous, registration -------------------------------------------------------
@@ -540,7 +541,7 @@ def test_reversal_restores_redeemed_points():
     shop.send("ann", id="order", properties={"amount": 1}, redeem=redeem)
     res = result(shop.command("ann", "REVERSE", "order"))
     assert res["detail"]["restored"][0]["amount"] == 60
-    assert res["detail"]["wallet"]["points"] == 100 and res["detail"]["wallet"]["lifetime"] == 100
+    assert res["wallet"]["points"] == 100 and res["wallet"]["lifetime"] == 100
 
 
 def test_reversing_a_fulfilled_purchase_takes_back_what_the_fulfilment_applied():
@@ -550,7 +551,7 @@ def test_reversing_a_fulfilled_purchase_takes_back_what_the_fulfilment_applied()
     assert res["status"] == "REVERSED"
     assert [line["amount"] for line in res["detail"]["reversals"]] == [-100]
     assert res["detail"]["restored"][0]["amount"] == 40
-    assert res["detail"]["wallet"]["points"] == 100 and res["detail"]["wallet"]["pending"] == 0
+    assert res["wallet"]["points"] == 100 and res["wallet"]["pending"] == 0
 
 
 def test_an_event_record_keeps_the_first_result_once_and_still_reverses():
@@ -580,7 +581,7 @@ def test_a_repeated_command_is_applied_once():
     fulfil = shop.send("ann", "COMMAND", id="cmd-1", kind="FULFILL", target_event_id=order)
     again = shop.send("ann", "COMMAND", id="cmd-1", kind="FULFILL", target_event_id=order)
     assert result(again)["detail"]["duplicate"] and result(again)["points"] == 100
-    assert result(fulfil)["detail"]["wallet"] == result(again)["detail"]["wallet"]
+    assert result(fulfil)["wallet"] == result(again)["wallet"]
 
 
 def test_anniversary_of_registration():

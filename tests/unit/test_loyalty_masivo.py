@@ -72,4 +72,4 @@ def test_order_redeem_levels_are_taken_from_the_wallet():
             "redeem": [{"reward_id": "POINTS", "amount": 1}]}
     res = send(shop, prog, body)
     assert sum(r["amount"] for r in res["detail"]["redemptions"]) == 16
-    assert res["detail"]["wallet"]["points"] == 100 - 16 + 100
+    assert res["wallet"]["points"] == 100 - 16 + 100

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from schemas.wallet import as_json as wallet_json
 from tests.unit.test_loyalty_engine import BASE, DAY, Shop, hooks, program, result
 
 POINTS_10 = program(
@@ -27,7 +28,7 @@ def test_every_webhook_of_an_event_shows_the_wallet_after_the_whole_event():
     shop = Shop(program(campaigns=[{**BASE, "formula": "100"}]))
     shop.send("ann", properties={"amount": 1})
     out = shop.send("ann", properties={"amount": 1}, redeem=[{"reward_id": "POINTS", "amount": 30}])
-    final = result(out)["detail"]["wallet"]
+    final = wallet_json(result(out)["wallet"])  # as webhooks show it
     assert final["points"] == 170 and len(wallets(out)) == 2  # redemption and accumulation
     assert wallets(out) == [final, final]
 
@@ -38,7 +39,7 @@ def test_a_fulfilment_shows_one_wallet_too():
     redeem = [{"reward_id": "POINTS", "amount": 40}]
     shop.send("ann", id="order", fulfilled=False, properties={"amount": 1}, redeem=redeem)
     out = shop.command("ann", "FULFILL", "order")
-    final = result(out)["detail"]["wallet"]
+    final = wallet_json(result(out)["wallet"])  # as webhooks show it
     assert final["points"] == 160 and wallets(out) == [final, final]
 
 
@@ -48,10 +49,10 @@ def test_sequence_counts_each_call_of_a_customer_in_its_result_and_profile():
     for customer in ("ann", "ann", "bob", "ann"):
         out = shop.send(customer, properties={"amount": 1})
         (prof,) = profile_sequences(out)
-        seen.append((result(out)["detail"]["wallet"]["sequence"], prof))
+        seen.append((result(out)["wallet"]["sequence"], prof))
     assert seen == [(1, 1), (2, 2), (1, 1), (3, 3)]
     out = shop.advance(10 * DAY)  # points expire on a timer: a change too
-    by_customer = {r["customer_id"]: r["detail"]["wallet"]["sequence"] for r in _results(out)}
+    by_customer = {r["customer_id"]: r["wallet"]["sequence"] for r in _results(out)}
     assert by_customer == {"ann": 4, "bob": 2}
     assert shop.driver.store("customers")["ann"]["sequence"] == 4  # kept in the changelogged state
 
@@ -61,9 +62,9 @@ def test_a_duplicate_repeats_the_first_sequence_and_changes_nothing():
     first = result(shop.send("ann", id="e1", properties={"amount": 1}))
     shop.send("ann", properties={"amount": 1})
     again = shop.send("ann", id="e1", properties={"amount": 1})
-    assert result(again)["detail"]["wallet"]["sequence"] == first["detail"]["wallet"]["sequence"] == 1
+    assert result(again)["wallet"]["sequence"] == first["wallet"]["sequence"] == 1
     assert profile_sequences(again) == []
-    assert result(shop.send("ann", properties={"amount": 1}))["detail"]["wallet"]["sequence"] == 3
+    assert result(shop.send("ann", properties={"amount": 1}))["wallet"]["sequence"] == 3
 
 
 def test_the_same_input_gives_the_same_sequences():
@@ -71,7 +72,7 @@ def test_the_same_input_gives_the_same_sequences():
         shop = Shop(POINTS_10, partitions=2)
         out = [shop.send(c, id=f"{c}{i}", properties={"amount": i}) for i in range(3) for c in "abc"]
         out.append(shop.advance(11 * DAY))
-        return [(r["customer_id"], r["detail"]["wallet"]["sequence"]) for o in out for r in _results(o)]
+        return [(r["customer_id"], r["wallet"]["sequence"]) for o in out for r in _results(o)]
 
     assert run() == run()
 
@@ -83,7 +84,7 @@ def test_a_state_written_before_sequences_counts_from_zero():
     legacy = store.get("ann")
     del legacy["sequence"]
     store.put("ann", legacy)
-    assert result(shop.send("ann", properties={"amount": 1}))["detail"]["wallet"]["sequence"] == 1
+    assert result(shop.send("ann", properties={"amount": 1}))["wallet"]["sequence"] == 1
 
 
 def _results(out: list) -> list[dict]:

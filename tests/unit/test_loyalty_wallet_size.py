@@ -3,9 +3,9 @@ is (issue 19): totals and the next expirations, not every open line."""
 
 from __future__ import annotations
 
-import orjson
-
-from tests.unit.test_loyalty_engine import DAY, Shop, hooks, program, result
+from processors.delivery.routing import request_body
+from schemas.codec import encode
+from tests.unit.test_loyalty_engine import DAY, Shop, program, result
 
 HOUR = DAY // 24
 PROGRAM = program(
@@ -26,17 +26,23 @@ def last_purchase(purchases: int, customer: str) -> list:
 
 def webhook_body(out: list, event: str) -> bytes:
     """The body delivery POSTs: {"event": TYPE, "data": DATA}."""
-    (data,) = hooks(out, event)
-    return orjson.dumps({"event": event, "data": data})
+    (note,) = [v for t, _, v in out if t == "notifications" and v["event"] == event]
+    return request_body(note)
+
+
+def result_bytes(out: list) -> int:
+    """The Result record's size on the loyalty.results topic."""
+    (res,) = [v for t, _, v in out if t == "loyalty.results"]
+    return len(encode("Result", res))
 
 
 def test_webhook_and_result_sizes_do_not_grow_with_history() -> None:
     few, many = last_purchase(5, "cust-a"), last_purchase(500, "cust-b")
     small, big = webhook_body(few, "CUSTOMER_ACCUMULATION"), webhook_body(many, "CUSTOMER_ACCUMULATION")
     assert len(big) <= 1.2 * len(small), (len(small), len(big))
-    detail = [len(orjson.dumps(result(out)["detail"])) for out in (few, many)]
-    assert detail[1] <= 1.2 * detail[0], detail
-    wallet = result(many)["detail"]["wallet"]
+    sizes = [result_bytes(out) for out in (few, many)]
+    assert sizes[1] <= 1.2 * sizes[0], sizes
+    wallet = result(many)["wallet"]
     assert wallet["points"] == 5000 and wallet["lifetime"] == 5000 and wallet["sequence"] == 500
     assert [t["total"] for t in wallet["totals"]] == [10.0, 10.0, 10.0]  # the next 3 expirations
     (line,) = wallet["lines"]  # only the line this purchase opened
@@ -50,7 +56,7 @@ def test_lines_are_the_open_lines_the_event_changed_with_what_is_left() -> None:
     second = result(shop.send("ann", properties={"amount": 20}))["detail"]["accumulations"][0]
     shop.driver.advance(HOUR)
     out = shop.send("ann", properties={"amount": 0}, redeem=[{"reward_id": "POINTS", "amount": 40}])
-    wallet = result(out)["detail"]["wallet"]
+    wallet = result(out)["wallet"]
     left = {ln["id"]: ln["amount"] for ln in wallet["lines"]}
     assert left == {first["id"]: 0.0, second["id"]: 10.0}  # oldest-expiring first; 0 = closed
     assert wallet["totals"] == [
@@ -63,5 +69,5 @@ def test_a_reservation_shows_as_reserved_per_reward() -> None:
     shop = Shop(PROGRAM)
     shop.send("bob", properties={"amount": 50})
     out = shop.send("bob", fulfilled=False, redeem=[{"reward_id": "POINTS", "amount": 15}])
-    wallet = result(out)["detail"]["wallet"]
+    wallet = result(out)["wallet"]
     assert wallet["pending"] == 15 and wallet["reserved"] == {"POINTS": 15} and wallet["points"] == 35
