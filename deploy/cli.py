@@ -30,6 +30,7 @@ commands:
   deliveries replay [flags]                                 re-send dead-lettered webhooks
   dlq list PROCESSOR [--limit N] [--json]                   a processor's dead letters: what, why, from where
   dlq replay PROCESSOR --offset P:O..|--all [--dry-run]     re-inject them into their source topic
+  backtest --program FILE [--since 30d] [--json]             replay stored events through a proposed program
   demo [--timeout S]                                        a demo load; shows every part work
   dashboard [--host H --port P]                             the browser dashboard (docs/dashboard.md)
 """
@@ -242,6 +243,10 @@ def _letters(count: int) -> str:
     return f"{count} dead letter{'s' * (count != 1)}"
 
 
+def _backtest(args: list[str]) -> int:
+    return _call("deploy.backtest")(args)
+
+
 def _demo(args: list[str]) -> int:
     return _call("deploy.local.demo")(args)
 
@@ -258,6 +263,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "config": _config,
     "deliveries": _deliveries,
     "dlq": _dlq,
+    "backtest": _backtest,
     "demo": _demo,
     "dashboard": _dashboard,
 }
