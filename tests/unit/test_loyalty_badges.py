@@ -3,6 +3,8 @@ results, webhooks and profiles a user sees (issue 15 items 1-2)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -256,3 +258,19 @@ def test_program_references_and_rules_are_checked():
     assert any(e.startswith("achievement five-reviews condition") for e in errors)
     assert any(e.startswith("achievement five-reviews sum") for e in errors)
     assert any(e.startswith("campaign base webhook payload") for e in errors)
+
+
+def test_docs_list_the_badge_webhook_fields():
+    """docs/loyalty.md's badge webhook table names exactly the fields sent."""
+    text = (Path(__file__).parents[2] / "docs" / "loyalty.md").read_text()
+    section = text.split("## Badges and achievements", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        kind: set(re.findall(r'"([a-z_]+)"', fields))
+        for kind, fields in re.findall(r"^\| ([A-Z_]+) \| (.+) \|$", section, re.M)
+    }
+    s = shop(achievements=[{**CRITIC, "target": 1, "notify_progress": True}])
+    out = review(s, id="r1") + s.command("ann", "REVERSE", "r1")
+    sent = {
+        kind: set(hooks(out, kind)[0]) for kind in ("BADGE_AWARDED", "BADGE_REVOKED", "ACHIEVEMENT_PROGRESS")
+    }
+    assert documented == sent
