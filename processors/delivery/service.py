@@ -210,6 +210,7 @@ class DeliveryService:
             if time.monotonic() - last_lag >= self.options.lag_interval_s:
                 lag.update(position_lags(self.consumer, self.settings))
                 last_lag = time.monotonic()
+        lag.update({})  # stopped: it owns no partition any more
 
     async def _resubscribe(self) -> None:
         """After a program change; a failure keeps the old subscription (logged)."""

@@ -155,3 +155,24 @@ def test_a_redirect_is_dead_lettered_at_once_saying_so(settings, receiver, run_s
     (attempt,) = TopicReader(settings, DELIVERIES).until(lambda s: len(s) == 1)
     assert (attempt["outcome"], attempt["status_code"]) == ("DLQ", 302)
     assert moved.calls == 1 and receiver.routes["/elsewhere"].calls == 0
+
+
+
+def test_delivery_reports_its_lag_as_every_consumer_does(settings, tmp_path):
+    """consumer_lag{consumer="delivery", topic, partition}, as the processors and the sink: once
+    delivery has read the notification, its partition shows 0 records left."""
+    from prometheus_client import REGISTRY
+
+    produce(settings, NOTIFICATIONS, [notification("CUSTOMER_ACCUMULATION", {"points": 1})])
+    opts = Options(state_dir=tmp_path / "state", group_id=f"{settings.topic_prefix}lag", lag_interval_s=0.1)
+    service = DeliveryService(settings, lambda: Program(), opts).start()
+
+    def lags() -> list[float]:
+        return [s.value for family in REGISTRY.collect() if family.name == "consumer_lag"
+                for s in family.samples
+                if s.labels["consumer"] == "delivery" and s.labels["topic"] == NOTIFICATIONS]  # fmt: skip
+
+    try:
+        wait_for(lambda: lags() and max(lags()) == 0, timeout=30, what="delivery's lag on notifications at 0")
+    finally:
+        service.stop()
