@@ -218,6 +218,13 @@ class Runner:
         stalled = self._pending() and now - self._last_commit > self.options.stall_timeout_s / 2
         return self.error is None and now - self._last_loop < 30 and not stalled
 
+    def last_turn(self) -> float:
+        """When the loop last turned (monotonic): the hard watchdog (watchdog.py) reads it."""
+        return self._last_loop
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def _pending(self) -> bool:
         return self.in_txn or self._failing
 

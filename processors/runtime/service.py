@@ -13,6 +13,7 @@ from processors.runtime.api import Processor
 from processors.runtime.logs import configure_logging
 from processors.runtime.observability import PORT_HELP, metrics_port
 from processors.runtime.runner import Runner, RuntimeOptions
+from processors.runtime.watchdog import MARGIN_S, LoopWatchdog
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,13 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
         default=os.environ.get("ERROR_POLICY", "dlq"),
         help="a record that cannot be decoded or processed: dead-letter it and go on, or stop",
     )
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=float(os.environ.get("STALL_TIMEOUT_S", "120")),
+        help="records pending and no commit for this long (or the loop stuck in one call for "
+        "this long plus 30 s): exit for the supervisor to restart the processor",
+    )
     args = parser.parse_args(argv)
     return RuntimeOptions(
         state_dir=Path(args.state_dir),
@@ -45,6 +53,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
         catch_up_interval_ms=args.catch_up_interval_ms,
         static_membership=args.static_membership,
         error_policy=args.error_policy,
+        stall_timeout_s=args.stall_timeout_s,
     )
 
 
@@ -63,9 +72,13 @@ def run_service(processor: Processor, argv: list[str]) -> int:
     runner = Runner(processor, Settings.from_env(), options)
     runner.install_signal_handlers()
     tune_gc()
+    watchdog = LoopWatchdog(runner.last_turn, runner.stopping, options.stall_timeout_s + MARGIN_S)
+    watchdog.start()
     try:
         runner.run()
     except Exception:
         log.exception("processor failed")
         return 1
+    finally:
+        watchdog.stop()
     return 0
