@@ -21,6 +21,7 @@ from ingest.audit import AuditStore, PgAudit
 from ingest.config import IngestConfig
 from ingest.dependencies import SECURITY, SECURITY_SCHEMES, IngestState, wall_clock_ms
 from ingest.events import EventBuilder
+from ingest.fastpath import FastEvents
 from ingest.history import KafkaHistory, ProgramHistory
 from ingest.inputs import JSON_SCHEMAS, with_json_refs
 from ingest.lookup import Lookup, PgLookup, aclose, aopen
@@ -112,7 +113,10 @@ def create_app(
     for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
         app.include_router(module.router, prefix=STOREFRONT_PREFIX)
     app.add_middleware(
-        IngestMiddleware, max_body=config.max_body_bytes, max_bulk_body=config.max_bulk_body_bytes
+        IngestMiddleware,
+        max_body=config.max_body_bytes,
+        max_bulk_body=config.max_bulk_body_bytes,
+        fast=FastEvents(("", STOREFRONT_PREFIX)),
     )
     app.openapi = lambda: _openapi_with_security(app)
     return app

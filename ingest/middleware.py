@@ -15,12 +15,14 @@ class BodyTooLarge(Exception):
 
 
 class IngestMiddleware:
-    """Answers 413 for bodies over the limit (Content-Length or streamed) and records metrics."""
+    """Answers 413 for bodies over the limit (Content-Length or streamed) and records metrics;
+    hands single events to `fast` (ingest/fastpath.py) instead of the framework."""
 
-    def __init__(self, app, max_body: int, max_bulk_body: int) -> None:
+    def __init__(self, app, max_body: int, max_bulk_body: int, fast=None) -> None:
         self.app = app
         self.max_body = max_body
         self.max_bulk_body = max_bulk_body
+        self.fast = fast
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -44,7 +46,8 @@ class IngestMiddleware:
         try:
             if _declared_length(scope) > limit:
                 raise BodyTooLarge
-            await self.app(scope, _limited(receive, limit), send_wrapper)
+            inner = self.fast if self.fast is not None and self.fast.handles(scope) else self.app
+            await inner(scope, _limited(receive, limit), send_wrapper)
         except BodyTooLarge:
             if status[0] == 0:
                 await _too_large(send_wrapper, limit)

@@ -48,7 +48,15 @@ async def post_event(
     """Enqueue one event; 202 once Kafka acknowledged it (or 200 with the result if wait=true).
 
     The body is parsed here (orjson + EventIn) rather than by the framework: same rules,
-    a fraction of the per-request cost on the hottest endpoint."""
+    a fraction of the per-request cost on the hottest endpoint. Without query parameters the
+    request does not even get here: ingest/fastpath.py calls accept_event directly."""
+    return await accept_event(request, state, wait, timeout)
+
+
+async def accept_event(
+    request: Request, state: IngestState, wait: bool = False, timeout: float | None = None
+) -> JSONResponse:
+    """POST /behavior/events once authenticated: parse, build, produce, answer."""
     try:
         raw = await request.body()
         parsed = read_json(raw)
