@@ -41,12 +41,45 @@ def dlq_topic(processor: str) -> str:
     return f"{processor}.dlq"
 
 
-def ensure_dlq_topic(settings: Settings, physical: str) -> None:
+def ensure_dlq_topic(settings: Settings, physical: str, partitions: int | None = None) -> None:
+    """Create the dead-letter topic unless it exists (`partitions`: default the deployment's
+    count; the sink's relay uses one partition, whose tail says where it stopped)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     if physical in admin.list_topics(timeout=30).topics:
         return
     config = {"cleanup.policy": "delete", "retention.ms": RETENTION_MS}
-    create(admin, [NewTopic(physical, settings.partitions, settings.replication_factor, config=config)])
+    count = partitions or settings.partitions
+    create(admin, [NewTopic(physical, count, settings.replication_factor, config=config)])
+
+
+def letter_headers(
+    *,
+    reason: str,
+    error_class: str,
+    message: str,
+    processor: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    config_version: int,
+    at_ms: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> list[tuple[str, bytes]]:
+    """The `dlq.*` headers of a dead letter, one builder for every writer of `<processor>.dlq`
+    (the runtime, delivery, the sink's relay), so `loyalty dlq` reads them all alike."""
+    pairs = {
+        "dlq.reason": reason,
+        "dlq.error.class": error_class,
+        "dlq.error.message": message[:MAX_MESSAGE_CHARS],
+        "dlq.source.topic": topic,
+        "dlq.source.partition": str(partition),
+        "dlq.source.offset": str(offset),
+        "dlq.processor": processor,
+        "dlq.config.version": str(config_version),
+        "dlq.at": str(int(time.time() * 1000) if at_ms is None else at_ms),
+        **(extra or {}),
+    }
+    return [(k, v.encode()) for k, v in pairs.items()]
 
 
 class Tombstone(ValueError):
@@ -66,19 +99,10 @@ class DeadLetter:
     config_version: int
 
     def headers(self) -> list[tuple[str, bytes]]:
-        message = str(self.error)[:MAX_MESSAGE_CHARS]
-        pairs = {
-            "dlq.reason": self.reason,
-            "dlq.error.class": type(self.error).__name__,
-            "dlq.error.message": message,
-            "dlq.source.topic": self.topic,
-            "dlq.source.partition": str(self.partition),
-            "dlq.source.offset": str(self.offset),
-            "dlq.processor": self.processor,
-            "dlq.config.version": str(self.config_version),
-            "dlq.at": str(int(time.time() * 1000)),
-        }
-        return [(k, v.encode()) for k, v in pairs.items()]
+        return letter_headers(reason=self.reason, error_class=type(self.error).__name__,
+                              message=str(self.error), processor=self.processor, topic=self.topic,
+                              partition=self.partition, offset=self.offset,
+                              config_version=self.config_version)  # fmt: skip
 
     def log(self) -> None:
         """One log line; the caller counts it in `stream_dead_letters_total` (the runner when
@@ -100,4 +124,3 @@ def timer_value(timer: Any) -> bytes:
 def parse_headers(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
     """A dead letter's headers as a dict (for the CLI and tests)."""
     return {k: (v or b"").decode(errors="replace") for k, v in headers or []}
-
