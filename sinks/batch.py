@@ -10,7 +10,7 @@ from schemas.program import Program
 from schemas.topics import LOYALTY_RESULTS
 from sinks.leaderboards import score_rows
 from sinks.mapping import Source, rows_for
-from sinks.rejects import Reject
+from sinks.rejects import Original, Reject
 from sinks.tables import TARGETS
 
 Row = dict[str, Any]
@@ -27,6 +27,7 @@ class Entry:
     offset: int
     value: Row
     pairs: list[tuple[str, Row]]
+    original: Original | None = None  # Kafka key and value bytes, for a reject's dead letter
 
 
 def put(rows: Rows, name: str, row: Row) -> None:
@@ -58,6 +59,7 @@ class Batch:
     records: int = 0
     per_topic: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
+    config_version: int = -1  # the program version the sink had read (stored with rejects)
 
     def add(self, value: Row, src: Source, physical_topic: str, program: Program | None = None) -> None:
         """Fold one decoded record in; one that cannot be mapped to rows is quarantined.
@@ -72,7 +74,7 @@ class Batch:
             return
         for name, row in pairs:
             put(self.rows, name, row)
-        self.entries.append(Entry(physical_topic, src.partition, src.offset, value, pairs))
+        self.entries.append(Entry(physical_topic, src.partition, src.offset, value, pairs, src.original))
 
     def add_undecodable(self, src: Source, physical_topic: str, reject: Reject) -> None:
         """A record the codec refused: its offset is covered and it goes to quarantine."""

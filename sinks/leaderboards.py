@@ -140,6 +140,11 @@ class ScoringPrograms:
         if self._started:
             self._table.stop()
 
+    @property
+    def version(self) -> int:
+        """The program version read so far (-1 before the table is read)."""
+        return self._table.version if self._started else -1
+
     def for_record(self, topic: str, value: Row) -> Program | None:
         if topic != LOYALTY_RESULTS or not self._started:
             return None

@@ -8,7 +8,7 @@ of stopping the sink, because one odd record must never block the stream behind 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,9 @@ class Source:
     partition: int = 0
     offset: int = 0
     timestamp: int = 0
+    # the record's Kafka (key, value) bytes, kept so a reject can go to sink.dlq as it came;
+    # referenced (not copied) until the batch commits. None: not known (tests, benchmarks)
+    original: tuple[bytes | None, bytes | None] | None = field(default=None, repr=False, compare=False)
 
 
 def ts(value: Any) -> datetime | None:

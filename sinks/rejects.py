@@ -5,6 +5,9 @@ reject, like a row, lands exactly once): a record the codec cannot decode, a dec
 the mapping cannot turn into rows, and a row PostgreSQL refuses for a data reason (a
 constraint, a type, an encoding such as NUL in text). Connection-level faults are not data
 reasons: those roll the batch back and the sink retries it.
+
+Each row also keeps the record's original Kafka key and value bytes: `sink_rejects` is the
+outbox of the `sink.dlq` topic, which sinks/dlq_relay.py fills from it in `id` order.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def is_data_error(exc: BaseException) -> bool:
     return isinstance(exc, TypeError | ValueError | OverflowError)
 
 
+Original = tuple[bytes | None, bytes | None]  # the Kafka key and value bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """One quarantined record (or one refused row of it: `table` names the target table)."""
@@ -44,26 +50,34 @@ class Reject:
     table: str  # "" when the record never became rows
     error: str
     record: str | None  # JSON text
+    original: Original | None = None  # None: the bytes are not known
 
     @classmethod
     def refused(cls, topic: str, partition: int, offset: int, table: str, value: Any,
-                exc: BaseException) -> Reject:  # fmt: skip
-        return cls(topic, partition, offset, table, describe(exc), to_json(value))
+                exc: BaseException, original: Original | None = None) -> Reject:  # fmt: skip
+        return cls(topic, partition, offset, table, describe(exc), to_json(value), original)
 
     @classmethod
     def unmappable(cls, topic: str, src: Source, value: Any, exc: BaseException) -> Reject:
         return cls(topic, src.partition, src.offset, "", "unmappable: " + describe(exc),
-                   to_json(value))  # fmt: skip
+                   to_json(value), src.original)  # fmt: skip
 
     @classmethod
     def undecodable(cls, topic: str, src: Source, key: bytes | None, value: bytes | None,
                     exc: BaseException) -> Reject:  # fmt: skip
         raw = {"key_base64": _b64(key), "value_base64": _b64(value)}
         return cls(topic, src.partition, src.offset, "", "undecodable: " + describe(exc),
-                   to_json(raw))  # fmt: skip
+                   to_json(raw), (key, value))  # fmt: skip
 
-    def params(self) -> tuple:
-        return (self.topic, self.partition, self.offset, self.table, self.error, self.record)
+    @property
+    def reason(self) -> str:
+        """`undecodable`, `unmappable` or `refused` (a row PostgreSQL refused)."""
+        return split_error(self.table, self.error)[0]
+
+    def params(self, config_version: int = -1) -> tuple:
+        key, value = self.original or (None, None)
+        return (self.topic, self.partition, self.offset, self.table, self.error, self.record,
+                key, value, self.original is not None, config_version)  # fmt: skip
 
 
 def describe(exc: BaseException) -> str:
@@ -72,6 +86,24 @@ def describe(exc: BaseException) -> str:
     head = f"{type(exc).__name__}" + (f" [{sqlstate}]" if sqlstate else "")
     text = f"{head}: {exc}".replace("\x00", "\\u0000")
     return text[:MAX_ERROR_CHARS]
+
+
+REASONS = ("undecodable", "unmappable")
+
+
+def split_error(table: str, error: str) -> tuple[str, str, str]:
+    """(reason, error class, message) of a stored reject, read back from the `error` text that
+    `describe` (behind an `undecodable: ` or `unmappable: ` prefix) wrote."""
+    reason = "refused"
+    for prefix in REASONS:
+        if not table and error.startswith(prefix + ": "):
+            reason, error = prefix, error[len(prefix) + 2 :]
+            break
+    head, sep, message = error.partition(": ")
+    if not sep:
+        return reason, "", error
+    error_class, _, sqlstate = head.partition(" ")
+    return reason, error_class, f"{sqlstate} {message}" if sqlstate else message
 
 
 def to_json(value: Any) -> str | None:
@@ -104,25 +136,31 @@ def _b64(raw: bytes | None) -> str | None:
 
 
 INSERT = (
-    'INSERT INTO sink_rejects (topic, partition, "offset", "table", error, record) '
-    "VALUES (%s, %s, %s, %s, %s, %s::json) ON CONFLICT DO NOTHING"
+    'INSERT INTO sink_rejects (topic, partition, "offset", "table", error, record, key, value, '
+    "bytes_kept, config_version) VALUES (%s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s) "
+    "ON CONFLICT DO NOTHING"
 )
+# Held from the rejects' insert to the commit: their ids are drawn and committed in order, so
+# the relay (which publishes `id > last`) never passes a row that a slower writer commits later.
+ID_ORDER_LOCK = 0x53_4E_4B_52  # "SNKR"
 
 
-def write_rejects(conn: psycopg.Connection, rejects: list[Reject]) -> None:
+def write_rejects(conn: psycopg.Connection, rejects: list[Reject], config_version: int = -1) -> None:
     """Store `rejects` inside the caller's transaction; a record the `json` type still refuses
     is kept with its error and without its body rather than failing the batch."""
     if not rejects:
         return
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (ID_ORDER_LOCK,))
     try:
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(INSERT, [r.params() for r in rejects])
+            cur.executemany(INSERT, [r.params(config_version) for r in rejects])
     except psycopg.Error as exc:
         if not is_data_error(exc):
             raise
         with conn.cursor() as cur:
+            note = f"; record not storable: {describe(exc)}"
             cur.executemany(
                 INSERT,
-                [(*r.params()[:4], f"{r.error}; record not storable: {describe(exc)}", None)
-                 for r in rejects],
+                [(*p[:4], p[4] + note, None, *p[6:])
+                 for p in (r.params(config_version) for r in rejects)],
             )  # fmt: skip

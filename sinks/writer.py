@@ -82,7 +82,7 @@ def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> W
                 raise
             out.rows.clear()
             _isolate(conn, batch.entries, out)
-        write_rejects(conn, out.rejects)
+        write_rejects(conn, out.rejects, batch.config_version)
     return out
 
 
@@ -130,7 +130,7 @@ def _isolate_rows(conn: psycopg.Connection, entry: Entry, out: Written) -> None:
                 raise
             table = TARGETS[name].table
             out.rejects.append(Reject.refused(entry.topic, entry.partition, entry.offset, table,
-                                              entry.value, exc))  # fmt: skip
+                                              entry.value, exc, entry.original))  # fmt: skip
 
 
 def _check_and_store_offsets(conn: psycopg.Connection, offsets: Offsets, committed: Mapping) -> None:

@@ -11,6 +11,10 @@ batch and offsets; a relay (sinks/dlq_relay.py) publishes each row, in `id` orde
   `record` has them in base64, copied here).
 - `config_version`: the program version the sink had read when it rejected the record, -1
   when unknown.
+- `sink_dlq_relay`: the last id a relay (one per deployment: its transactional.id) has
+  published, noted after each Kafka commit. The topic's last record says it exactly; this
+  row is the floor for when retention has emptied the topic, so old rows are not published
+  again.
 
 Revision ID: 0008_sink_rejects_dlq
 Revises: 0007_leaderboards
@@ -37,9 +41,15 @@ UPDATE sink_rejects
        value = decode(record->>'value_base64', 'base64'),
        bytes_kept = true
  WHERE "table" = '' AND error LIKE 'undecodable:%' AND record IS NOT NULL;
+CREATE TABLE sink_dlq_relay (
+    relay text PRIMARY KEY,
+    last_id bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
 """
 
 DOWN = """
+DROP TABLE sink_dlq_relay;
 DROP INDEX sink_rejects_id;
 ALTER TABLE sink_rejects
     DROP COLUMN config_version,
