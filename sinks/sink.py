@@ -23,6 +23,7 @@ from schemas.settings import Settings, libpq_url
 from schemas.topics import base_name, schema_for, topic_name
 from sinks import metrics as m
 from sinks.batch import Batch
+from sinks.dlq_relay import DlqRelay
 from sinks.leaderboards import ScoringPrograms
 from sinks.mapping import SOURCE_TOPICS, Source
 from sinks.pipeline import BatchWriter
@@ -42,6 +43,7 @@ class SinkOptions:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
     connect_timeout_s: int = 3
+    dlq_relay: bool = True  # publish sink_rejects to sink.dlq (sinks/dlq_relay.py)
 
 
 class Sink:
@@ -69,6 +71,7 @@ class Sink:
         self.db_ok = False
         self.committed_records = 0
         self._programs = ScoringPrograms(settings)  # leaderboards score results with it
+        self.relay = DlqRelay(settings, self._connect, self.topics) if self.options.dlq_relay else None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Sink:
@@ -88,6 +91,8 @@ class Sink:
     def run(self) -> None:
         """Consume until stop(): flushes the last batch and leaves the group cleanly."""
         self._programs.start()
+        if self.relay is not None:
+            self.relay.start()
         self._consumer = Consumer(self._consumer_config())
         self._writer = BatchWriter(self._connect, self._record)
         self._consumer.subscribe(
@@ -108,6 +113,8 @@ class Sink:
             self._consumer.close()
             self._writer.close()
             self._db.close()
+            if self.relay is not None:
+                self.relay.stop()
             self._programs.stop()
             log.info("sink stopped")
 
@@ -118,6 +125,7 @@ class Sink:
             "db": "up" if self.db_ok else "down",
             "assigned": len(self._assigned),
             "committed_records": self.committed_records,
+            "dlq_relay": self.relay.state if self.relay is not None else "off",
         }
 
     def _consumer_config(self) -> dict:
@@ -228,7 +236,7 @@ class Sink:
         if not self._batch:
             self._batch.started = time.monotonic()
         base = base_name(physical, self.settings)
-        src = Source(base, msg.partition(), msg.offset(), msg.timestamp()[1])
+        src = Source(base, msg.partition(), msg.offset(), msg.timestamp()[1], (msg.key(), msg.value()))
         try:
             value = self._codec.decode(msg.value(), schema_for(base))
         except (CodecError, ValueError, EOFError, TypeError, IndexError) as exc:
@@ -252,6 +260,7 @@ class Sink:
     def _flush(self) -> None:
         """Hand the batch to the writer thread, fenced on the offsets it must start from."""
         batch, self._batch = self._batch, Batch()
+        batch.config_version = self._programs.version
         expected = {tp: self._position.get(tp) for tp in batch.offsets}
         self._position.update(batch.offsets)
         self._writer.submit(batch, expected)
@@ -287,6 +296,8 @@ class Sink:
                 )  # fmt: skip
         for topic, n in batch.per_topic.items():
             m.RECORDS.labels(topic).inc(n)
+        if written.rejects and self.relay is not None:
+            self.relay.wake()  # to sink.dlq now, not at the next poll
 
     def _update_lag(self) -> None:
         """Main thread only: the consumer must not be called from the writer thread."""
