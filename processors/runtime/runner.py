@@ -367,6 +367,7 @@ class Runner:
         if not msgs and not self.in_txn:  # nothing pending: a quiet loop is not a stalled one
             self._failing = False
             self._last_commit = time.monotonic()
+            self._update_lag()  # an idle processor's lag (0, or partitions it lost) stays fresh
         for msg in msgs:
             if msg.error():
                 if msg.error().fatal():
