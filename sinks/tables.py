@@ -284,6 +284,7 @@ JOURNEY_INSTANCES = Target(
     ),
 )
 
+
 def sum_scores(old: Row, new: Row) -> Row:
     """Deltas to one (board, period, customer) within a batch add up."""
     return {**new, "score": old["score"] + new["score"]}
