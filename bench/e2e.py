@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -45,6 +47,7 @@ from schemas.topics import DELIVERIES, EVENTS_LOYALTY, LOYALTY_RESULTS, schema_f
 SECRET = "whsec_ZGVtby1zZWNyZXQtZm9yLWxvY2FsLXRlc3Rpbmc="  # examples/program.yaml's webhook
 SERVICES = ("loyalty", "delivery", "ingest")
 API_KEY = local_stack.DEV_API_KEY
+ACCUMULATION = "CUSTOMER_ACCUMULATION"
 
 
 def request_bytes(body: bytes) -> bytes:
@@ -119,18 +122,16 @@ def read_topic(settings: Settings, base: str, timeout: float = 120.0) -> list[di
     return records
 
 
-def wait_delivered(receiver: RemoteReceiver, wanted: int, idle_timeout: float) -> float:
-    """Poll the receiver until it has `wanted` webhooks, or nothing new came for idle_timeout."""
-    last, last_change = -1, time.monotonic()
-    while True:
-        unique = receiver.stats()["unique"]
-        if unique >= wanted:
-            return time.monotonic()
+def wait_delivered(receiver: RemoteReceiver, wanted: int, drain_s: float, idle_s: float = 30.0) -> None:
+    """Poll the receiver until it has `wanted` CUSTOMER_ACCUMULATION webhooks; give up after
+    `drain_s`, or `idle_s` without a new one (a stack that fell behind is reported, not awaited)."""
+    last, last_change, deadline = -1, time.monotonic(), time.monotonic() + drain_s
+    while (unique := receiver.stats()["by_event"].get(ACCUMULATION, 0)) < wanted:
         if unique != last:
             last, last_change = unique, time.monotonic()
-        elif time.monotonic() - last_change > idle_timeout:
-            print(f"  only {unique} of {wanted} webhooks arrived ({idle_timeout:.0f}s without a new one)")
-            return time.monotonic()
+        if time.monotonic() - last_change > idle_s or time.monotonic() > deadline:
+            print(f"  gave up waiting: {unique:,} of {wanted:,} webhooks arrived")
+            return
         time.sleep(0.5)
 
 
@@ -154,7 +155,7 @@ def report(
     e2e, http, ingest, loyalty, handoff, post = [], [], [], [], [], []
     missing = 0
     for due, accepted_at, event_id in sent:
-        wid = name_uuid(f"{event_id}:CUSTOMER_ACCUMULATION")
+        wid = name_uuid(f"{event_id}:{ACCUMULATION}")
         arrived = arrivals.get(wid)
         http.append(accepted_at - due)
         if arrived is None:
@@ -180,7 +181,7 @@ def report(
     return {"p50": percentile(e2e, 50), "p99": percentile(e2e, 99), "max": max(e2e, default=0.0)}
 
 
-def run(rate: float, seconds: float, connections: int, ingest_workers: int) -> int:
+def run(rate: float, seconds: float, connections: int, ingest_workers: int, drain_s: float) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     prefix = f"e2e-{uuid.uuid4().hex[:8]}."
     settings = Settings(
@@ -223,13 +224,11 @@ def run(rate: float, seconds: float, connections: int, ingest_workers: int) -> i
         began = time.time() * 1000
         sent = asyncio.run(paced_load(port, seconds, rate, connections))
         load_done = time.time() * 1000
-        wait_delivered(receiver, len(sent), idle_timeout=30)
+        wait_delivered(receiver, len(sent), drain_s)
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         cpu["load generator"] = sum(os.times()[:2]) - cpu0["load generator"]
         arrivals = receiver.arrivals()
-        mine = [
-            arrivals[w] for w in (name_uuid(f"{e}:CUSTOMER_ACCUMULATION") for *_, e in sent) if w in arrivals
-        ]
+        mine = [arrivals[w] for w in (name_uuid(f"{e}:{ACCUMULATION}") for *_, e in sent) if w in arrivals]
         figures = report(
             sent,
             arrivals,
@@ -264,8 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--connections", type=int, default=64, help="keep-alive client connections")
     parser.add_argument("--ingest-workers", type=int, default=1)
+    parser.add_argument(
+        "--drain", type=float, default=120, help="seconds to wait after the load for the last webhooks"
+    )
     args = parser.parse_args(argv)
-    return run(args.rate, args.seconds, args.connections, args.ingest_workers)
+    # a SIGTERM (timeout, Ctrl-C from a supervisor) still stops the services and drops the topics
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return run(args.rate, args.seconds, args.connections, args.ingest_workers, args.drain)
 
 
 if __name__ == "__main__":
