@@ -35,7 +35,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from processors.runtime.dead_letters import dlq_topic, ensure_dlq_topic, letter_headers, parse_headers
-from processors.runtime.kafka_util import watermarks
+from processors.runtime.kafka_util import partitions_of, watermarks
 from processors.runtime.observability import DEAD_LETTERS
 from processors.runtime.transactions import retrying
 from schemas.settings import Settings
@@ -269,6 +269,7 @@ def last_published(settings: Settings, topic: str, timeout: float = 30.0) -> int
         }
     )
     try:
+        partitions_of(consumer, topic, timeout)  # a topic just created: wait for its metadata
         low, end = watermarks(consumer, TopicPartition(topic, PARTITION))
         window = 64
         while end > low:
