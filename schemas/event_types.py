@@ -50,10 +50,13 @@ class CompiledType:
 class TypeRegistry:
     """Caches compiled event types per program object (a new version is a new object)."""
 
+    KEPT = 4  # programs kept compiled: a backtest alternates two (current and proposed)
+
     def __init__(self, source: ProgramSource | None = None) -> None:
         self.source = source
         self._program: Program | None = None
         self._types: Types = {}
+        self._kept: dict[int, tuple[Program, Types]] = {}
 
     def current(self) -> Types:
         """The types of the source's current program."""
@@ -63,10 +66,14 @@ class TypeRegistry:
     def of(self, program: Program) -> Types:
         """The types of `program`, compiled on first sight of that program object."""
         if program is not self._program:
-            # Reserved types exist even in an empty program (before any config is applied).
-            types = [EventType(name=n) for n in RESERVED_EVENT_TYPES] + program.event_types
-            self._types = {t.name: compile_type(t) for t in types}
-            self._program = program
+            kept = self._kept.get(id(program))
+            if kept is None or kept[0] is not program:
+                # Reserved types exist even in an empty program (before any config is applied).
+                types = [EventType(name=n) for n in RESERVED_EVENT_TYPES] + program.event_types
+                if len(self._kept) >= self.KEPT:
+                    self._kept.clear()
+                kept = self._kept[id(program)] = (program, {t.name: compile_type(t) for t in types})
+            self._program, self._types = kept
         return self._types
 
     def lookup(self, name: str) -> CompiledType | None:
