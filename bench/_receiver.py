@@ -26,6 +26,7 @@ import httpx
 import orjson
 import uvloop
 
+from bench._child import read_line
 from processors.delivery.verify import VerificationError, verify
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
@@ -130,20 +131,22 @@ class RemoteReceiver:
         for secret in secrets or []:
             cmd += ["--secret", secret]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        self.port = int(self.proc.stdout.readline())
+        self.port = int(read_line(self.proc, 60, "the webhook receiver"))
+        self.http = httpx.Client(timeout=30)  # one client: a new one per poll costs an SSL context
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def stats(self) -> dict[str, Any]:
-        return httpx.get(self.url("/stats"), timeout=10).json()
+        return self.http.get(self.url("/stats")).json()
 
     def arrivals(self) -> dict[str, float]:
-        return orjson.loads(httpx.get(self.url("/arrivals"), timeout=30).content)
+        return orjson.loads(self.http.get(self.url("/arrivals")).content)
 
     def close(self) -> None:
+        self.http.close()
         self.proc.kill()
-        self.proc.wait()
+        self.proc.wait(30)
 
 
 def main(argv: list[str] | None = None) -> int:
