@@ -186,7 +186,7 @@ def _dlq_parser() -> Any:
     parser = argparse.ArgumentParser(prog="loyalty dlq", description="a stream processor's dead letters")
     sub = parser.add_subparsers(dest="action", required=True)
     listing = sub.add_parser("list", help="print the dead letters of a processor")
-    listing.add_argument("processor", help="loyalty, audiences, journeys, ... (its topic is <processor>.dlq)")
+    listing.add_argument("processor", help="loyalty, journeys, sink, ... (its topic is <processor>.dlq)")
     listing.add_argument("--limit", type=count, default=None, metavar="N", help="at most N dead letters")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     again = sub.add_parser("replay", help="re-inject dead letters into their source topic",

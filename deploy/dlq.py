@@ -6,9 +6,13 @@ saying why and where from. `list` reads that topic (committed records only) from
 up to the end offsets read at the start; `replay` produces the chosen dead letters' original
 key and value again to their source topic, after a fix, so the processor handles them anew.
 
+The sink's dead letters are in `sink.dlq` too (published from its `sink_rejects` table by
+sinks/dlq_relay.py, with the same headers), so `list sink` and `replay sink` work alike.
+
 Replaying never removes anything from the dead-letter topic (Kafka topics are append-only): a
 dead letter replayed twice is re-injected twice. A timer's dead letter has no source record
-(its value is the timer as JSON) and cannot be replayed.
+(its value is the timer as JSON) and cannot be replayed, nor can one whose original value was
+not kept (header `dlq.value.dropped`): replaying it would produce a tombstone.
 """
 
 from __future__ import annotations
@@ -239,6 +243,9 @@ def unreplayable(letter: DeadLetter) -> str | None:
                 "as JSON); fix the handler and schedule it again")  # fmt: skip
     if not letter.source_topic:
         return "it has no dlq.source.topic header"
+    dropped = letter.headers.get("dlq.value.dropped")
+    if dropped is not None:
+        return f"its original value was not kept ({dropped}); replaying it would produce a tombstone"
     return None
 
 
