@@ -13,6 +13,7 @@ ingest's read endpoints must answer from them. A failure names each table that l
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -33,6 +35,7 @@ from deploy.local.postgres import create_database
 from deploy.topics import delete_topics
 from schemas.codec import decode
 from schemas.topics import JOURNEYS_ACTIVITY
+from tests.support.promql import alert_rules, dashboard_exprs, metric_names
 
 pytestmark = pytest.mark.e2e
 
@@ -308,3 +311,33 @@ def test_demo_shows_every_part_of_the_product(stack: dict[str, str]) -> None:
     assert set(bob.split(": ", 1)[1].split(", ")) == {"High roller", "Regular"}, out
     assert "cart-abandonment EXITED 1" in out and "vip-welcome COMPLETED 1" in out, out
     assert "demo-carol bronze->gold" in out or "demo-carol -->gold" in out, out
+
+
+def served_metrics(stack: dict[str, str]) -> dict[str, set[str]]:
+    """Per service, the metric names its /metrics serves (as PromQL names them: counters with
+    _total, histograms with _bucket/_sum/_count), from each family's TYPE line."""
+    state = orjson.loads((Path(stack["LOYALTY_LOCAL_DIR"]) / "stack.json").read_bytes())
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "summary": ("_sum", "_count")}  # fmt: skip
+    served: dict[str, set[str]] = {}
+    for name, service in state["services"].items():
+        if name == "receiver":
+            continue
+        text = httpx.get(f"http://127.0.0.1:{service['port']}/metrics", timeout=10).text
+        names: set[str] = set()
+        for family, kind in re.findall(r"^# TYPE (\S+) (\w+)$", text, re.M):
+            names |= {family if family.endswith(s) else family + s for s in suffixes.get(kind, ("",))}
+        served[name] = names
+    return served
+
+
+def test_every_metric_a_panel_or_an_alert_names_is_served_live(stack: dict[str, str]) -> None:
+    """Issue 13: the metric names in deploy/grafana and deploy/prometheus exist on the running
+    services' /metrics (the unit scan reads the source; this asks the processes)."""
+    served = served_metrics(stack)
+    assert {"loyalty", "audiences", "journeys", "router", "delivery", "sink", "ingest"} <= set(served)
+    everything = set().union(*served.values())
+    wanted = {n for _, expr in dashboard_exprs() for n in metric_names(expr)}
+    wanted |= {n for rule in alert_rules() for n in metric_names(rule["expr"])}
+    missing = sorted(wanted - everything)
+    assert not missing, f"named by a panel or an alert but served by no service: {missing}"
