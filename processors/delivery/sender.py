@@ -11,10 +11,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import httpx
-
 from processors.delivery import metrics
 from processors.delivery.disabled import DisabledTable
+from processors.delivery.http import HttpClient, Reply, TransportError
 from processors.delivery.policy import (
     Step,
     honours_retry_after,
@@ -66,7 +65,7 @@ class Deliverer:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         outbox: Outbox,
         program: Callable[[], Program],
         disabled: DisabledTable,
@@ -135,15 +134,15 @@ class Deliverer:
             headers["webhook-signature"] = signature_header(secrets, note["id"], ts, body)
         started = time.perf_counter()
         try:
-            resp = await self.client.post(ep.url, content=body, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500], None, time.perf_counter() - started
+            resp = await self.client.post(ep.url, body, headers, timeout)
+        except TransportError as exc:
+            return None, str(exc), None, time.perf_counter() - started
         latency = time.perf_counter() - started
-        error = None if is_success(resp.status_code) else _error(resp)
+        error = None if is_success(resp.status) else _error(resp)
         after = None
-        if honours_retry_after(resp.status_code):
+        if honours_retry_after(resp.status):
             after = parse_retry_after(resp.headers.get("retry-after"))
-        return resp.status_code, error, after, latency
+        return resp.status, error, after, latency
 
     async def _retry(
         self,
@@ -225,11 +224,11 @@ class Deliverer:
         )
 
 
-def _error(resp: httpx.Response) -> str:
-    if is_redirect(resp.status_code):
+def _error(resp: Reply) -> str:
+    if is_redirect(resp.status):
         location = resp.headers.get("location") or "(no location)"
-        return f"redirect {resp.status_code} to {location[:300]} not followed"
-    return f"HTTP {resp.status_code}"
+        return f"redirect {resp.status} to {location[:300]} not followed"
+    return f"HTTP {resp.status}"
 
 
 def _lookup(program: Program, key: str) -> Endpoint | None:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, TopicPartition
 
 from deploy.topics import ensure_topics
 from processors.delivery import metrics
 from processors.delivery.disabled import DisabledTable
 from processors.delivery.dispatcher import Dispatcher
+from processors.delivery.http import AiohttpClient
 from processors.delivery.kafka_io import RETRY_PREFIX, KafkaOutbox, consumer, value_schema
 from processors.delivery.offsets import OffsetTracker
 from processors.delivery.policy import parse_duration, tiers
@@ -152,8 +152,7 @@ class DeliveryService:
         )
         await asyncio.to_thread(ensure_dlq_topic, self.settings, self.input_dlq)
         outbox = self.outbox = KafkaOutbox(self.settings, self._loop)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        client = AiohttpClient()
         deliverer = Deliverer(
             client,
             outbox,
@@ -178,7 +177,7 @@ class DeliveryService:
             self._commit(asynchronous=False)
         finally:
             self.dispatcher.close()
-            await client.aclose()
+            await client.close()
             await asyncio.to_thread(outbox.close)
             await asyncio.to_thread(self.disabled.stop)
             await self._loop.run_in_executor(pool, self.consumer.close)
@@ -421,7 +420,6 @@ def main(argv: list[str] | None = None) -> int:
     from processors.runtime.logs import configure_logging
 
     configure_logging("delivery")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # attempts are on the deliveries topic
     DeliveryService(Settings.from_env(), options=parse_args(argv or [])).run()
     return 0
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from processors.delivery.disabled import DisabledTable
+from processors.delivery.http import HttpxClient
 from processors.delivery.sender import Deliverer
 from processors.delivery.verify import verify
 from schemas.program import Delivery, Program, Webhook
@@ -57,7 +58,7 @@ def _run(
 
     async def go() -> str:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await Deliverer(client, outbox, lambda: program, disabled).deliver(
+            return await Deliverer(HttpxClient(client), outbox, lambda: program, disabled).deliver(
                 "webhook:a", _note(attempt)
             )
 
