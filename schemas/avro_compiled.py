@@ -700,6 +700,9 @@ class _Checker:
             self.value(schema["values"], item, f"{path}[{key!r}]")
 
     def union(self, branches: list, v: Any, path: str) -> None:
+        if v is not None and len(branches) == 2 and "null" in branches:  # an optional value:
+            self.value(branches[1 - branches.index("null")], v, path)  # its error names the field
+            return
         for branch in branches:
             try:
                 self.value(branch, v, path)

@@ -56,8 +56,8 @@ def _rekey(value: dict, prefix: str) -> dict:
     value["customer_id"] = prefix + value["customer_id"]
     if "event_id" in value:
         value["event_id"] = prefix + value["event_id"]
+        value["wallet"] = {**value["wallet"], "customer_id": value["customer_id"]}
         detail = orjson.loads(value["detail"])
-        detail["wallet"]["customer_id"] = value["customer_id"]
         for line in detail.get("accumulations", []) + detail.get("redemptions", []):
             line["id"] = prefix + line["id"]
             line["event_id"] = prefix + line.get("event_id", "")

@@ -197,8 +197,8 @@ def _with_customer(value: dict, cid: str) -> dict:
     value["customer_id"] = cid
     if "event_id" in value:
         value["event_id"] = cid + value["event_id"]
+        value["wallet"] = {**value["wallet"], "customer_id": cid}
         detail = orjson.loads(value["detail"])
-        detail["wallet"]["customer_id"] = cid
         for line in detail["accumulations"]:
             line["id"] = cid + line["id"]
         value["detail"] = orjson.dumps(detail).decode()

@@ -201,6 +201,21 @@ def test_errors_name_the_nested_field():
         codec().encode("Event", {k: v for k, v in EVENT.items() if k != "id"})
 
 
+def test_a_bad_wallet_value_is_refused_naming_its_field():
+    line = {"id": "l", "amount": 1.0, "reward_id": "POINTS", "event_id": "e", "issued_at": 1.5,
+            "kind": "ACCUMULATION"}  # fmt: skip
+    wallet = {"customer_id": "c", "balance": {"POINTS": 1.0}, "points": 1.0, "lifetime": 1.0,
+              "pending": 0.0, "lines": [line]}  # fmt: skip
+    result = {"event_id": "e", "customer_id": "c", "type": "T", "status": "RESOLVED", "processed_at": 1}
+    with pytest.raises(CodecError, match=r"Result\.wallet\.lines\[0\]\.issued_at: an int"):
+        codec().encode("Result", {**result, "wallet": wallet})
+    with pytest.raises(CodecError, match=r"Result\.wallet\.balance\['POINTS'\]: a number"):
+        codec().encode("Result", {**result, "wallet": {**wallet, "lines": [], "balance": {"POINTS": "1"}}})
+    ok = {**wallet, "lines": [{**line, "issued_at": 1}]}
+    assert codec().decode(codec().encode("Result", {**result, "wallet": ok}), "Result")["wallet"]["lines"][0][
+        "reason"] is None  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("schema", "value"),
     [("int", (1 << 31) - 1), ("int", -(1 << 31)), ("long", (1 << 63) - 1), ("long", -(1 << 63)),

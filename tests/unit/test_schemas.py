@@ -8,11 +8,13 @@ import uuid
 
 import pytest
 
-from schemas.codec import AVRO_DIR, MAGIC, Codec, CodecError, decode, encode
+from schemas.codec import AVRO_DIR, MAGIC, Codec, CodecError, decode, encode, schema_fingerprint
 from schemas.compat import committed_versions, incompatibility
 from schemas.topics import TOPICS
 
 EVENT = {"id": "e1", "customer_id": "c1", "type": "PURCHASE", "issued_at": 1, "received_at": 2}
+RESULT = {"event_id": "e1", "customer_id": "c1", "type": "PURCHASE", "status": "RESOLVED", "processed_at": 3}
+NOTE = {"id": "n1", "event": "CUSTOMER_ACCUMULATION", "customer_id": "c1", "data": "{}", "created_at": 3}
 
 
 def test_single_object_encoding_has_magic_and_fingerprint():
@@ -69,6 +71,26 @@ def test_schema_reads_every_previously_committed_version(path):
     for commit, old in committed_versions(path):
         reason = incompatibility(old, current)
         assert reason is None, f"{path.name} cannot read data written by {commit[:8]}: {reason}"
+
+
+@pytest.mark.parametrize("path", sorted(AVRO_DIR.glob("*.avsc")), ids=lambda p: p.name)
+def test_every_committed_version_stays_decodable(path):
+    """A record a producer wrote with any committed version is decoded: a superseded version
+    must be kept under schemas/avro/history/ (or the record is dead-lettered as unknown)."""
+    known = Codec()._writers  # noqa: SLF001 - the fingerprints the decoder knows
+    for commit, old in committed_versions(path):
+        fp = schema_fingerprint(old)
+        assert fp in known, f"{path.name} of {commit[:8]} ({fp.hex()}) is not in schemas/avro/history/"
+
+
+def test_the_wallet_record_versions_have_their_documented_fingerprints():
+    """docs/producing.md names them: a producer checks the bytes after C3 01 against them."""
+    codec = Codec()
+    assert codec.encode("Result", RESULT)[2:10].hex() == "d248c0f62b0d04e5"
+    assert codec.encode("Notification", NOTE)[2:10].hex() == "c4719c74af949fce"
+    old = Codec(AVRO_DIR / "history")
+    assert old.encode("Result", RESULT)[2:10].hex() == "da36d5b64dad69ae"
+    assert old.encode("Notification", NOTE)[2:10].hex() == "25490d4bb4d95f24"
 
 
 @pytest.mark.parametrize("name", ["cust-1:order-7", "", "ünïcode:ref", "a" * 500])
