@@ -8,9 +8,11 @@ MockTransport is handy (the sender's unit tests).
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -39,15 +41,29 @@ def _failure(exc: BaseException) -> TransportError:
 
 class AiohttpClient:
     """Keep-alive connections without a pool limit (each lane bounds its own concurrency), no
-    redirects (sender.py), no cookie jar (a receiver's cookies are never sent back), proxies from
-    the environment as before."""
+    redirects (sender.py), no cookie jar (a receiver's cookies are never sent back).
+
+    HTTP(S)_PROXY / NO_PROXY are honoured as httpx did, read once per scheme and host: aiohttp's
+    own trust_env re-reads them, and ~/.netrc, in a worker thread on every request."""
 
     def __init__(self) -> None:  # inside the running loop: the session belongs to it
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
             cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=True,
         )
+        self._env_proxies = urllib.request.getproxies()
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def proxy_for(self, url: str) -> str | None:
+        """The environment's proxy for this URL's scheme and host, None for a direct call."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._proxies:
+            proxy = self._env_proxies.get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass(parts.netloc):
+                proxy = None
+            self._proxies[key] = proxy
+        return self._proxies[key]
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Reply:
         try:
@@ -56,6 +72,7 @@ class AiohttpClient:
                 data=body,
                 headers=headers,
                 allow_redirects=False,
+                proxy=self.proxy_for(url),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 await resp.read()  # the connection goes back to the pool only once drained

@@ -74,3 +74,18 @@ def test_a_slow_answer_times_out_as_a_transport_error(receiver: Receiver, kind: 
     receiver.routes["/slow"] = Route(delay_s=2.0)
     with pytest.raises(TransportError):
         _post(kind, receiver.url("/slow"), timeout=0.2)
+
+
+def test_the_proxy_comes_from_the_environment_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "hooks.local")
+
+    async def go() -> list[str | None]:
+        client = AiohttpClient()
+        try:
+            urls = ["https://hooks.example/a", "https://hooks.local/b", "http://plain.example/c"]
+            return [client.proxy_for(u) for u in urls]
+        finally:
+            await client.close()
+
+    assert asyncio.run(go()) == ["http://proxy.internal:3128", None, None]
