@@ -142,14 +142,14 @@ def flat(values: list[float]) -> tuple[float, bool]:
 def report(rows: list[dict[str, Any]], samples: list[tuple[int, float]], window_days: int) -> bool:
     print("\nper event, at each history size (bytes: key + value)")
     columns = sorted({k for r in rows for k in r} - {"events"}, key=lambda k: (k.startswith("changelog"), k))
-    print(f"  {'figure':32s}" + "".join(f"{r['events']:>10,}" for r in rows) + "   max/min from 10   goal")
+    print(f"  {'figure':22s}" + "".join(f"{r['events']:>12,}" for r in rows) + "   max/min from 10  goal")
     ok = True
     for col in columns:
         values = [r.get(col, 0) for r in rows]
         ratio, good = flat([v for r, v in zip(rows, values, strict=True) if r["events"] >= 10])
         ok &= good
-        cells = "".join(f"{v:>10,.0f}" if isinstance(v, (int, float)) else f"{v:>10}" for v in values)
-        print(f"  {col:32s}{cells}   {ratio:8.2f}          {'flat' if good else 'GROWS'}")
+        cells = "".join(f"{v:>12,.0f}" for v in values)
+        print(f"  {col:22s}{cells}   {ratio:15.2f}  {'flat' if good else 'GROWS'}")
     after = [s for d, s in samples if d >= window_days]
     ratio, good = flat(after)
     print(f"\nstate per customer after day {window_days} (the longer of the retention and expiry windows): "
