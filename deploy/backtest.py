@@ -463,7 +463,7 @@ def parser() -> argparse.ArgumentParser:
         "--partitions",
         type=int,
         default=None,
-        help="budget split as in production (default TOPIC_PARTITIONS)",
+        help="partitions the customers are spread over, as in production (default TOPIC_PARTITIONS)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows on a terminal)")

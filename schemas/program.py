@@ -82,6 +82,15 @@ class CampaignWebhook(Model):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+class CampaignLimits(Model):
+    """Caps per customer per calendar period (UTC, on the event's `issued_at`; ISO weeks start
+    Monday): how many times one customer may be rewarded, counted as `per_customer_limit`."""
+
+    per_customer_per_day: int | None = Field(default=None, gt=0)
+    per_customer_per_week: int | None = Field(default=None, gt=0)
+    per_customer_per_month: int | None = Field(default=None, gt=0)
+
+
 class Campaign(Model):
     id: str
     name: str = ""
@@ -93,8 +102,9 @@ class Campaign(Model):
     tier_multipliers: bool = True
     start: str | None = None  # ISO 8601
     end: str | None = None
-    budget: float | None = None
+    budget: float | None = None  # total amount, kept exactly over partitions (campaigns.budgets)
     per_customer_limit: int | None = None
+    limits: CampaignLimits = Field(default_factory=CampaignLimits)  # per-period caps
     enabled: bool = True
     punch_card: PunchCard | None = None
     streak: Streak | None = None

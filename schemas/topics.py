@@ -44,6 +44,7 @@ DELIVERIES = "deliveries"
 PROGRAM_CONFIG = "program.config"
 LOYALTY_REFERRALS = "loyalty.referrals"  # re-keyed by referral code -> owner
 COUPON_CLAIMS = "coupons.claims"  # keyed by coupon code: decides global single use
+CAMPAIGN_BUDGETS = "campaigns.budgets"  # keyed by campaign id: grants budget spends exactly
 # every program version with who/when/what (JSON values; program.config keeps only the latest)
 PROGRAM_HISTORY = "program.history"
 ADMIN_AUDIT = "admin.audit"  # every admin write (AdminAudit), sunk to the admin_audit table
@@ -75,6 +76,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(PROGRAM_CONFIG, "ProgramConfig", compacted=True, key="program"),
         TopicSpec(LOYALTY_REFERRALS, "Event", key="referral_code"),
         TopicSpec(COUPON_CLAIMS, "Event", key="coupon_code"),
+        TopicSpec(CAMPAIGN_BUDGETS, "Event", key="campaign_id"),
         TopicSpec(PROGRAM_HISTORY, None, key="program", config=KEEP_FOREVER),  # JSON values
         TopicSpec(ADMIN_AUDIT, "AdminAudit", key="resource", config=KEEP_FOREVER),
         *[TopicSpec(retry_topic(t), "Notification") for t in RETRY_TIERS],

@@ -193,7 +193,7 @@ class Badges:
                 continue
             info["count"] -= 1
             if award.get("counted") and award.get("campaign_id"):  # a badge-only award counted
-                campaigns.progress(self.state, award["campaign_id"])["count"] -= 1
+                campaigns.counted(self.state, self.program, award["campaign_id"], event, -1)
             source = {"achievement_id": award.get("achievement_id"), "campaign_id": award.get("campaign_id")}
             change = self._badge_change(
                 "REVOKED", award["badge_id"], event["id"], event["type"], info, source

@@ -2,7 +2,7 @@
 
 Each returns an `Award` (what to credit and why), a `Skip` (why not, for explainability) or None
 (not concerned). Progress of punch cards and streaks lives in the customer's state under
-`campaigns[campaign_id]`; partition-wide budgets in a dict the processor persists.
+`campaigns[campaign_id]`; budgets are decided on the campaign's partition (budgets.py).
 """
 
 from __future__ import annotations
@@ -104,46 +104,89 @@ def eligible(c: Campaign, event: dict[str, Any], state: dict[str, Any], budget: 
     count = state.get("campaigns", {}).get(c.id, {}).get("count", 0)
     if c.per_customer_limit is not None and count >= c.per_customer_limit:
         return f"per-customer limit of {c.per_customer_limit} reached"
-    if budget.left(c) <= 0:
-        return "budget exhausted"
+    capped = period_capped(c, event, state)
+    if capped:
+        return capped
+    if budget.exhausted(c):
+        return BUDGET_EXHAUSTED
     return None
 
 
+BUDGET_EXHAUSTED = "budget exhausted"
+# per-customer caps per calendar period: (period, CampaignLimits field)
+PERIOD_CAPS = (
+    ("day", "per_customer_per_day"),
+    ("week", "per_customer_per_week"),
+    ("month", "per_customer_per_month"),
+)
+KEPT_PERIODS = 2  # counts kept per period kind: the current one and the one before (late events)
+
+
+def period_index(ms: int, period: str) -> int:
+    """The UTC day, ISO week (Monday) or month an instant falls in, as a number."""
+    if period == "month":
+        dt = datetime.fromtimestamp(ms / 1000, UTC)
+        return dt.year * 12 + dt.month - 1
+    return period_of(ms, period)
+
+
+def period_capped(c: Campaign, event: dict[str, Any], state: dict[str, Any]) -> str | None:
+    """The per-period cap this customer reached for the event's period, if any."""
+    periods = state.get("campaigns", {}).get(c.id, {}).get("periods", {})
+    for period, name in PERIOD_CAPS:
+        cap = getattr(c.limits, name)
+        if cap is None:
+            continue
+        seen = periods.get(period, {}).get(str(period_index(event["issued_at"], period)), 0)
+        if seen >= cap:
+            return f"per-customer limit of {cap} per {period} reached"
+    return None
+
+
+def counted(
+    state: dict[str, Any], program: Program, campaign_id: str, event: dict[str, Any], sign: int
+) -> None:
+    """Count one reward of the campaign for this customer (sign -1: take one back, as a
+    reversal does): in total (`per_customer_limit`) and in the event's period of each capped
+    period kind (`limits`). Only the periods the campaign caps are counted."""
+    p = progress(state, campaign_id)
+    p["count"] = p.get("count", 0) + sign
+    c = by_id(program).get(campaign_id)
+    kinds = [k for k, name in PERIOD_CAPS if c is not None and getattr(c.limits, name) is not None]
+    for kind in kinds if sign > 0 else list(p.get("periods", {})):
+        counts = p.setdefault("periods", {}).setdefault(kind, {})
+        key = str(period_index(event["issued_at"], kind))
+        counts[key] = counts.get(key, 0) + sign
+        if counts[key] <= 0:
+            counts.pop(key)
+        for old in sorted(counts, key=int)[:-KEPT_PERIODS]:
+            counts.pop(old)
+
+
 class Budget:
-    """Partition-local spend per campaign: a campaign's budget is split evenly over partitions
-    (no cross-partition reads), `share` = 1 / partitions. `load(campaign_id)` reads a spend
-    not in `spent` yet (the processor's store), so an event reads only the budgets it touches."""
+    """What a customer's partition knows of campaign budgets. Spends are granted exactly on
+    the campaign's own partition (processors/loyalty/budgets.py, through campaigns.budgets);
+    here only the budgets that partition said were exhausted, each with the budget it ran out
+    at (a raised budget is asked again). `load(key)` reads the processor's `budgets` store."""
 
-    def __init__(
-        self,
-        spent: dict[str, float] | None = None,
-        share: float = 1.0,
-        load: Callable[[str], float | None] | None = None,
-    ) -> None:
-        self.spent = spent if spent is not None else {}
-        self.share = share
+    def __init__(self, load: Callable[[str], Any] | None = None) -> None:
         self.load = load
-        self.changed: set[str] = set()
+        self.learned: dict[str, float] = {}  # campaign id -> budget seen exhausted (to store)
 
-    def _spent(self, campaign_id: str) -> float:
-        if campaign_id not in self.spent and self.load is not None:
-            spent = self.load(campaign_id)
-            if spent is not None:
-                self.spent[campaign_id] = spent
-        return self.spent.get(campaign_id, 0.0)
-
-    def left(self, c: Campaign) -> float:
+    def exhausted(self, c: Campaign) -> bool:
         if c.budget is None:
-            return math.inf
-        return c.budget * self.share - self._spent(c.id)
+            return False
+        known = self.learned.get(c.id)
+        if known is None and self.load is not None:
+            known = self.load(exhausted_key(c.id))
+        return known is not None and known >= c.budget
 
-    def spend(self, c: Campaign, amount: float) -> float:
-        """Spend up to what is left; returns the amount granted."""
-        granted = min(amount, self.left(c))
-        if c.budget is not None:
-            self.spent[c.id] = self._spent(c.id) + granted
-            self.changed.add(c.id)
-        return granted
+    def learn(self, campaign_id: str, budget: float) -> None:
+        self.learned[campaign_id] = budget
+
+
+def exhausted_key(campaign_id: str) -> str:
+    return f"exhausted:{campaign_id}"
 
 
 def formula_award(c: Campaign, activation: Any, info: dict[str, Any] | None = None) -> Award | Skip:

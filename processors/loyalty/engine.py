@@ -21,6 +21,7 @@ from processors.loyalty.badges import Badges
 from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
 from processors.loyalty.envelope import as_json, command, public_event, uid
+from processors.loyalty.holds import HELD, Holds
 from processors.loyalty.lifecycle import Lifecycle
 from processors.loyalty.reactions import render
 from processors.loyalty.rekeyed import Rekeyed
@@ -36,7 +37,7 @@ __all__ = ["Output", "Refused", "apply", "command", "fire", "new_state", "public
 # kinds with their own handler in `apply`; any other kind is an event (EVENT, REGISTER, SCHEDULED)
 COMMANDS = frozenset(
     {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY", "ADJUST"}
-    | {"REFERRAL_REWARD", "COUPON_GRANTED", "COUPON_REJECTED"}
+    | {"REFERRAL_REWARD", "COUPON_GRANTED", "COUPON_REJECTED", "BUDGET_DECISION"}
 )
 
 
@@ -66,7 +67,7 @@ def new_state(customer_id: str) -> dict[str, Any]:
     return state
 
 
-class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
+class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Holds):
     """One engine call: accumulates outputs while mutating the customer's state."""
 
     def __init__(self, state: dict, program: Program, now: int, lookup: Lookup, budget: Budget):
@@ -87,6 +88,8 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
         self._sequence: int | None = None
         self.badge_changes: list[dict[str, Any]] = []  # badges awarded or revoked by this call
         self.touched = _touched_at_start(state)  # the wallet's `lines`: buckets this call changed
+        self.held_key: str | None = None  # the event whose budgeted awards this call held
+        self._held_res: dict[str, Any] | None = None
         self.out = Output(state)
 
     # -- small helpers -------------------------------------------------------------------
@@ -152,13 +155,16 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
             "detail": orjson.dumps(body).decode(),
             "wallet": self.wallet(),
         }
-        self.out.results.append(res)
+        if not self._stash_result(res, status):  # held: sent once the budgets are decided
+            self.out.results.append(res)
         return res
 
     def remember(self, event_id: str, res: dict, status: str, **extra: Any) -> None:
         """The partition's record of an event: first result and current status. What the event
         applied is read back from that result (`applied`); `extra` stores only what changed
         after it (a fulfilment's accumulations and redemptions)."""
+        if self._stash_record(event_id, res, status, extra):
+            return
         record = self.out.records.get(event_id)
         if record is None and event_id != self.fresh:
             record = self.lookup(event_id)
@@ -286,10 +292,14 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
         snapshot = self._rule_profile() if profile.rule_fields(self.program) != {} else None
         act = self.activation(event, props, snapshot)
         applied, skipped, accs = [], [], []
+        held = 0  # budgeted awards waiting for their campaign's partition (holds.py)
         mult = tiers.multiplier(self.program, self.state.get("tier"))
         for outcome in campaigns.evaluate(self.program, event, self.state, act, self.budget):
             if isinstance(outcome, Award):
-                line = self._credit(event, outcome, mult, len(accs))
+                if self._hold(event, outcome, mult, len(accs) + held):  # decided elsewhere
+                    held += 1
+                    continue
+                line = self._credit(event, outcome, mult, len(accs) + held)
                 if line:
                     accs.append(line)
                 reacted = self._react(event, outcome, act, counted=line is None)
@@ -332,7 +342,7 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
         if campaign.award_badge is None and campaign.webhook is None:
             return out
         if counted:
-            campaigns.progress(self.state, campaign.id)["count"] += 1
+            campaigns.counted(self.state, self.program, campaign.id, event, +1)
         if campaign.award_badge is not None:
             self._campaign_badge(event, campaign.id, campaign.award_badge, counted)
             out["badge_id"] = campaign.award_badge
@@ -357,7 +367,6 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
         amount = award.amount * award.multiplier
         bounds.check_award(campaign.id, award.reward_id, amount, self._held(award.reward_id))
         amount = rounded(amount, self.program.rounding)
-        amount = self.budget.spend(campaign, amount) if amount > 0 else 0.0
         if amount <= 0:
             return None
         award.amount = amount
@@ -378,9 +387,14 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
         wallet.accumulate(self.state, line, self.touched)
         self.changed()
         self.out.credited.append(line)
-        campaigns.progress(self.state, award.campaign_id)["count"] += 1
+        campaigns.counted(self.state, self.program, award.campaign_id, event, +1)
+        self._after_credit(event, award)
+        return line
+
+    def _after_credit(self, event: dict, award: Award) -> None:
+        """What a credited award adds besides its line (also for a granted budgeted one)."""
         if award.reward_id == wallet.POINTS:
-            profile.metrics(self.state)["period_points"] += amount
+            profile.metrics(self.state)["period_points"] += award.amount
         if award.kind == "coupon":
             code = award.info.get("code", "")
             self.notify(
@@ -388,7 +402,6 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges):
                 n.COUPON_REDEMPTION,
                 n.coupon(self.cid, award.campaign_id, code),
             )
-        return line
 
     def _held(self, reward_id: str) -> float:
         """What a credit adds to, for the balance bound: lifetime points (never below the
@@ -515,6 +528,8 @@ def apply(
     prior = lookup(event["id"])
     if prior is not None and not retention.expired(prior, now, program):
         return _duplicate(state, prior, event)
+    if _waiting(state, event["id"]):  # a repeat: its result follows the budget decisions
+        return Output(state)
     step = Step(state, program, now, lookup, budget or Budget())
     step.fresh = event["id"]  # no record yet: `remember` need not read the store again
     kind = event.get("kind", "EVENT")
@@ -528,6 +543,7 @@ def apply(
         "REFERRAL_REWARD": step.referral_reward,
         "COUPON_GRANTED": step.coupon_decision,
         "COUPON_REJECTED": step.coupon_decision,
+        "BUDGET_DECISION": step.budget_decision,
     }.get(kind, step.event)
     try:
         out = handler(event)
@@ -535,6 +551,11 @@ def apply(
         exc.event = event
         raise
     return _once(out, event)
+
+
+def _waiting(state: dict[str, Any], event_id: str) -> bool:
+    held = state.get(HELD)
+    return bool(held) and (event_id in held or any(h["input_id"] == event_id for h in held.values()))
 
 
 def _once(out: Output, event: dict[str, Any]) -> Output:

@@ -40,6 +40,8 @@ class Lifecycle:
 
     def _target(self, cmd: dict, wanted: str) -> tuple[dict | None, str | None]:
         target_id = cmd.get("target_event_id")
+        if target_id and self.is_held(target_id):
+            return None, f"event {target_id} is waiting for a campaign budget decision"
         record = self.out.records.get(target_id or "") or (self.lookup(target_id) if target_id else None)
         if record is not None and retention.expired(record, self.now, self.program):
             return None, retention.too_old(target_id or "", self.program)
@@ -94,6 +96,8 @@ class Lifecycle:
     def release(self, cmd: dict | None, event_id: str, status: str) -> Output:
         """Cancel (a command) or expire (a timer) an open reservation."""
         record = self.out.records.get(event_id) or self.lookup(event_id)
+        if self.is_held(event_id):  # being fulfilled: its budget decision is on the way
+            record = None
         if record is None or record.get("status") != "PENDING":
             if cmd is None:
                 return self.out  # already fulfilled or cancelled: nothing to expire
@@ -135,8 +139,8 @@ class Lifecycle:
         for acc in record["accumulations"]:
             if acc["reward_id"] == wallet.POINTS:
                 profile.metrics(self.state)["period_points"] -= acc["amount"]
-            if acc.get("campaign_id"):  # a reversed reward no longer counts toward the limit
-                campaigns.progress(self.state, acc["campaign_id"])["count"] -= 1
+            if acc.get("campaign_id"):  # a reversed reward no longer counts toward the limits
+                campaigns.counted(self.state, self.program, acc["campaign_id"], event, -1)
         wallet.restore(self.state, record["redemptions"], self.touched)
         self.changed()
         if event.get("kind") != "SCHEDULED":

@@ -21,6 +21,7 @@ TIER_DOWNGRADE = "TIER_DOWNGRADE"
 BADGE_AWARDED = "BADGE_AWARDED"
 BADGE_REVOKED = "BADGE_REVOKED"
 ACHIEVEMENT_PROGRESS = "ACHIEVEMENT_PROGRESS"
+CAMPAIGN_BUDGET_EXHAUSTED = "CAMPAIGN_BUDGET_EXHAUSTED"  # once per campaign and budget (budgets.py)
 # the types that carry the wallet: the Notification's `wallet` field, set by engine.Step once the
 # whole call is applied (delivery shows it as the last key of `data`)
 WITH_WALLET = frozenset(

@@ -13,7 +13,8 @@ import orjson
 
 from processors.loyalty import engine, metrics, retention
 from processors.loyalty.bounds import Refused
-from processors.loyalty.campaigns import Budget
+from processors.loyalty.budgets import Budgets
+from processors.loyalty.campaigns import Budget, exhausted_key
 from processors.loyalty.codes import Codes
 from processors.loyalty.envelope import public_event
 from processors.runtime.api import Context, Processor, Record, Timer
@@ -21,6 +22,7 @@ from schemas.event_types import TypeRegistry
 from schemas.intake import Invalid, record_problem, rejected_result
 from schemas.settings import Settings
 from schemas.topics import (
+    CAMPAIGN_BUDGETS,
     COUPON_CLAIMS,
     EVENTS_LOYALTY,
     LOYALTY_REFERRALS,
@@ -36,7 +38,7 @@ TYPES = TypeRegistry()  # event types compiled per program version, as ingest co
 
 class LoyaltyProcessor(Processor):
     name = "loyalty"
-    inputs = [EVENTS_LOYALTY, LOYALTY_REFERRALS, COUPON_CLAIMS]
+    inputs = [EVENTS_LOYALTY, LOYALTY_REFERRALS, COUPON_CLAIMS, CAMPAIGN_BUDGETS]
     outputs = [
         LOYALTY_RESULTS,
         NOTIFICATIONS,
@@ -44,6 +46,7 @@ class LoyaltyProcessor(Processor):
         EVENTS_LOYALTY,
         LOYALTY_REFERRALS,
         COUPON_CLAIMS,
+        CAMPAIGN_BUDGETS,
     ]
     stores = [CUSTOMERS, EVENTS, CODES, BUDGETS]
 
@@ -57,6 +60,8 @@ class LoyaltyProcessor(Processor):
             self._commands(ctx, Codes(ctx.store(CODES)).referral(value, ctx.now()))
         elif record.topic == COUPON_CLAIMS:
             self._commands(ctx, Codes(ctx.store(CODES)).coupon(value, ctx.now()))
+        elif record.topic == CAMPAIGN_BUDGETS:
+            self._commands(ctx, Budgets(ctx.store(BUDGETS)).reserve(value, ctx.config, ctx.now()))
         else:
             self._event(ctx, value)
 
@@ -112,9 +117,9 @@ class LoyaltyProcessor(Processor):
         return out, self._budget(ctx)
 
     def _budget(self, ctx: Context) -> Budget:
-        """Spends are read from the store only for the budgeted campaigns an event reaches
-        (one `get` each), not the whole store per event."""
-        return Budget({}, 1.0 / self.partitions, ctx.store(BUDGETS).get)
+        """Budgets seen exhausted are read from the store only for the budgeted campaigns an
+        event reaches (one `get` each), not the whole store per event."""
+        return Budget(ctx.store(BUDGETS).get)
 
     def _write(self, ctx: Context, out: engine.Output, customer_id: str, budget: Budget) -> None:
         ctx.store(CUSTOMERS).put(customer_id, out.state)
@@ -126,8 +131,8 @@ class LoyaltyProcessor(Processor):
         if ctx.partition not in self.armed:
             retention.arm(ctx)
             self.armed.add(ctx.partition)
-        for campaign_id in budget.changed:
-            ctx.store(BUDGETS).put(campaign_id, budget.spent[campaign_id])
+        for campaign_id, exhausted_at_budget in budget.learned.items():
+            ctx.store(BUDGETS).put(exhausted_key(campaign_id), exhausted_at_budget)
         for res in out.results:
             _result(ctx, customer_id, res)
         for note in out.notifications:

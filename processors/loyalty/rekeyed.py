@@ -21,11 +21,12 @@ class Rekeyed:
         payload = as_json(cmd.get("payload"))
         role = payload.get("role", "referrer")
         accs, applied = [], []
+        held = 0
         for c in self.program.campaigns:
             if c.kind != "referral" or not c.enabled or not c.referral:
                 continue
             amount = c.referral.referrer_points if role == "referrer" else c.referral.referee_points
-            if amount <= 0 or campaigns.eligible_dates(c, cmd) or self._limited(c):
+            if amount <= 0 or campaigns.eligible_dates(c, cmd) or self._limited(c, cmd):
                 continue
             award = Award(
                 c.id,
@@ -36,7 +37,11 @@ class Rekeyed:
                 str(amount),
                 info={"role": role, "referee": payload.get("referee")},
             )
-            line = self._credit(cmd, award, tiers.multiplier(self.program, self.state.get("tier")), len(accs))
+            mult = tiers.multiplier(self.program, self.state.get("tier"))
+            if self._hold(cmd, award, mult, len(accs) + held):  # budgeted: decided on its partition
+                held += 1
+                continue
+            line = self._credit(cmd, award, mult, len(accs) + held)
             if line:
                 accs.append(line)
                 applied.append(award.explain())
@@ -47,10 +52,10 @@ class Rekeyed:
         self.remember(cmd["id"], res, "RESOLVED")
         return self.finish()
 
-    def _limited(self, c: Any) -> bool:
+    def _limited(self, c: Any, cmd: dict) -> bool:
         count = self.state.get("campaigns", {}).get(c.id, {}).get("count", 0)
         over = c.per_customer_limit is not None and count >= c.per_customer_limit
-        return over or self.budget.left(c) <= 0
+        return over or bool(campaigns.period_capped(c, cmd, self.state)) or self.budget.exhausted(c)
 
     def coupon_decision(self, cmd: dict) -> Output:
         payload = as_json(cmd.get("payload"))
@@ -65,12 +70,14 @@ class Rekeyed:
             self.result(cmd, "FAILED", outcome.reason)
             return self.finish()
         mult = tiers.multiplier(self.program, self.state.get("tier"))
-        line = self._credit(cmd, outcome, mult, 0)
+        held = self._hold(cmd, outcome, mult, 0)  # a budgeted coupon: decided on its partition
+        line = None if held else self._credit(cmd, outcome, mult, 0)
         accs = [line] if line else []
         if accs:
             self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, accs))
         self._upgrade(cmd)
-        res = self.result(cmd, "RESOLVED", rules_applied=[outcome.explain()], accumulations=accs)
+        applied = [] if held else [outcome.explain()]
+        res = self.result(cmd, "RESOLVED", rules_applied=applied, accumulations=accs)
         self.remember(cmd["id"], res, "RESOLVED")
         return self.finish()
 

@@ -4,8 +4,9 @@
 this instead of a copy of the rules: the LoyaltyProcessor itself runs on the runtime's
 in-memory TestDriver (same task, store and timer code as production). The clock follows the
 events (each is processed at its `received_at`; timers that came due in between fire first),
-and the re-keyed commands the processor emits (referral and coupon claims, their answers) are
-fed back in, as Kafka would deliver them, until nothing more is pending.
+and the re-keyed commands the processor emits (referral and coupon claims, budget
+reservations, their answers) are fed back in, as Kafka would deliver them, until nothing more
+is pending.
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ from processors.loyalty import engine, wallet
 from processors.loyalty.processor import CUSTOMERS, LoyaltyProcessor
 from processors.runtime.testing import Emitted, TestDriver
 from schemas.program import Program
-from schemas.topics import COUPON_CLAIMS, EVENTS_LOYALTY, LOYALTY_REFERRALS, LOYALTY_RESULTS, NOTIFICATIONS
+from schemas.topics import (
+    CAMPAIGN_BUDGETS,
+    COUPON_CLAIMS,
+    EVENTS_LOYALTY,
+    LOYALTY_REFERRALS,
+    LOYALTY_RESULTS,
+    NOTIFICATIONS,
+)
 
-REKEYED = (LOYALTY_REFERRALS, COUPON_CLAIMS, EVENTS_LOYALTY)
+REKEYED = (LOYALTY_REFERRALS, COUPON_CLAIMS, CAMPAIGN_BUDGETS, EVENTS_LOYALTY)
 MAX_HOPS = 16  # re-keyed rounds per input (a referral takes two); more would be a loop
 SEED_EVENT = "simulation:start"  # the event id of a seeded starting balance's ledger line
 
@@ -47,8 +55,8 @@ class Step:
 class Replay:
     """One program, a set of customers' states, a clock that moves with the events.
 
-    `partitions` > 1 splits budgets as production does (each partition may give
-    budget / partitions); 1 gives each campaign its whole budget."""
+    `partitions`: how many partitions the driver spreads customers over (budgets are exact
+    whatever the count: they are decided on the campaign's partition, as in production)."""
 
     def __init__(self, program: Program, start_ms: int, partitions: int = 1) -> None:
         self.driver = TestDriver(LoyaltyProcessor(partitions), program, now=start_ms, partitions=partitions)

@@ -16,7 +16,7 @@ from schemas.program import Program
 
 DAY = 86_400_000
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
-REKEYED = ("events.loyalty", "loyalty.referrals", "coupons.claims")
+REKEYED = ("events.loyalty", "loyalty.referrals", "coupons.claims", "campaigns.budgets")
 
 
 def program(**fields: Any) -> Program:
