@@ -259,6 +259,15 @@ class Delivery(Model):
     max_concurrency_per_endpoint: int = Field(default=8, gt=0)
 
 
+class Notices(Model):
+    """Webhooks before a customer loses something (processors/loyalty/notices.py). Off (None)
+    by default: they are messages to customers a program opts into, and turning them on for an
+    existing program must not start sending them unasked."""
+
+    points_expiring_days: int | None = Field(default=None, gt=0)  # POINTS_EXPIRING, days before
+    tier_downgrade_warning_days: int | None = Field(default=None, gt=0)  # before the period ends
+
+
 class Retention(Model):
     """How long per-event records live in processor state. 120 days outlasts the usual return
     windows (30-90 days) plus payment disputes, so returns can still be reversed, while the
@@ -284,6 +293,7 @@ class Program(Model):
     destinations: list[Destination] = Field(default_factory=list)
     delivery: Delivery = Field(default_factory=Delivery)
     retention: Retention = Field(default_factory=Retention)
+    notices: Notices = Field(default_factory=Notices)
     badges: list[Badge] = Field(default_factory=list)
     achievements: list[Achievement] = Field(default_factory=list)
     leaderboards: list[Leaderboard] = Field(default_factory=list)
@@ -305,6 +315,12 @@ class Program(Model):
                 raise ValueError(f"campaign {c.id}: unknown reward_id {c.reward_id!r}")
         self._check_badges()
         self._check_leaderboards()
+        warn = self.notices.tier_downgrade_warning_days
+        if warn is not None and warn >= self.tiers.reporting_period_days:
+            raise ValueError(
+                f"notices.tier_downgrade_warning_days ({warn}) must be less than "
+                f"tiers.reporting_period_days ({self.tiers.reporting_period_days})"
+            )
         return self
 
     def _check_leaderboards(self) -> None:

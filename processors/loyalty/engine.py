@@ -23,6 +23,7 @@ from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
 from processors.loyalty.envelope import as_json, command, public_event, uid
 from processors.loyalty.holds import HELD, Holds
 from processors.loyalty.lifecycle import Lifecycle
+from processors.loyalty.notices import Notices
 from processors.loyalty.reactions import render
 from processors.loyalty.rekeyed import Rekeyed
 from processors.loyalty.rules import Bindings, reduce
@@ -67,7 +68,7 @@ def new_state(customer_id: str) -> dict[str, Any]:
     return state
 
 
-class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Holds):
+class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Notices, Holds):
     """One engine call: accumulates outputs while mutating the customer's state."""
 
     def __init__(self, state: dict, program: Program, now: int, lookup: Lookup, budget: Budget):
@@ -209,6 +210,7 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Holds):
         self.out.profile = prof
         self._send_notes()
         self._schedule_expiry()
+        self._arm_notices()
         return self.out
 
     def _schedule_expiry(self) -> None:

@@ -21,6 +21,8 @@ TIER_DOWNGRADE = "TIER_DOWNGRADE"
 BADGE_AWARDED = "BADGE_AWARDED"
 BADGE_REVOKED = "BADGE_REVOKED"
 ACHIEVEMENT_PROGRESS = "ACHIEVEMENT_PROGRESS"
+POINTS_EXPIRING = "POINTS_EXPIRING"  # notices.py
+TIER_DOWNGRADE_WARNING = "TIER_DOWNGRADE_WARNING"
 CAMPAIGN_BUDGET_EXHAUSTED = "CAMPAIGN_BUDGET_EXHAUSTED"  # once per campaign and budget (budgets.py)
 # the types that carry the wallet: the Notification's `wallet` field, set by engine.Step once the
 # whole call is applied (delivery shows it as the last key of `data`)

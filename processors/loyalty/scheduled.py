@@ -1,5 +1,6 @@
-"""Timers of a customer: points expiry, tier reporting periods, and the scheduled internal
-events BIRTHDAY, ANNIVERSARY and INACTIVITY that campaigns can reward."""
+"""Timers of a customer: points expiry, tier reporting periods, the scheduled internal
+events BIRTHDAY, ANNIVERSARY and INACTIVITY that campaigns can reward, and the notices before
+loss (notices.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from processors.loyalty import profile, wallet
 from processors.loyalty.bounds import Refused
 from processors.loyalty.envelope import command, uid
+from processors.loyalty.notices import EXPIRING, TIER_WARNING
 
 if TYPE_CHECKING:
     from processors.loyalty.engine import Output
@@ -43,6 +45,8 @@ class Scheduled:
             return self.finish()
         if kind == "tier_period":
             return self._period_end()
+        if kind in (EXPIRING, TIER_WARNING):
+            return self._fire_notice(kind)
         if kind in SCHEDULED_TYPES:
             return self._scheduled(kind)
         return self.out
