@@ -228,6 +228,11 @@ def run(rate: float, seconds: float, connections: int, ingest_workers: int, drai
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         cpu["load generator"] = sum(os.times()[:2]) - cpu0["load generator"]
         arrivals = receiver.arrivals()
+        kinds = receiver.stats()["by_event"]
+        print(
+            f"webhooks at the receiver: {sum(kinds.values()):,} "
+            f"({', '.join(f'{k} {v:,}' for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))})"
+        )
         mine = [arrivals[w] for w in (name_uuid(f"{e}:{ACCUMULATION}") for *_, e in sent) if w in arrivals]
         figures = report(
             sent,

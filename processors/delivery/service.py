@@ -200,7 +200,7 @@ class DeliveryService:
             if self.tracker.in_flight() >= self.options.max_in_flight:
                 await asyncio.sleep(0.05)
             else:
-                msgs = await self._loop.run_in_executor(pool, self.consumer.consume, 500, 0.1)
+                msgs = await self._loop.run_in_executor(pool, self._fetch)
                 for msg in msgs:
                     self._handle(msg)
             if time.monotonic() - last_commit >= self.options.commit_interval_s:
@@ -210,6 +210,15 @@ class DeliveryService:
                 lag.update(position_lags(self.consumer, self.settings))
                 last_lag = time.monotonic()
         lag.update({})  # stopped: it owns no partition any more
+
+    def _fetch(self, most: int = 500, wait_s: float = 0.1) -> list[Message]:
+        """The next messages as soon as one is there, with whatever else is already fetched.
+        consume(most, wait_s) alone waits out wait_s unless `most` arrive: at a few hundred
+        webhooks/s that added up to 100 ms to every delivery (bench/e2e.py)."""
+        first = self.consumer.poll(wait_s)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(most - 1, 0)]
 
     async def _resubscribe(self) -> None:
         """After a program change; a failure keeps the old subscription (logged)."""
