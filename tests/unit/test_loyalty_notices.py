@@ -12,6 +12,8 @@ from typing import Any
 import pydantic
 import pytest
 
+from deploy.cli import load_program
+from processors.delivery.routing import webhook_targets
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.task import PartitionTask
 from tests.unit.test_loyalty_engine import DAY, NOW, Shop, hooks, program, result
@@ -263,3 +265,12 @@ def test_docs_loyalty_md_lists_the_fields_sent() -> None:
         for kind, fields in re.findall(r"^\| `?([A-Z_]+)`? \| (.+) \|$", section, re.M)
     }
     assert documented == {"POINTS_EXPIRING": set(EXPIRING_DATA), "TIER_DOWNGRADE_WARNING": set(WARNING_DATA)}
+
+
+def test_the_example_program_sends_both_to_its_webhook() -> None:
+    example = load_program(Path(__file__).parents[2] / "examples" / "program.yaml",
+                           env={"RECEIVER_URL": "http://127.0.0.1:9"})  # fmt: skip
+    assert example.notices.points_expiring_days and example.notices.tier_downgrade_warning_days
+    for event in ("POINTS_EXPIRING", "TIER_DOWNGRADE_WARNING"):
+        note = {"id": "n", "event": event, "customer_id": "ann", "data": "{}"}
+        assert [e.id for e in webhook_targets(example, note)] == ["demo"]
