@@ -1,4 +1,5 @@
-"""Leaderboard reads from the sink's `leaderboard_scores` (migration 0007_leaderboards).
+"""Leaderboard reads from the sink's `leaderboard_scores` (migrations 0007_leaderboards and
+0009_leaderboard_buckets).
 
 Ranking is standard competition ranking ("1224"): customers with equal scores share a rank,
 which is 1 + the number of eligible customers with a strictly higher score, and the next
@@ -15,12 +16,10 @@ SELECT customer_id, score FROM leaderboard_scores
 WHERE board_id = %(board)s AND period_start = %(period)s AND eligible
 ORDER BY score DESC, customer_id LIMIT %(limit)s
 """
-# counts per distinct score (kept by a trigger): a rank reads one row per higher score
+# leaderboard_rank sums the eligible customers per score bucket above the customer's, at four
+# nested levels (migration 0009_leaderboard_buckets): a few hundred rows, not one per score
 RANK_SQL = """
-SELECT s.score, 1 + COALESCE((
-    SELECT sum(k.n) FROM leaderboard_score_counts k
-    WHERE k.board_id = s.board_id AND k.period_start = s.period_start AND k.score > s.score
-), 0)::bigint AS rank
+SELECT s.score, leaderboard_rank(s.board_id, s.period_start, s.score) AS rank
 FROM leaderboard_scores s
 WHERE s.board_id = %(board)s AND s.period_start = %(period)s AND s.customer_id = %(customer)s
   AND s.eligible

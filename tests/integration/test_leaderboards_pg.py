@@ -2,10 +2,13 @@
 (purchases with tied amounts, a reversal, a debit adjustment, an anonymous big spender, a
 customer refusing the leaderboards consent) written by the sink (its mapping, scoring and
 writer, in several batches) into a migrated PostgreSQL, then read through GET /leaderboards.
-The top 10 and every rank must equal what SQL computes straight from ledger_lines."""
+The top 10 and every rank must equal what SQL computes straight from ledger_lines; ranks of scores
+on and beside every bucket boundary of the rank counts (migration 0009_leaderboard_buckets) equal
+SQL's rank() over leaderboard_scores through inserts, upserts, eligibility flips and deletes."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -156,3 +159,64 @@ def test_unknown_board_and_bad_limit(client: TestClient) -> None:
     for bad in (0, 101, "ten"):
         body = get(client, "/leaderboards/points", status=422, limit=bad)
         assert "limit" in str(body["error"]), body
+
+
+BOUNDARY_SQL = """
+SELECT customer_id, score, rank() OVER (ORDER BY score DESC) AS rank FROM leaderboard_scores
+WHERE board_id = 'bounds' AND eligible
+"""
+UPSERT = """
+INSERT INTO leaderboard_scores AS l (board_id, period_start, customer_id, score, eligible)
+SELECT 'bounds', DATE '1970-01-01', c, s, e FROM unnest(%s::text[], %s::float8[], %s::bool[]) u(c, s, e)
+ON CONFLICT (board_id, period_start, customer_id) DO UPDATE
+SET score = l.score + EXCLUDED.score, eligible = EXCLUDED.eligible
+"""
+
+
+def boundary_scores() -> list[float]:
+    """Scores on, just below and just above the edges of buckets at every level (16, 22, 28
+    bits of the key: 4, 10, 16 mantissa bits) and of powers of two, both signs, zeros."""
+    out = [0.0, -0.0, 5e-324, -5e-324, 1e300, -1e300]
+    for e in (-3, 0, 1, 10, 20, 40):
+        for bits in (4, 10, 16):
+            for j in (0, 1, 2**bits - 1):
+                edge = 2.0**e * (1 + j / 2**bits)
+                for x in (edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)):
+                    out += [x, -x]
+    return out
+
+
+def bounds_ranks(conn: psycopg.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    want = {c: r for c, _, r in conn.execute(BOUNDARY_SQL).fetchall()}
+    got = dict(conn.execute(
+        "SELECT customer_id, leaderboard_rank(board_id, period_start, score) FROM leaderboard_scores "
+        "WHERE board_id = 'bounds' AND eligible").fetchall())  # fmt: skip
+    return got, want
+
+
+def test_ranks_at_bucket_boundaries_match_sql(sink_db: str) -> None:
+    rng = random.Random(9)
+    scores = boundary_scores()
+    scores += scores[:40]  # ties
+    scores += [float(rng.randrange(-50, 5000)) for _ in range(300)]
+    ids = [f"b{i}" for i in range(len(scores))]
+    with psycopg.connect(sink_db, autocommit=True) as conn:
+        conn.execute(UPSERT, (ids, scores, [i % 7 != 0 for i in range(len(ids))]))  # one statement
+        got, want = bounds_ranks(conn)
+        assert got == want and len(want) > 500
+        for _ in range(5):  # the sink's statement: some scores move (across buckets), some flip
+            some = rng.sample(ids, 120)
+            deltas = [rng.choice([1.0, -1.0, 2.0**-20, 1000.0, -(2.0**30)]) for _ in some]
+            conn.execute(UPSERT, (some, deltas, [rng.random() > 0.1 for _ in some]))
+            got, want = bounds_ranks(conn)
+            assert got == want
+        conn.execute("UPDATE leaderboard_scores SET eligible = NOT eligible WHERE board_id = 'bounds' "
+                     "AND customer_id LIKE 'b1%%'")  # fmt: skip
+        conn.execute("DELETE FROM leaderboard_scores WHERE board_id = 'bounds' AND customer_id LIKE 'b2%%'")
+        got, want = bounds_ranks(conn)
+        assert got == want
+        (empty,) = conn.execute("SELECT count(*) FROM leaderboard_score_buckets WHERE n <= 0").fetchone()
+        assert empty == 0  # emptied buckets are deleted, so ranks never read them
+        conn.execute("DELETE FROM leaderboard_scores WHERE board_id = 'bounds'")
+        left = conn.execute("SELECT count(*) FROM leaderboard_score_buckets WHERE board_id = 'bounds'")
+        assert left.fetchone() == (0,)
