@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from processors.runtime.kafka_util import check_consumer_error
 from processors.runtime.observability import LagReport
 from schemas.codec import CodecError, default_codec
 from schemas.settings import Settings, libpq_url
@@ -227,6 +228,7 @@ class Sink:
 
     def _add(self, msg: Message) -> None:
         if msg.error():
+            check_consumer_error(msg.error())  # ConsumerFailed ends the sink for a restart
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error", extra={"error": str(msg.error())})
             return

@@ -46,6 +46,7 @@ from processors.delivery.routing import (
 )
 from processors.delivery.sender import Deliverer
 from processors.runtime.dead_letters import DECODE_ERRORS, DeadLetter, Tombstone, ensure_dlq_topic
+from processors.runtime.kafka_util import check_consumer_error
 from processors.runtime.observability import (
     DEAD_LETTERS,
     PORT_HELP,
@@ -273,6 +274,7 @@ class DeliveryService:
 
     def _handle(self, msg: Message) -> None:
         if msg.error():
+            check_consumer_error(msg.error())  # ConsumerFailed ends delivery for a restart
             log.warning("consume error: %s", msg.error())
             return
         tp = (msg.topic(), msg.partition())

@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.topics import create
 from processors.runtime import observability as m
-from processors.runtime.kafka_util import watermarks
+from processors.runtime.kafka_util import check_consumer_error, watermarks
 from processors.runtime.store import RocksBackend
 from schemas.settings import Settings
 
@@ -165,8 +165,7 @@ class Restorer:
         batches: dict[tuple[str, int], tuple[dict[bytes, bytes | None], int]] = {}
         for msg in msgs:
             if msg.error():
-                if msg.error().fatal():
-                    raise KafkaException(msg.error())
+                check_consumer_error(msg.error())
                 log.warning("changelog read error, retrying", extra={"error": str(msg.error())})
                 continue
             key = (msg.topic(), msg.partition())

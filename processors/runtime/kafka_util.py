@@ -5,10 +5,23 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.settings import Settings
 from schemas.topics import topic_name
+
+
+class ConsumerFailed(RuntimeError):
+    """The consumer reported a fatal error: it will deliver nothing more, a new one is needed."""
+
+
+def check_consumer_error(error: KafkaError) -> None:
+    """Raise ConsumerFailed for a fatal consumer error. librdkafka delivers one (e.g. a static
+    member fenced by FENCED_INSTANCE_ID, as a rejoin after a broker restart can cause) as an
+    error message with code `_FATAL` whose fatal() is False, and then consume() returns nothing
+    for ever: a loop that skipped it would idle "healthy" with lag growing."""
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise ConsumerFailed(f"the consumer failed: {error}")
 
 
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:

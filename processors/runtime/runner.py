@@ -50,7 +50,7 @@ from processors.runtime.dead_letters import (
     ensure_dlq_topic,
     timer_value,
 )
-from processors.runtime.kafka_util import partitions_of
+from processors.runtime.kafka_util import check_consumer_error, partitions_of
 from processors.runtime.limits import DEFAULT_LIMIT, RecordTooLarge, record_limit, too_large
 from processors.runtime.pending import PendingMetrics
 from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
@@ -370,8 +370,7 @@ class Runner:
             self._update_lag()  # an idle processor's lag (0, or partitions it lost) stays fresh
         for msg in msgs:
             if msg.error():
-                if msg.error().fatal():
-                    raise FatalError(str(msg.error()))
+                check_consumer_error(msg.error())  # ConsumerFailed: the process must restart
                 continue
             if not self._process(msg):
                 break  # rewound: the rest of this poll is read again
