@@ -75,7 +75,9 @@ class Holds:
         """Keep the result of an event with held awards (True) instead of sending it."""
         if self.held_key is None or status != "RESOLVED":
             return False
-        self._holds()[self.held_key]["result"] = {k: v for k, v in res.items() if k != "wallet"}
+        entry = self._holds()[self.held_key]
+        entry["result"] = {k: v for k, v in res.items() if k != "wallet"}
+        entry["touched"] = sorted(self.touched)  # the lines its wallet would have shown
         self._held_res = res
         return True
 
@@ -116,6 +118,11 @@ class Holds:
 
     def _release_held(self, key: str, entry: dict[str, Any]) -> Output:
         event = entry["event"]
+        buckets = {b["id"]: b for b in self.state["buckets"]}
+        for bucket_id in entry.get("touched", []):  # the held result's wallet shows them now
+            if bucket_id in buckets:
+                self.touched.setdefault(bucket_id, buckets[bucket_id])
+        self.changed()
         applied, lines = [], []
         act = self.activation(event, as_json(event.get("properties")))
         for g in sorted(entry.get("granted", []), key=lambda g: g["slot"]):

@@ -39,7 +39,7 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "program.yaml"
 NOW = 1_790_000_000_000
 MINUTE = 60_000
 DAY = 24 * 60 * MINUTE
-LOYALTY_INPUTS = (t.EVENTS_LOYALTY, "loyalty.referrals", "coupons.claims")
+LOYALTY_INPUTS = (t.EVENTS_LOYALTY, "loyalty.referrals", "coupons.claims", t.CAMPAIGN_BUDGETS)
 
 KIND = {
     t.EVENTS_LOYALTY: lambda v: v["kind"],

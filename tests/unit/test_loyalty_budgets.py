@@ -110,6 +110,7 @@ def test_the_result_waits_for_the_campaign_partition_and_a_repeat_is_not_asked_t
     res = result(decided)
     assert res["event_id"] == event_id and res["points"] == 35 and res["wallet"]["points"] == 35
     assert {a["campaign_id"] for a in res["detail"]["rules_applied"]} == {"plain", "launch"}
+    assert sorted(line["amount"] for line in res["wallet"]["lines"]) == [5, 30]  # the sink's lines
     assert [h["data"]["lines"][0]["amount"] for h in hooks(decided, "CUSTOMER_ACCUMULATION")] == [5, 30]
     again = result(shop.buy("ann", id=event_id))
     assert again["detail"]["duplicate"] is True and again["points"] == 35
