@@ -164,13 +164,13 @@ class Notices:
 
     def _warn_tier(self: Step, end: int) -> None:
         """TIER_DOWNGRADE_WARNING when the period-end check, run now on a copy of the state as
-        it will be then (lines expired by then, period metrics reset), would lower the tier."""
+        it will be then (lines expired by then; the period's metrics as they stand), would
+        lower the tier."""
         old = tiers.find(self.program, self.state.get("tier"))
         if old is None:
             return
         then = copy.deepcopy(self.state)
         wallet.expire(then, end)
-        profile.metrics(then).update(period_purchases=0, period_spend=0.0, period_points=0.0)
         prof = profile.build(then, self.cid, self.program, end, with_traits=False)
         new = tiers.qualify(self.program, profile.bindings(self.program, prof))
         if new is not None and new.level >= old.level:

@@ -52,9 +52,12 @@ class Scheduled:
         return self.out
 
     def _period_end(self) -> Output:
+        """The closing period's metrics decide the tier for the next one (a gold tier on
+        `period_purchases >= 50` is kept by 50 purchases in the period), then they restart."""
+        self._downgrade("CRON_DOWNGRADE", None, None)
         m = profile.metrics(self.state)
         m.update(period_purchases=0, period_spend=0.0, period_points=0.0)
-        self._downgrade("CRON_DOWNGRADE", None, None)
+        self.final = None  # the profile the check built still counts the closing period
         if not self.program.tiers.levels:  # tiers were removed: stop the period timer
             self.state.pop("tier_period_end", None)
             return self.finish()

@@ -251,12 +251,14 @@ def test_downgrade_at_the_end_of_the_reporting_period():
     for _ in range(3):
         out = shop.send("ann", properties={"amount": 1})
     assert profile(out)["tier"] == "gold"
-    out = shop.advance(31 * DAY)
+    out = shop.advance(31 * DAY)  # qualified in the closing period: gold is kept for the next
+    assert hooks(out, "TIER_DOWNGRADE") == [] and profile(out)["tier"] == "gold"
+    assert profile(out)["period_purchases"] == 0  # the new period starts from nothing
+    out = shop.advance(30 * DAY)  # no purchase in that one: down at its end
     (down,) = hooks(out, "TIER_DOWNGRADE")
     assert (down["from_tier_id"], down["to_tier_id"]) == ("gold", "bronze")
     assert down["triggered_by"] == "CRON_DOWNGRADE"
     assert (down["trigger_event_id"], down["trigger_event_type"]) == (None, None)
-    assert profile(out)["period_purchases"] == 0
 
 
 def test_reversal_takes_back_points_metrics_and_tier():
