@@ -4,7 +4,9 @@ as production)."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -227,3 +229,12 @@ def test_period_caps_are_validated() -> None:
         program({"id": "x", "limits": {"per_customer_per_day": 0}})
     with pytest.raises(ValidationError, match="per_customer_per_year"):
         program({"id": "x", "limits": {"per_customer_per_year": 1}})
+
+
+def test_docs_list_the_fields_of_the_exhaustion_webhook() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "loyalty.md").read_text()
+    section = text.split("### Budgets", 1)[1].split("\n### ", 1)[0]
+    (fields,) = re.findall(r"^\| CAMPAIGN_BUDGET_EXHAUSTED \| (.+) \|$", section, re.M)
+    shop = Loyalty(program({**BUDGETED, "budget": 30}))
+    (note,) = hooks(shop.buy("ann"), "CAMPAIGN_BUDGET_EXHAUSTED")
+    assert set(re.findall(r'"([a-z_]+)"', fields)) == set(note["data"])
