@@ -1,0 +1,51 @@
+"""A store's range() merges the overlay with the backend lazily: the first key of a large range
+costs one step (a task reads its first timer that way at start and after every firing)."""
+
+import random
+
+import orjson
+
+from processors.runtime.store import MemoryBackend, TransactionalStore
+
+
+def reference(backend: dict[bytes, bytes], overlay: dict, lo: bytes, hi: bytes | None) -> list:
+    merged = {**backend, **overlay}
+    return [(k.decode(), orjson.loads(v)) for k, v in sorted(merged.items())
+            if v is not None and k >= lo and (hi is None or k < hi)]  # fmt: skip
+
+
+def test_range_sees_the_overlay_writes_and_deletes_over_the_backend_in_key_order():
+    rnd = random.Random(5)
+    for _ in range(300):
+        backend = MemoryBackend()
+        stored = {f"k{rnd.randrange(40):02d}".encode(): orjson.dumps(rnd.random()) for _ in range(20)}
+        backend.write(stored, 0)
+        store = TransactionalStore("s", backend)
+        for _ in range(15):
+            key = f"k{rnd.randrange(45):02d}"
+            store.delete(key) if rnd.random() < 0.4 else store.put(key, rnd.random())
+        lo, hi = sorted(f"k{rnd.randrange(45):02d}" for _ in range(2))
+        for start, end in ((None, None), (lo, hi), (lo, None)):
+            want = reference(backend.data, store.overlay, (start or "").encode() or b"\x01",
+                             end.encode() if end else None)  # fmt: skip
+            assert list(store.range(start, end)) == want
+
+
+class CountingBackend(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = 0
+
+    def items(self, start, end):
+        for item in super().items(start, end):
+            self.read += 1
+            yield item
+
+
+def test_the_first_key_of_a_large_range_does_not_read_the_whole_range():
+    backend = CountingBackend()
+    backend.write({f"t/{at:015d}/timer-{at}".encode(): orjson.dumps({"at": at}) for at in range(50_000)}, 0)
+    store = TransactionalStore("timers", backend)
+    store.put("t/000000000000007/new", {"at": 7})
+    assert next(store.range("t/", "t0")) == ("t/000000000000000/timer-0", {"at": 0})
+    assert backend.read <= 2
