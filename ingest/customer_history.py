@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from ingest.consent import consent_object
 from ingest.errors import ApiError
 
 MAX_LIMIT = 500
@@ -131,45 +133,66 @@ def status_of(row: dict[str, Any]) -> str:
     return "REGISTERED" if row.get("registered_at") else "ACTIVE"
 
 
-def customer_object(customer_id: str, row: dict[str, Any]) -> dict[str, Any] | None:
-    """Masivo's customer object, `{customer: {status, tier_id, metrics, ...}, wallet: {...}}`,
-    from the latest profile (customers) and wallet (wallets); None when neither exists."""
+def customer_object(
+    customer_id: str, row: dict[str, Any], lines: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any] | None:
+    """Masivo's customer object, `{customer: {id, status, tier_id, consent, metrics, ...},
+    wallet: {id, owner_id, lines, totals, ...}}`, from the latest profile (customers), wallet
+    (wallets) and open lines (wallet_lines); None when neither profile nor wallet exists."""
     if row.get("profile_id") is None and row.get("wallet_id") is None:
         return None
     profile = row.get("profile") or {}
     rfm = profile.get("rfm") or {}
     customer = {
+        "id": customer_id,
         "customer_id": customer_id,
         "status": status_of(row),
         "tier_id": row.get("tier") or row.get("wallet_tier"),
+        "is_anonymous": bool(row.get("anonymous")) and not row.get("identified"),
         "anonymous": bool(row.get("anonymous")),
         "identified": row.get("identified"),
+        "registration_date": row.get("registered_at"),
         "registered_at": row.get("registered_at"),
         "birthday": row.get("birthday"),
         "tags": row.get("tags") or [],
-        "consent": row.get("consent") or {},
+        "consent": consent_object(customer_id, row.get("consent"), profile.get("consent_record")),
         "traits": row.get("traits") or {},
         "metrics": {**{k: row.get(k) for k in METRIC_COLUMNS}, "points": row.get("profile_points"),
                     **{k: profile.get(k) for k in PERIOD_METRICS}, "rfm": rfm},  # fmt: skip
         "updated_at": row.get("updated_at"),
     }
-    return {"customer": customer, "wallet": wallet_summary(row)}
+    return {"customer": customer, "wallet": wallet_summary(row, lines)}
 
 
-def wallet_summary(row: dict[str, Any]) -> dict[str, Any] | None:
+def wallet_summary(row: dict[str, Any], lines: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
+    """Masivo's wallet (`id` and `owner_id` are the customer id: one wallet per customer; the
+    open `lines` and `totals` with ISO 8601 times) and our balances beside it."""
     if row.get("wallet_id") is None:
         return None
     stored = row.get("wallet") or {}
     return {
+        "id": row["wallet_id"],
+        "owner_id": row["wallet_id"],
+        "lines": [_iso_times(line, ("issued_at", "expiration_date")) for line in lines],
         "points": row["points"],
         "lifetime": row["lifetime"],
         "pending": row["pending"],
         "balance": row.get("balance") or {},
         "reserved": stored.get("reserved", {}),
-        "totals": stored.get("totals", []),
+        "totals": [_iso_times(t, ("expiration_date",)) for t in stored.get("totals", [])],
         "sequence": stored.get("sequence"),
         "updated_at": row.get("wallet_updated_at"),
     }
+
+
+def _iso_times(item: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A wallet line or total with its epoch-ms times as ISO 8601 (Masivo's format)."""
+    out = dict(item)
+    for key in keys:
+        ms = out.get(key)
+        if isinstance(ms, int | float) and not isinstance(ms, bool):
+            out[key] = datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    return out
 
 
 def why(line_row: dict[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class Lookup(Protocol):
 
 EVENT_SQL = """
 SELECT id, customer_id, type, kind, path, reference, status, reason, points, result,
-       properties, issued_at, received_at, processed_at, config_version
+       properties, fulfilled, issued_at, received_at, processed_at, config_version
 FROM events WHERE id = %s
 """
 WALLET_SQL = """
@@ -157,7 +157,10 @@ class PgLookup:
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
         rows = await self._all(h.CUSTOMER_SQL, {"customer_id": customer_id})
-        return h.customer_object(customer_id, rows[0]) if rows else None
+        if not rows:
+            return None
+        lines = await self.open_lines(customer_id) if rows[0].get("wallet_id") is not None else []
+        return h.customer_object(customer_id, rows[0], lines)
 
     async def history(
         self, kind: str, customer_id: str, page: h.Page

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from schemas.inputs import NO_CONTROL_PATTERN
 from schemas.intake import (  # noqa: F401 - the event body is shared with the router and helper
     Body,
     EventIn,
@@ -39,11 +40,51 @@ class Purposes(Body):
     punchcard_campaigns: Purpose
     email_marketing: Purpose
     push_notifications: Purpose
+    link_tracking: Purpose
     leaderboards: Purpose  # shown on leaderboards (docs/loyalty.md, "Leaderboards")
+
+    @model_validator(mode="after")
+    def _some(self) -> Purposes:
+        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+            raise ValueError("set at least one purpose")
+        return self
+
+
+PURPOSES = tuple(Purposes.model_fields)  # with none stored, each is true
+VendorId = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN)]
+# pydantic would state the key pattern as patternProperties, leaving other keys unconstrained
+VENDORS_SCHEMA = {
+    "type": "object",
+    "maxProperties": 1000,
+    "propertyNames": {"minLength": 1, "maxLength": 256, "pattern": NO_CONTROL_PATTERN},
+    "additionalProperties": {"type": "boolean"},
+    "description": "vendor id -> consent",
+}
+Vendors = Annotated[dict[VendorId, bool], Field(max_length=1000), WithJsonSchema(VENDORS_SCHEMA)]
 
 
 class ConsentIn(Body):
-    purposes: Purposes
+    """Masivo's consent object: any of its fields, each left out keeps its stored value
+    (`vendors` and `purposes` per key). `customer_id` is accepted, so a GET answer can be sent
+    back as is, and ignored: the path names the customer."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    purposes: Purposes | None = None
+    vendors: Vendors | None = None
+    consent_string: Annotated[str, Field(max_length=8192, pattern=NO_CONTROL_PATTERN)] | None = Field(
+        default=None, description="An IAB TCF consent string, stored as given."
+    )
+    version: ShortText | None = None
+    consent_timestamp: IsoDatetime | None = None
+    customer_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> ConsentIn:
+        if not self.model_fields_set:
+            raise ValueError("set at least one of purposes, vendors, consent_string, version, "
+                             "consent_timestamp")
+        return self
 
 
 class CustomerIn(Body):

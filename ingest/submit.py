@@ -14,6 +14,7 @@ from ingest.errors import ApiError
 from ingest.events import topic_for
 from ingest.metrics import EVENTS, SYNC_WAITS
 from ingest.producer import Delivered, Unavailable
+from schemas import event_times
 from schemas.wallet import as_json as wallet_json
 
 
@@ -77,7 +78,7 @@ def accepted_data(record: dict[str, Any], delivered: Delivered) -> dict[str, Any
 
 
 # The event echo is what was sent; everything else the processor put in `detail` is the result.
-NOT_ECHOED = frozenset({"event"})
+NOT_ECHOED = frozenset({"event", "times"})  # times: shown as Masivo's *_at fields
 
 
 def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str
         detail = {}
     if not isinstance(detail, dict):
         detail = {}
-    return {
+    shown = {
         **accepted,
         **{k: v for k, v in detail.items() if k not in NOT_ECHOED},
         "status": result["status"],
@@ -108,34 +109,46 @@ def processed_data(result: dict[str, Any], accepted: dict[str, Any]) -> dict[str
         "duplicate": bool(detail.get("duplicate", False)),
         "config_version": result.get("config_version", 0),
         "processed_at": result.get("processed_at"),
-        **masivo_fields(result["status"], iso_ms(result.get("processed_at")), detail.get("rules_applied")),
+        **masivo_fields(result["status"], result.get("processed_at"), detail.get("rules_applied"),
+                        detail.get("times")),  # fmt: skip
+        **masivo_event(detail.get("event"), accepted),
+    }
+    # Masivo's `result` nesting of what the event did (the same values as the flat fields)
+    shown["result"] = {k: shown[k] for k in ("wallet", "accumulations", "redemptions")}
+    return shown
+
+
+def masivo_event(event: Any, accepted: dict[str, Any]) -> dict[str, Any]:
+    """Masivo's event fields of a reply: `event_id` (the event the result is about: a command's
+    target), `issued_at`, `fulfilled`, `reserve`, `data` (its properties) and
+    `queue_message_id` (topic/partition/offset of what was enqueued)."""
+    ev = event if isinstance(event, dict) else {}
+    queue = accepted.get("queue") or {}
+    props = ev.get("properties")
+    if isinstance(props, str):
+        try:
+            props = orjson.loads(props)
+        except orjson.JSONDecodeError:
+            props = None
+    return {
+        "event_id": ev.get("id") or accepted["id"],
+        "issued_at": iso_ms(ev.get("issued_at")),
+        "fulfilled": ev.get("fulfilled", True),
+        "reserve": ev.get("reserve"),
+        "data": props if isinstance(props, dict) else {},
+        "queue_message_id": f"{queue.get('topic')}/{queue.get('partition')}/{queue.get('offset')}",
     }
 
 
-# Masivo's per-status times. The events table keeps the latest result only, so the time known
-# is the current status's (when that result was processed); an earlier transition's time (the
-# resolved_at of a now REVERSED event) is null. processing_at is set for a first result only.
-STATUS_TIMES = {
-    "RESOLVED": "resolved_at",
-    "CANCELLED": "cancelled_at",
-    "EXPIRED": "expired_at",
-    "REVERSED": "reversed_at",
-}
-FIRST_STATUSES = frozenset({"PENDING", "RESOLVED", "FAILED", "REJECTED"})
-NO_TIMES = dict.fromkeys(("processing_at", *STATUS_TIMES.values()))
-
-
-def masivo_fields(status: str | None, processed_at: str | None, applied: Any) -> dict[str, Any]:
+def masivo_fields(status: str | None, processed_at: Any, applied: Any, times: Any = None) -> dict[str, Any]:
     """Masivo's reply fields: processing_at, resolved_at, cancelled_at, expired_at, reversed_at
-    (ISO 8601 or null) and rewarding_campaigns (the campaign ids that rewarded the event)."""
-    times = dict(NO_TIMES)
-    if processed_at is not None:
-        if status in FIRST_STATUSES:
-            times["processing_at"] = processed_at
-        if status in STATUS_TIMES:
-            times[STATUS_TIMES[status]] = processed_at
+    (ISO 8601 or null) and rewarding_campaigns (the campaign ids that rewarded the event).
+    `times`: every transition's time (ISO 8601, or epoch ms as a result's detail has them);
+    without it they follow from the status and processed_at (schemas/event_times.py)."""
+    shown = event_times.of(status, processed_at, times)
+    shown = {k: iso_ms(v) if isinstance(v, int | float) else v for k, v in shown.items()}
     ids = [a.get("campaign_id") if isinstance(a, dict) else a for a in applied or ()]
-    return {**times, "rewarding_campaigns": [i for i in ids if isinstance(i, str)]}
+    return {**shown, "rewarding_campaigns": [i for i in ids if isinstance(i, str)]}
 
 
 def iso_ms(ms: Any) -> str | None:

@@ -276,6 +276,14 @@ class Retention(Model):
     events_days: int = Field(default=120, gt=0)
 
 
+class Fulfilment(Model):
+    """Events sent with `fulfilled: false` (reservations): how long one waits for its fulfil
+    before it expires (EXPIRED, its reserved rewards released). Masivo's default is 24 hours;
+    an event's own `reserve` (days) overrides it. Fractions of an hour are allowed."""
+
+    expire_after_hours: float = Field(default=24, gt=0, le=24 * 3650)
+
+
 class Program(Model):
     version: int = 0  # assigned by `loyalty config apply`
     name: str = "program"
@@ -294,6 +302,7 @@ class Program(Model):
     delivery: Delivery = Field(default_factory=Delivery)
     retention: Retention = Field(default_factory=Retention)
     notices: Notices = Field(default_factory=Notices)
+    fulfilment: Fulfilment = Field(default_factory=Fulfilment)
     badges: list[Badge] = Field(default_factory=list)
     achievements: list[Achievement] = Field(default_factory=list)
     leaderboards: list[Leaderboard] = Field(default_factory=list)

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from schemas import event_times
 from schemas import topics as t
 from schemas.wallet import as_json as wallet_json
 
@@ -160,7 +161,9 @@ def _event_from_result(res: Row, detail: Row, wallet: Row | None, processed: dat
         config_version=res.get("config_version", 0),
     )
     props = ev.get("properties")
+    times = event_times.of(res["status"], res.get("processed_at"), detail.get("times"))
     return {
+        **{name: ts(at) for name, at in times.items()},  # every transition so far
         "id": res["event_id"],
         "customer_id": res["customer_id"],
         "type": res["type"],

@@ -139,10 +139,12 @@ EVENT_COLS = (
     "properties", "tags", "metadata", "fulfilled", "target_event_id", "issued_at", "received_at",
     "sends",
 )  # fmt: skip
+# an event's lifecycle times (schemas/event_times.py), kept once known
+TIME_COLS = ("processing_at", "resolved_at", "cancelled_at", "expired_at", "reversed_at")
 RESULT_COLS = (
     "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status", "reason",
     "points", "result", "properties", "target_event_id", "issued_at", "received_at",
-    "processed_at", "config_version",
+    "processed_at", "config_version", *TIME_COLS,
 )  # fmt: skip
 _FROM_EVENT = set(EVENT_COLS) - {"id", "status", "sends"}
 _KEEP_FROM_EVENT = ("reference", "brand_id", "properties", "target_event_id", "issued_at",
@@ -173,12 +175,19 @@ EVENTS_FROM_EVENT = Target(
         ),
     ),
 )
+def latest_result(old: Row, new: Row) -> Row:
+    """The latest result of an event wins (as the SQL's WHERE), keeping a time the other one
+    knows and it does not (a result written before the processor kept every time)."""
+    kept, other = (new, old) if latest_by("processed_at")(old, new) is new else (old, new)
+    return {**kept, **{c: kept[c] or other[c] for c in TIME_COLS}}
+
+
 EVENTS_FROM_RESULT = Target(
     "events_from_result",
     "events",
     RESULT_COLS,
     ("id",),
-    latest_by("processed_at"),
+    latest_result,
     (
         upsert(
             "events",
@@ -188,7 +197,7 @@ EVENTS_FROM_RESULT = Target(
             "points = EXCLUDED.points, result = EXCLUDED.result, "
             "processed_at = EXCLUDED.processed_at, config_version = EXCLUDED.config_version, "
             # the result names the event as applied: its fields win over a repeat's
-            + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, events.{c})" for c in _KEEP_FROM_EVENT)
+            + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, events.{c})" for c in _KEEP_FROM_EVENT + TIME_COLS)
             + " WHERE events.processed_at IS NULL OR EXCLUDED.processed_at >= events.processed_at",
         ),
     ),

@@ -63,9 +63,9 @@ async def get_program(state: Admin, response: Response) -> dict:
 
 # The sections that hold what a program manager defined: a PUT without one of them would wipe
 # it silently, so each must be sent (an empty list says "none"). Settings with defaults (name,
-# rounding, rfm, delivery, retention; `version` is assigned when publishing) may be left out,
-# so adding such a setting later does not break every client's PUT.
-OPTIONAL_SECTIONS = frozenset({"version", "name", "rounding", "rfm", "delivery", "retention"})
+# rounding, rfm, delivery, retention, fulfilment; `version` is assigned when publishing) may be
+# left out, so adding such a setting later does not break every client's PUT.
+OPTIONAL_SECTIONS = frozenset({"version", "name", "rounding", "rfm", "delivery", "retention", "fulfilment"})
 REQUIRED_SECTIONS = tuple(
     field.alias or name for name, field in Program.model_fields.items() if name not in OPTIONAL_SECTIONS
 )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ingest import consent as consents
 from ingest import customer_history as history
 from ingest.dependencies import Ingest, IngestState, api_key, require
 from ingest.errors import ApiError
@@ -27,6 +28,7 @@ from ingest.points import PointsIn, adjust_command, audit_value
 from ingest.producer import Unavailable
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, instant, iso_time
 from ingest.submit import submit, unavailable
+from schemas.program import Program
 from schemas.topics import ADMIN_AUDIT
 
 # Direct points need the `adjust` scope (not implied by `admin`: who may configure the program
@@ -82,12 +84,27 @@ async def consent(
     wait: Wait = False,
     timeout: Timeout = None,
 ) -> JSONResponse:
-    """Set consent purposes; purposes left out keep their current value."""
-    purposes = body.purposes.model_dump(exclude_none=True)
-    if not purposes:
-        raise ApiError(422, "no purposes given", fields=[("purposes", "set at least one purpose")])
-    record = command("CONSENT", customer_id, "CONSENT", {"purposes": purposes}, state.clock())
+    """Set consent (Masivo's consent object): the purposes, vendors and fields given; what is
+    left out keeps its current value."""
+    record = command("CONSENT", customer_id, "CONSENT", consents.command_payload(body), state.clock())
     return await submit(state, record, wait, timeout)
+
+
+@router.get(
+    "/{customer_id}/consent", response_model=DataResponse, responses=ERRORS, dependencies=CLEAN
+)
+async def get_consent(customer_id: PathId, state: Ingest) -> dict:
+    """`{consent: {consent_string, version, consent_timestamp, customer_id, purposes, vendors}}`
+    as the sink last stored it; with none stored (or no such customer yet) every purpose is
+    true, as the engine then treats the customer."""
+    try:
+        found = await state.lookup.customer(customer_id)
+    except StoreUnavailable:
+        raise unavailable(state, "customer store unavailable") from None
+    shown = (found or {}).get("customer", {}).get("consent")
+    if not isinstance(shown, dict) or "purposes" not in shown:
+        shown = consents.consent_object(customer_id, None, None)
+    return {"data": {"consent": shown}}
 
 
 @router.patch(
@@ -198,7 +215,22 @@ async def get_customer(customer_id: PathId, state: Ingest) -> dict:
         raise unavailable(state, "customer store unavailable") from None
     if found is None:
         raise ApiError(404, f"no customer {customer_id!r}")
+    wallet = found.get("wallet")
+    if isinstance(wallet, dict) and wallet.get("totals"):
+        program = state.programs.current()
+        totals = [{**t, "reward": _reward(program, t.get("reward_id"))} for t in wallet["totals"]]
+        found = {**found, "wallet": {**wallet, "totals": totals}}
     return {"data": {"customer_id": customer_id, **found}}
+
+
+def _reward(program: Program, reward_id: Any) -> dict[str, Any] | None:
+    """A wallet total's `reward` (Masivo's reward object) from the current program."""
+    reward = next((r for r in program.rewards if r.id == reward_id), None)
+    if reward is None:
+        return None
+    kind = "POINTS" if reward.kind == "points" else "OTHER"
+    days = reward.expires_after_days
+    return {"id": reward.id, "name": reward.name, "type": kind, "expires_after_days": days}
 
 
 @router.get("/{customer_id}/events", **READ)

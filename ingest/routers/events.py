@@ -174,11 +174,15 @@ def _rejected(index: int, fields: list[tuple[str, str]], code: str = "invalid") 
 @router.get("/{event_id}", response_model=DataResponse, responses={**ERRORS, **NOT_FOUND})
 async def get_event(event_id: PathId, state: Ingest) -> dict:
     """Status and result of a processed event, read from the sink's events table, with
-    Masivo's reply fields (its per-status times and rewarding_campaigns)."""
+    Masivo's reply fields (the time of every transition so far and rewarding_campaigns)."""
     row = await _find(state, event_id)
-    result = row.get("result")
-    applied = result.get("rules_applied") if isinstance(result, dict) else None
-    return {"data": {**row, **masivo_fields(row.get("status"), row.get("processed_at"), applied)}}
+    result = row.get("result") if isinstance(row.get("result"), dict) else {}
+    times = result.get("times")  # every transition's time, kept by the processor
+    fields = masivo_fields(row.get("status"), row.get("processed_at"), result.get("rules_applied"), times)
+    # Masivo's event fields; the sink keeps neither `reserve` nor the queue message
+    masivo = {"data": row.get("properties") or {}, "reserve": None, "queue_message_id": None,
+              "issued_at": None}  # fmt: skip
+    return {"data": {**masivo, **row, "fulfilled": row.get("fulfilled") is not False, **fields}}
 
 
 async def _find(state: IngestState, event_id: str) -> dict[str, Any]:
@@ -264,5 +268,7 @@ async def reverse(
     wait: Wait = False,
     timeout: Timeout = None,
 ) -> JSONResponse:
-    """Reverse a resolved event (its points are taken back)."""
+    """Reverse a resolved event (its points are taken back, its redemptions restored); an
+    unfulfilled one (an open reservation) is cancelled instead: CANCELLED, nothing granted,
+    its reserved rewards released (Masivo's behaviour)."""
     return await _command(state, "REVERSE", event_id, body, wait, timeout)

@@ -484,8 +484,16 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Notices, Holds):
             self.out.commands.append(("loyalty.referrals", event["referral_code"], cmd))
 
     def consent(self, event: dict) -> Output:
-        purposes = as_json(event.get("payload")).get("purposes") or {}
-        self.state["consent"] = {**self.state.get("consent", {}), **purposes}
+        """Purposes (and vendors) given are set, those left out keep their value; the consent
+        record's other fields (consent_string, version, consent_timestamp) are replaced when
+        given. The purposes stay a flat map in `consent`, which rules and audiences read."""
+        payload = as_json(event.get("payload"))
+        self.state["consent"] = {**self.state.get("consent", {}), **(payload.get("purposes") or {})}
+        record = {k: payload[k] for k in profile.CONSENT_RECORD if payload.get(k) is not None}
+        if record or payload.get("vendors"):
+            known = self.state.get("consent_record", {})
+            vendors = {**known.get("vendors", {}), **(payload.get("vendors") or {})}
+            self.state["consent_record"] = {**known, **record, "vendors": vendors}
         res = self.result(event, "RESOLVED")
         self.remember(event["id"], res, "RESOLVED")
         return self.finish()

@@ -8,12 +8,13 @@ from processors.loyalty import bounds, campaigns, profile, retention, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.envelope import as_json, public_event
 from processors.loyalty.records import applied
+from schemas import event_times
 
 if TYPE_CHECKING:
     from processors.loyalty.engine import Output
 
 DAY_MS = 86_400_000
-RESERVATION_MS = DAY_MS  # default hold of a reservation without `reserve` days
+HOUR_MS = 3_600_000
 
 
 class Lifecycle:
@@ -21,8 +22,7 @@ class Lifecycle:
 
     def _reserve(self, event: dict) -> Output:
         lines = self._redeem(event, event.get("redeem") or [], "RESERVATION")
-        days = event.get("reserve")
-        expires = self.now + (days * DAY_MS if days else RESERVATION_MS)
+        expires = self.now + self._hold_ms(event)
         self.state["reservations"][event["id"]] = {"lines": lines, "expires_at": expires}
         self.changed()
         if lines:
@@ -38,7 +38,15 @@ class Lifecycle:
         self.remember(event["id"], res, "PENDING")
         return self.finish()
 
-    def _target(self, cmd: dict, wanted: str) -> tuple[dict | None, str | None]:
+    def _hold_ms(self, event: dict) -> int:
+        """How long a reservation waits for its fulfil: the event's `reserve` days, else the
+        program's `fulfilment.expire_after_hours` (24 by default)."""
+        days = event.get("reserve")
+        if days:
+            return days * DAY_MS
+        return round(self.program.fulfilment.expire_after_hours * HOUR_MS)
+
+    def _target(self, cmd: dict, *wanted: str) -> tuple[dict | None, str | None]:
         target_id = cmd.get("target_event_id")
         if target_id and self.is_held(target_id):
             return None, f"event {target_id} is waiting for a campaign budget decision"
@@ -50,8 +58,8 @@ class Lifecycle:
             days = self.program.retention.events_days
             window = f"or older than the {days}-day retention window"
             return None, f"unknown event {target_id} for customer {self.cid} ({window})"
-        if record["status"] != wanted:
-            return None, f"event {target_id} is {record['status']}, not {wanted}"
+        if record["status"] not in wanted:
+            return None, f"event {target_id} is {record['status']}, not {' or '.join(wanted)}"
         return record, None
 
     def _command_failed(self, cmd: dict, reason: str) -> Output:
@@ -75,17 +83,20 @@ class Lifecycle:
         detail = self._earn(event, as_json(event.get("properties")))
         self._upgrade(event)
         self.notify(cmd["id"], n.BEHAVIOR_EVENT_FULFILLED, n.behavior_event(self.cid, public_event(event)))
+        times = event_times.after(record, "RESOLVED", self.now)
         self.result(
             {**event, "kind": "FULFILL", "reply_to": cmd.get("reply_to")},
             "RESOLVED",
             redemptions=redemptions,
             command_id=cmd["id"],
+            times=times,
             **detail,
         )
         self.remember(
             event["id"],
             record["result"],
             "RESOLVED",
+            times=times,
             accumulations=detail["accumulations"],
             redemptions=redemptions,
             achievements=detail.get("achievements", []),
@@ -113,21 +124,27 @@ class Lifecycle:
         shown = {**event, "kind": cmd["kind"] if cmd else "EXPIRE"}
         shown["reply_to"] = cmd.get("reply_to") if cmd else None
         reason = as_json(cmd.get("payload")).get("reason") if cmd else "reservation expired"
+        times = event_times.after(record, status, self.now)
         self.result(
             shown,
             status,
             reason,
             released=reservation["lines"],
             command_id=cmd["id"] if cmd else None,
+            times=times,
         )
-        self.remember(event_id, record["result"], status)
+        self.remember(event_id, record["result"], status, times=times)
         return self.finish()
 
     def reverse(self, cmd: dict) -> Output:
-        record, why = self._target(cmd, "RESOLVED")
+        """Take a resolved event back; an unfulfilled one (an open reservation) is cancelled
+        instead, as Masivo does: nothing was granted, its reserved rewards are released."""
+        record, why = self._target(cmd, "RESOLVED", "PENDING")
         if record is None:
             return self._command_failed(cmd, why or "")
         event = record["event"]
+        if record["status"] == "PENDING":
+            return self.release(cmd, event["id"], "CANCELLED")
         if event.get("kind") == "ADJUST":
             why = f"event {event['id']} is an adjustment: correct it with an opposite adjustment"
             return self._command_failed(cmd, why)
@@ -148,6 +165,7 @@ class Lifecycle:
         revoked = self._take_back(event, record)
         self._downgrade("REVERSAL", event["id"], event["type"])
         reason = as_json(cmd.get("payload")).get("reason")
+        times = event_times.after(record, "REVERSED", self.now)
         self.result(
             {**event, "kind": "REVERSE", "reply_to": cmd.get("reply_to")},
             "REVERSED",
@@ -155,7 +173,8 @@ class Lifecycle:
             reversals=lines,
             restored=record["redemptions"],
             command_id=cmd["id"],
+            times=times,
             **({"badges": revoked} if revoked else {}),
         )
-        self.remember(event["id"], record["result"], "REVERSED")
+        self.remember(event["id"], record["result"], "REVERSED", times=times)
         return self.finish()

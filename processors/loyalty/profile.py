@@ -14,6 +14,9 @@ from processors.loyalty.rules import Bindings, Fields, RuleError, compile_rule, 
 from schemas.program import Program, Rfm
 
 DAY_MS = 86_400_000
+# the consent record's fields beside the purposes (Masivo's consent object): kept in the state's
+# `consent_record` with `vendors` and shown in the profile's, once a consent PATCH set one
+CONSENT_RECORD = ("consent_string", "version", "consent_timestamp")
 
 
 def metrics(state: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +123,8 @@ def build(
         "badges": held_badges(state),
         "traits": {},
     }
+    if state.get("consent_record"):
+        profile["consent_record"] = state["consent_record"]
     if with_traits:
         profile["traits"] = traits(program, bindings(program, profile))
     return profile if only is None else reduce(profile, only)

@@ -4,12 +4,14 @@ POST /coupons/redeem, against the ingest app with fakes (no Kafka)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from ingest.app import STOREFRONT_PREFIX
+from ingest.customer_history import customer_object
 from schemas.program import load_program
 from sinks.mapping import Source, event_rows
 from tests.unit.test_ingest_api import Harness, play_processor
@@ -204,14 +206,168 @@ def test_wait_answer_has_masivo_times_and_rewarding_campaigns(h):
         ("RESOLVED", "T", {"processing_at": "T", "resolved_at": "T"}),
         ("CANCELLED", "T", {"cancelled_at": "T"}),
         ("EXPIRED", "T", {"expired_at": "T"}),
-        ("REVERSED", "T", {"reversed_at": "T"}),  # when it was resolved is not stored
+        ("REVERSED", "T", {"reversed_at": "T"}),  # a row stored before times were kept
         ("TRACKED", None, {}),
     ],
 )
-def test_get_event_has_the_time_of_its_status(h, status, processed, wanted):
+def test_get_event_without_stored_times_has_the_time_of_its_status(h, status, processed, wanted):
     applied = [{"campaign_id": "base", "amount": 5}]
     h.lookup.events["e1"] = {"id": "e1", "customer_id": "c1", "type": "PURCHASE", "status": status,
                              "processed_at": processed, "result": {"rules_applied": applied}}  # fmt: skip
     data = h.client.get(f"{STOREFRONT_PREFIX}/behavior/events/e1", headers=BEARER).json()["data"]
     assert {k: data[k] for k in TIMES} == {**dict.fromkeys(TIMES), **wanted}
     assert data["rewarding_campaigns"] == ["base"] and data["status"] == status
+
+
+MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+HOUR = 3_600_000
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def test_get_event_shows_every_transition_time(h):
+    """RESOLVED, then REVERSED: the processor's times in the stored result give both."""
+    times = {"processing_at": MS, "resolved_at": MS + HOUR, "reversed_at": MS + 2 * HOUR}
+    h.lookup.events["e1"] = {"id": "e1", "customer_id": "c1", "type": "PURCHASE", "status": "REVERSED",
+                             "processed_at": iso(MS + 2 * HOUR), "fulfilled": False,
+                             "properties": {"amount": 5}, "result": {"times": times}}  # fmt: skip
+    data = h.client.get("/behavior/events/e1", headers=BEARER).json()["data"]
+    assert {k: data[k] for k in TIMES} == {
+        "processing_at": iso(MS), "resolved_at": iso(MS + HOUR), "cancelled_at": None,
+        "expired_at": None, "reversed_at": iso(MS + 2 * HOUR),
+    }  # fmt: skip
+    assert data["fulfilled"] is False and data["data"] == {"amount": 5}
+    assert {"reserve", "queue_message_id", "rewarding_campaigns", "result", "issued_at"} <= set(data)
+
+
+MASIVO_REPLY = ("id", "customer_id", "type", "data", "fulfilled", "reserve", "queue_message_id",
+                "rewarding_campaigns", "status", "result", "issued_at", *TIMES)  # fmt: skip
+
+
+def test_reverse_of_an_unfulfilled_event_answers_cancelled_in_masivos_shape(h):
+    """The processor's answer to POST .../reverse on a reservation (the engine side is in
+    tests/unit/test_loyalty_masivo.py): CANCELLED with cancelled_at, nothing granted."""
+    event = {"id": "e1", "customer_id": "c1", "type": "PURCHASE", "issued_at": MS, "fulfilled": False,
+             "reserve": 2, "properties": {"amount": 40}}  # fmt: skip
+    detail = {"rules_applied": [], "accumulations": [], "redemptions": [], "event": event,
+              "released": [{"reward_id": "POINTS", "amount": 40}], "command_id": None,
+              "times": {"processing_at": MS, "cancelled_at": MS + HOUR}}  # fmt: skip
+
+    def on_send(record):
+        h.hub.complete(record["id"], {
+            "event_id": "e1", "customer_id": "c1", "type": "PURCHASE", "kind": "REVERSE",
+            "status": "CANCELLED", "reason": "abandoned", "points": 0.0, "config_version": 1,
+            "processed_at": MS + HOUR, "reply_to": record["reply_to"],
+            "detail": json.dumps({**detail, "command_id": record["id"]}), "wallet": {"points": 100.0},
+        })  # fmt: skip
+
+    h.producer.on_send = on_send
+    body = {"customer_id": "c1", "reason": "abandoned"}
+    url = f"{STOREFRONT_PREFIX}/behavior/events/e1/reverse?wait=true"
+    resp = h.client.post(url, json=body, headers=BEARER)
+    assert resp.status_code == 200, resp.text
+    data = resp.json()["data"]
+    assert set(MASIVO_REPLY) <= set(data)
+    assert (data["status"], data["event_id"], data["points"]) == ("CANCELLED", "e1", 0.0)
+    assert (data["cancelled_at"], data["processing_at"]) == (iso(MS + HOUR), iso(MS))
+    assert data["resolved_at"] is None and data["reversed_at"] is None
+    assert (data["fulfilled"], data["reserve"], data["issued_at"]) == (False, 2, iso(MS))
+    assert data["data"] == {"amount": 40} and data["result"]["wallet"] == {"points": 100.0}
+    assert data["queue_message_id"] == f"test.events.loyalty/0/{len(h.producer.sent) - 1}"
+
+
+# -- customers and consent in Masivo's shape (item 3) -----------------------------------------
+MASIVO_PURPOSES = ("behavioral_campaigns", "coupon_campaigns", "punchcard_campaigns", "email_marketing",
+                   "push_notifications", "link_tracking")  # fmt: skip
+CONSENT_KEYS = {"consent_string", "version", "consent_timestamp", "customer_id", "purposes", "vendors"}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_consent_with_none_stored_has_every_purpose_true(h, prefix):
+    resp = h.client.get(f"{prefix}/customers/new-1/consent", headers=BEARER)
+    assert resp.status_code == 200, resp.text
+    consent = resp.json()["data"]["consent"]
+    assert set(consent) == CONSENT_KEYS and consent["customer_id"] == "new-1"
+    assert all(consent["purposes"][p] is True for p in (*MASIVO_PURPOSES, "leaderboards"))
+    assert consent["vendors"] == {} and consent["consent_string"] is None
+
+
+def test_patch_consent_takes_masivos_object_and_get_shows_it(h):
+    body = {"consent_string": "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA", "version": "2.0",
+            "consent_timestamp": "2023-11-07T05:31:56Z", "customer_id": "c1",
+            "purposes": {"link_tracking": False, "leaderboards": False, "email_marketing": True},
+            "vendors": {"vendor_123": True, "vendor_456": False}}  # fmt: skip
+    resp = h.client.patch("/customers/c1/consent", json=body, headers=BEARER)
+    assert resp.status_code == 202, resp.text
+    payload = json.loads(h.producer.sent[-1][2]["payload"])
+    assert payload == {**{k: body[k] for k in ("consent_string", "version", "purposes", "vendors")},
+                       "consent_timestamp": "2023-11-07T05:31:56+00:00"}  # fmt: skip
+    # the profile as the processor then writes it, read back as the sink stores it
+    row = {"profile_id": "c1", "consent": payload["purposes"],
+           "profile": {"consent_record": {**{k: payload[k] for k in ("consent_string", "version",
+                       "consent_timestamp")}, "vendors": body["vendors"]}}}  # fmt: skip
+    h.lookup.customers["c1"] = customer_object("c1", row)
+    consent = h.client.get("/customers/c1/consent", headers=BEARER).json()["data"]["consent"]
+    assert consent["purposes"] == {**dict.fromkeys((*MASIVO_PURPOSES, "leaderboards"), True),
+                                   "link_tracking": False, "leaderboards": False}  # fmt: skip
+    assert consent["vendors"] == body["vendors"] and consent["version"] == "2.0"
+    assert consent["consent_timestamp"] == "2023-11-07T05:31:56+00:00"
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({}, "body"),
+        ({"purposes": {}}, "purposes"),
+        ({"purposes": {"spam": True}}, "purposes.spam"),
+        ({"purposes": {"link_tracking": "yes"}}, "purposes.link_tracking"),
+        ({"vendors": {"v1": 1}}, "vendors.v1"),
+        ({"consent_timestamp": "yesterday"}, "consent_timestamp"),
+        ({"version": 2}, "version"),
+    ],
+)
+def test_a_bad_consent_field_is_a_422_naming_it(h, body, path):
+    resp = h.client.patch("/customers/c1/consent", json=body, headers=BEARER)
+    assert resp.status_code == 422, resp.text
+    assert any(f["path"].startswith(path) for f in resp.json()["error"]["fields"]), resp.json()
+
+
+def test_customer_object_in_masivos_shape(h):
+    row = {"profile_id": "c1", "anonymous": False, "identified": True, "tier": "gold",
+           "registered_at": "2026-01-01T00:00:00+00:00", "consent": {"email_marketing": False},
+           "profile": {}, "purchase_count": 2, "wallet_id": "c1", "points": 30.0, "lifetime": 50.0,
+           "pending": 0.0, "balance": {"POINTS": 30.0},
+           "wallet": {"totals": [{"total": 30.0, "reward_id": "POINTS", "expiration_date": MS}]}}  # fmt: skip
+    lines = [{"id": "l1", "amount": 30.0, "reward_id": "POINTS", "issued_at": MS - HOUR,
+              "expiration_date": MS, "kind": "ACCUMULATION"}]  # fmt: skip
+    h.lookup.customers["c1"] = customer_object("c1", row, lines)
+    data = h.client.get(f"{STOREFRONT_PREFIX}/customers/c1", headers=BEARER).json()["data"]
+    customer, wallet = data["customer"], data["wallet"]
+    assert (customer["id"], customer["status"], customer["tier_id"]) == ("c1", "REGISTERED", "gold")
+    assert customer["metrics"]["purchase_count"] == 2 and customer["is_anonymous"] is False
+    assert customer["consent"]["purposes"]["email_marketing"] is False
+    assert customer["consent"]["purposes"]["link_tracking"] is True
+    assert (wallet["id"], wallet["owner_id"]) == ("c1", "c1")
+    assert wallet["lines"] == [{**lines[0], "issued_at": iso(MS - HOUR), "expiration_date": iso(MS)}]
+    (total,) = wallet["totals"]
+    assert (total["total"], total["reward_id"], total["expiration_date"]) == (30.0, "POINTS", iso(MS))
+    assert total["reward"] == {"id": "POINTS", "name": "Points", "type": "POINTS", "expires_after_days": None}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_masivo_reverse_and_consent_bodies_are_accepted_verbatim(shop, prefix):
+    """Masivo's reverse body names no customer: it is found from the stored event."""
+    shop.lookup.events["e1"] = {"id": "e1", "customer_id": "masivo-ann", "type": "PURCHASE"}
+    resp = shop.client.post(f"{prefix}/behavior/events/e1/reverse", json=contract("reverse_event.json"),
+                            headers=BEARER)  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    _, key, record = shop.producer.sent[-1]
+    assert (key, record["kind"], record["target_event_id"]) == ("masivo-ann", "REVERSE", "e1")
+    assert json.loads(record["payload"]) == {"reason": "order returned"}
+    body = contract("consent_patch.json")
+    resp = shop.client.patch(f"{prefix}/customers/masivo-ann/consent", json=body, headers=BEARER)
+    assert resp.status_code == 202, resp.text
+    payload = json.loads(shop.producer.sent[-1][2]["payload"])
+    assert payload["purposes"] == body["purposes"] and payload["vendors"] == body["vendors"]
