@@ -23,8 +23,7 @@ COLUMNS = ("processing_at", "resolved_at", "cancelled_at", "expired_at", "revers
 
 def upgrade() -> None:
     op.execute(
-        "ALTER TABLE events "
-        + ", ".join(f"ADD COLUMN IF NOT EXISTS {c} timestamptz" for c in COLUMNS)
+        "ALTER TABLE events " + ", ".join(f"ADD COLUMN IF NOT EXISTS {c} timestamptz" for c in COLUMNS)
     )
 
 
