@@ -181,7 +181,7 @@ def simulate(program: Program, request: SimulateIn, now_ms: int, source: str = "
     for index, record in enumerate(records):
         touched.add(record["customer_id"])
         if record["path"] == "tracking":
-            steps.append({"trigger": "event", "index": index, "at": _iso(record["received_at"]),
+            steps.append({"trigger": "event", "index": index, "at": iso(record["received_at"]),
                           "event_id": record["id"], "tracking_only": True, "results": [],
                           "notifications": []})  # fmt: skip
             continue
@@ -207,20 +207,20 @@ def _state(c: StartingState, start: int) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def _iso(ms: int) -> str:
+def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _step(step: Step) -> dict[str, Any]:
     return {
         "trigger": step.trigger,
-        "at": _iso(step.at),
-        "results": [_result(r) for r in step.results],
-        "notifications": [_notification(n) for n in step.notifications],
+        "at": iso(step.at),
+        "results": [result_view(r) for r in step.results],
+        "notifications": [notification_view(n) for n in step.notifications],
     }
 
 
-def _result(res: dict[str, Any]) -> dict[str, Any]:
+def result_view(res: dict[str, Any]) -> dict[str, Any]:
     body = detail(res)
     after = res.get("wallet") or body.get("wallet") or {}  # its own field since Result v2
     wallet_after = {k: v for k, v in after.items() if k not in ("lines", "sequence")}
@@ -239,7 +239,7 @@ def _result(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _notification(note: dict[str, Any]) -> dict[str, Any]:
+def notification_view(note: dict[str, Any]) -> dict[str, Any]:
     return {"event": note["event"], "customer_id": note["customer_id"], "data": orjson.loads(note["data"])}
 
 
