@@ -22,6 +22,7 @@ from processors.loyalty.bounds import Refused
 from processors.loyalty.campaigns import Award, Budget, Claim, Skip, rounded
 from processors.loyalty.envelope import as_json, command, public_event, uid
 from processors.loyalty.holds import HELD, Holds
+from processors.loyalty.identity import Identity, merged_into
 from processors.loyalty.lifecycle import Lifecycle
 from processors.loyalty.notices import Notices
 from processors.loyalty.reactions import render
@@ -37,7 +38,7 @@ Lookup = Callable[[str], dict[str, Any] | None]
 __all__ = ["Output", "Refused", "apply", "command", "fire", "new_state", "public_event", "refuse", "uid"]
 # kinds with their own handler in `apply`; any other kind is an event (EVENT, REGISTER, SCHEDULED)
 COMMANDS = frozenset(
-    {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY", "ADJUST"}
+    {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY", "ADJUST", "MERGE"}
     | {"REFERRAL_REWARD", "COUPON_GRANTED", "COUPON_REJECTED", "BUDGET_DECISION"}
 )
 
@@ -68,7 +69,7 @@ def new_state(customer_id: str) -> dict[str, Any]:
     return state
 
 
-class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Notices, Holds):
+class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Notices, Holds, Identity):
     """One engine call: accumulates outputs while mutating the customer's state."""
 
     def __init__(self, state: dict, program: Program, now: int, lookup: Lookup, budget: Budget):
@@ -508,6 +509,9 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Notices, Holds):
         return self._fail(event, reason)
 
     def identify(self, event: dict) -> Output:
+        """Mark the same id known; with `new_id`, move the anonymous customer there (identity.py)."""
+        if as_json(event.get("payload")).get("new_id") or merged_into(self.state):
+            return self.identify_anonymous(event)
         self.state["anonymous"] = False
         res = self.result(event, "RESOLVED")
         self.remember(event["id"], res, "RESOLVED")
@@ -554,6 +558,7 @@ def apply(
         "COUPON_GRANTED": step.coupon_decision,
         "COUPON_REJECTED": step.coupon_decision,
         "BUDGET_DECISION": step.budget_decision,
+        "MERGE": step.merge,
     }.get(kind, step.event)
     try:
         out = handler(event)

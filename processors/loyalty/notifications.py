@@ -23,6 +23,7 @@ BADGE_REVOKED = "BADGE_REVOKED"
 ACHIEVEMENT_PROGRESS = "ACHIEVEMENT_PROGRESS"
 POINTS_EXPIRING = "POINTS_EXPIRING"  # notices.py
 TIER_DOWNGRADE_WARNING = "TIER_DOWNGRADE_WARNING"
+CUSTOMER_ANONYMOUS_TO_REGISTERED = "CUSTOMER_ANONYMOUS_TO_REGISTERED"  # identity.py, after a merge
 CAMPAIGN_BUDGET_EXHAUSTED = "CAMPAIGN_BUDGET_EXHAUSTED"  # once per campaign and budget (budgets.py)
 # the types that carry the wallet: the Notification's `wallet` field, set by engine.Step once the
 # whole call is applied (delivery shows it as the last key of `data`)
@@ -33,6 +34,7 @@ WITH_WALLET = frozenset(
         CUSTOMER_REDEMPTION,
         REWARDS_RESERVATION,
         REWARDS_RESERVATION_CANCELLED,
+        CUSTOMER_ANONYMOUS_TO_REGISTERED,
     }
 )
 

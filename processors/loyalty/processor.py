@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import engine, metrics, retention
+from processors.loyalty import engine, identity, metrics, retention
 from processors.loyalty.bounds import Refused
 from processors.loyalty.budgets import Budgets
 from processors.loyalty.campaigns import Budget, exhausted_key
@@ -72,9 +72,14 @@ class LoyaltyProcessor(Processor):
             _result(ctx, event["customer_id"], _rejected(ctx, event, invalid))
             return
         state = customers.get(event["customer_id"])
+        into = identity.merged_into(state)
+        if into and not identity.stays(event) and events.get(event["id"]) is None:
+            ctx.emit(EVENTS_LOYALTY, into, identity.forward(event, into, events.get))  # moved there
+            return
         budget = self._budget(ctx)
+        lookup = identity.lookup_with(events.get, event)
         try:
-            out = engine.apply(state, event, ctx.config, ctx.now(), events.get, budget)
+            out = engine.apply(state, event, ctx.config, ctx.now(), lookup, budget)
         except Refused as exc:
             out, budget = self._refused(ctx, event["customer_id"], exc)
         except Exception as exc:  # a bug must not wedge the partition on one poison event
@@ -89,7 +94,7 @@ class LoyaltyProcessor(Processor):
             retention.sweep(ctx, ctx.store(EVENTS))
             return
         state = ctx.store(CUSTOMERS).get(timer.key)
-        if state is None:
+        if state is None or identity.merged_into(state):  # merged: its timers moved with it
             return
         budget = self._budget(ctx)
         lookup = ctx.store(EVENTS).get
