@@ -30,6 +30,7 @@ class RouterProcessor(Processor):
     name = "router"
     inputs = [EVENTS_INBOUND]
     outputs = [EVENTS_LOYALTY, EVENTS_TRACKING, LOYALTY_RESULTS]
+    route_by_key = False  # stateless: it re-keys every event by customer_id itself
 
     def __init__(self, limits: EventLimits | None = None) -> None:
         self.types = TypeRegistry()  # compiled per program version, as ingest's

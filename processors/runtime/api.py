@@ -94,6 +94,9 @@ class Processor:
     inputs: ClassVar[list[str]]
     outputs: ClassVar[list[str]] = []
     stores: ClassVar[list[str]] = []
+    # inputs keyed by the id whose state a partition owns: a record on another partition than
+    # murmur2(key) gives (a producer with another partitioner) is forwarded there first
+    route_by_key: ClassVar[bool] = True
 
     def process(self, ctx: Context, record: Record) -> None:
         raise NotImplementedError

@@ -38,6 +38,12 @@ def metrics_host() -> str:
 
 RECORDS_IN = Counter("stream_records_in_total", "Records consumed", ["processor", "topic"])
 RECORDS_OUT = Counter("stream_records_out_total", "Records produced", ["processor", "topic"])
+REROUTED = Counter(
+    "stream_records_rerouted_total",
+    "Records found on a partition their key does not hash to (a producer with another "
+    "partitioner), forwarded to the key's partition",
+    ["processor", "topic"],
+)
 PROCESS_LATENCY = Histogram(
     "stream_process_seconds",
     "Handler time per record",

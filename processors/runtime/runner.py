@@ -52,6 +52,7 @@ from processors.runtime.dead_letters import (
 )
 from processors.runtime.kafka_util import check_consumer_error, partitions_of
 from processors.runtime.limits import DEFAULT_LIMIT, RecordTooLarge, record_limit, too_large
+from processors.runtime.partitioner import partition_for
 from processors.runtime.pending import PendingMetrics
 from processors.runtime.task import TIMERS_STORE, PartitionTask, TimerFailed
 from processors.runtime.transactions import (
@@ -186,6 +187,7 @@ class Runner:
         # timers wait for the backlog: per input (topic, partition), the timestamp of the last
         # record processed, and the offset the consumer was last sought to
         self._stream_ts: dict[tuple[str, int], int] = {}
+        self._partition_cache: dict[bytes, int] = {}  # key -> murmur2 partition
         self._sought: dict[tuple[str, int], int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -412,6 +414,9 @@ class Runner:
         self._begin()
         physical = msg.topic()
         offset = msg.offset()
+        if (right := self._key_partition(msg)) != partition:
+            self._forward(msg, right)
+            return True
         self._stream_ts[(physical, partition)] = msg.timestamp()[1]
         topic, schema = self._inputs.get(physical) or self._input_info(physical)
         try:
@@ -439,6 +444,26 @@ class Runner:
         self._count(m.RECORDS_IN, topic)
         self._advance(physical, partition, offset)
         return True
+
+    def _key_partition(self, msg: Any) -> int:
+        """The partition murmur2 gives the record's key (its own when not routed by key)."""
+        key = msg.key()
+        if key is None or not self.processor.route_by_key:
+            return msg.partition()
+        right = self._partition_cache.get(key)
+        if right is None:
+            if len(self._partition_cache) > 200_000:
+                self._partition_cache.clear()
+            right = self._partition_cache[key] = partition_for(key, self.settings.partitions)
+        return right
+
+    def _forward(self, msg: Any, right: int) -> None:
+        """A record on the wrong partition (its producer used another partitioner, e.g.
+        librdkafka's default crc32) would split its customer's state over two tasks: it is
+        forwarded, bytes and headers as they are, to its key's partition, in this transaction."""
+        self._produce(msg.topic(), msg.key(), msg.value(), partition=right, headers=msg.headers())
+        self._advance(msg.topic(), msg.partition(), msg.offset())
+        self.pending.add(m.REROUTED, (self.processor.name, base_name(msg.topic(), self.settings)))
 
     def _record(self, msg: Any, topic: str, schema: str | None) -> Record:
         raw = msg.value()
