@@ -43,6 +43,7 @@ from ingest.routers import (
     customers,
     events,
     health,
+    identity,
     leaderboards,
     resources,
     simulate,
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 # The public (non-admin) routes are also served under Masivo's storefront base path, so a
 # Masivo integration only changes its base URL (docs/masivo-compatibility.md).
 STOREFRONT_PREFIX = "/api/storefront/v1"
-STOREFRONT_ROUTERS = (events, customers, coupons)
+STOREFRONT_ROUTERS = (events, customers, identity, coupons)
 
 
 def new_instance_id() -> str:
@@ -108,7 +109,8 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (events, customers, coupons, leaderboards, admin, versions, resources, simulate, health):
+    public = (events, customers, identity, coupons, leaderboards)
+    for module in (*public, admin, versions, resources, simulate, health):
         app.include_router(module.router)
     for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
         app.include_router(module.router, prefix=STOREFRONT_PREFIX)
