@@ -4,8 +4,8 @@ Why the sink: the scores must be a table with an index on (board, period, score)
 top N and a customer's rank answer within 50 ms on a board of 1M customers, and the sink is
 what turns results into rows exactly once (rows and offsets in one transaction). Each result
 adds a delta to (board, period start, customer) in `leaderboard_scores`; PostgreSQL keeps the
-eligibility flag (anonymous, consent, audience) and a per-score count that ranks read
-(migration 0007_leaderboards, docs/loyalty.md "Leaderboards").
+eligibility flag (anonymous, consent, audience) and the per-bucket counts that ranks read
+(migrations 0007_leaderboards and 0009_leaderboard_buckets, docs/loyalty.md "Leaderboards").
 
 Metrics: `points` / `reward_units` sum what the result's ledger lines earned of the reward
 (ACCUMULATION, ADJUSTMENT and REVERSAL lines, so a reversal or a debit adjustment takes back, in

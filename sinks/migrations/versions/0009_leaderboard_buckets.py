@@ -22,7 +22,9 @@ most 16 rows per populated power of two, 63 + 63, and the distinct scores of one
 The per-row trigger of 0007 (785 s to seed 1M rows) becomes three statement-level triggers
 with transition tables: a statement (the sink writes each batch's scores in one) adds its
 rows' +1/-1 per bucket, grouped, in one upsert; a bucket whose count falls to 0 is deleted.
-Upserts go in key order so concurrent writers lock buckets in the same order.
+Upserts go in key order, so two statements lock buckets in the same order; a deadlock between
+two sink transactions (each runs several statements) rolls one back, and the sink writes that
+batch again from its stored offsets.
 
 Revision ID: 0009_leaderboard_buckets
 Revises: 0008_sink_rejects_dlq
@@ -118,21 +120,26 @@ CREATE TRIGGER leaderboard_scores_delete AFTER DELETE ON leaderboard_scores
 
 -- 1 + the eligible customers with a higher score: the buckets above the score's at each level,
 -- within its bucket of the level above (level 1: all of them). One range of the primary key
--- per level, spelled out so that the plan is that whatever the statistics say.
-CREATE FUNCTION leaderboard_above(board text, period date, lvl smallint, above bigint, upto bigint)
-RETURNS bigint LANGUAGE sql STABLE AS $$
-    SELECT COALESCE(sum(n), 0)::bigint FROM leaderboard_score_buckets
-    WHERE board_id = board AND period_start = period AND level = lvl
-      AND bucket > above AND bucket <= upto
-$$;
+-- per level, spelled out so that the plan is that whatever the statistics say; plpgsql keeps
+-- the plan (a SQL function planned it per call: twice the time).
 CREATE FUNCTION leaderboard_rank(board text, period date, score double precision) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT 1 + leaderboard_above(board, period, 1::smallint, k >> 48, 9223372036854775807)
-             + leaderboard_above(board, period, 2::smallint, k >> 42, ((k >> 48) << 6) | 63)
-             + leaderboard_above(board, period, 3::smallint, k >> 36, ((k >> 42) << 6) | 63)
-             + leaderboard_above(board, period, 4::smallint, k, ((k >> 36) << 36) | 68719476735)
-    FROM (SELECT leaderboard_key(score) AS k) me
-$$;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE k bigint := leaderboard_key(score); higher bigint;
+BEGIN
+    SELECT (SELECT COALESCE(sum(n), 0) FROM leaderboard_score_buckets
+            WHERE board_id = board AND period_start = period AND level = 1 AND bucket > k >> 48)
+         + (SELECT COALESCE(sum(n), 0) FROM leaderboard_score_buckets
+            WHERE board_id = board AND period_start = period AND level = 2
+              AND bucket > k >> 42 AND bucket <= ((k >> 48) << 6) | 63)
+         + (SELECT COALESCE(sum(n), 0) FROM leaderboard_score_buckets
+            WHERE board_id = board AND period_start = period AND level = 3
+              AND bucket > k >> 36 AND bucket <= ((k >> 42) << 6) | 63)
+         + (SELECT COALESCE(sum(n), 0) FROM leaderboard_score_buckets
+            WHERE board_id = board AND period_start = period AND level = 4
+              AND bucket > k AND bucket <= ((k >> 36) << 36) | 68719476735)
+    INTO higher;
+    RETURN 1 + higher;
+END $$;
 
 SELECT leaderboard_apply(array_agg(board_id), array_agg(period_start), array_agg(score),
                          array_agg(1))
@@ -143,8 +150,7 @@ DOWN = """
 DROP TRIGGER leaderboard_scores_insert ON leaderboard_scores;
 DROP TRIGGER leaderboard_scores_update ON leaderboard_scores;
 DROP TRIGGER leaderboard_scores_delete ON leaderboard_scores;
-DROP FUNCTION leaderboard_rank(text, date, double precision),
-    leaderboard_above(text, date, smallint, bigint, bigint), leaderboard_bucket_count(),
+DROP FUNCTION leaderboard_rank(text, date, double precision), leaderboard_bucket_count(),
     leaderboard_apply(text[], date[], double precision[], int[]), leaderboard_key(double precision);
 DROP TABLE leaderboard_score_buckets;
 
