@@ -113,8 +113,9 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
 
 
 # result detail keys holding the ledger lines a result created (EXPIRY: points expiry timer,
-# REVERSAL: a reversed event's accumulations taken back)
-LEDGER_KEYS = ("accumulations", "redemptions", "expirations", "reversals")
+# REVERSAL: a reversed event's accumulations taken back, MERGE_OUT / MERGE_IN: the lines an
+# anonymous customer's merge moved, processors/loyalty/identity.py)
+LEDGER_KEYS = ("accumulations", "redemptions", "expirations", "reversals", "transfers")
 
 
 def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
@@ -289,6 +290,7 @@ def profile_rows(prof: Row, src: Source) -> list[tuple[str, Row]]:
         "config_version": prof.get("config_version", 0),
         "updated_at": ts(prof.get("updated_at")),
         "sequence": sequence(p),
+        "merged_into": p.get("merged_into") if isinstance(p.get("merged_into"), str) else None,
     }
     return [("customers", row)]
 

@@ -217,7 +217,7 @@ CUSTOMER_COLS = (
     "total_spend", "last_purchase_at", "event_count", "last_event_at", "first_seen",
     "lifetime_points", "points", "birthday", "registered_at", "rfm_recency", "rfm_frequency",
     "rfm_monetary", "rfm_score", "events_by_type", "traits", "profile", "config_version",
-    "updated_at", "sequence",
+    "updated_at", "sequence", "merged_into",
 )  # fmt: skip
 WALLET_LINE_COLS = (
     "id", "customer_id", "kind", "reward_id", "campaign_id", "event_id", "amount", "issued_at",

@@ -324,7 +324,10 @@ class JourneysProcessor(Processor):
         value = record.value
         customer_id = record.key or value["customer_id"]
         if record.topic == PROFILES_CHANGES:
-            ctx.store(PROFILES).put(customer_id, parse_profile(value))
+            profile = parse_profile(value)
+            ctx.store(PROFILES).put(customer_id, profile)
+            if profile.get("merged_into"):
+                self.on_merged(ctx, customer_id, profile["merged_into"])
             return
         compiled = self.sync_definitions(ctx, ctx.config)
         if record.topic == AUDIENCES_MEMBERSHIP:
@@ -332,6 +335,8 @@ class JourneysProcessor(Processor):
         if value.get("kind", "EVENT") not in EVENT_KINDS or value["type"] not in compiled.event_types:
             return
         state = Journeys(ctx, compiled, customer_id)
+        if state.profile.get("merged_into"):  # its events are the known id's now (forwarded)
+            return
         state.on_event(event_view(value))
         state.save()
 
@@ -355,6 +360,14 @@ class JourneysProcessor(Processor):
                 state.enter(journey, event)
         elif value["action"] == "LEAVE":
             state.on_audience_leave(audience_id)
+        state.save()
+
+    def on_merged(self, ctx: Context, customer_id: str, into: str) -> None:
+        """An anonymous customer merged into a known id: its journeys exit (the known id's go
+        on; events to the anonymous id reach them re-keyed, processors/loyalty/identity.py)."""
+        state = Journeys(ctx, self.sync_definitions(ctx, ctx.config), customer_id)
+        for journey_id in list(state.doc["active"]):
+            state.finish(journey_id, "EXIT", f"merged_into:{into}")
         state.save()
 
     def on_timer(self, ctx: Context, timer: Timer) -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.testing import TestDriver
+from schemas.topics import PROFILES_CHANGES
+from tests.unit import test_journeys as journeys
 from tests.unit.test_loyalty_engine import DAY, NOW, Shop, hooks, profile, program, results
 
 HOW = "register it with anonymous: true"
@@ -164,3 +166,18 @@ def test_identify_is_rejected_with_a_reason(setup, new_id: str, reason: str) -> 
     assert (res["status"], res["reason"]) == ("REJECTED", reason)
     assert not [v for t, _, v in s.driver.emitted if t == "events.loyalty" and v.get("kind") == "MERGE"]
     assert orjson.loads(s.driver.outputs("profiles.changes")[-1]["profile"]).get("merged_into") is None
+
+
+def test_journeys_of_the_anonymous_id_exit_at_the_merge_and_its_later_events_are_ignored() -> None:
+    """The sealed profile (merged_into) ends the anonymous id's journeys; the same event types
+    then reach journeys under the known id only (loyalty forwards them re-keyed)."""
+    d = journeys.driver(journeys.CART_ABANDONMENT)
+    journeys.send_event(d, ANON, "ADD_TO_CART")
+    s = six_partitions()
+    s.command(ANON, "REGISTER", anonymous=True)
+    sealed = next(v for t, _, v in identify(s) if t == "profiles.changes" and v["customer_id"] == ANON)
+    out = d.send(PROFILES_CHANGES, ANON, sealed)
+    assert journeys.activity(out) == [("EXIT", "wait_30m", None)]
+    assert orjson.loads(out[0][2]["data"]) == {"reason": f"merged_into:{KNOWN}"}
+    assert journeys.activity(journeys.send_event(d, ANON, "ADD_TO_CART")) == []
+    assert journeys.activity(d.advance(60 * journeys.MINUTE)) == []
