@@ -203,6 +203,7 @@ def main_loyalty(args: argparse.Namespace) -> int:
         base = Settings.from_env()
         settings = Settings(kafka_bootstrap_servers=base.kafka_bootstrap_servers, topic_prefix=args.reuse,
                             partitions=base.partitions)  # fmt: skip
+        ensure_topics(settings)  # any input topic added since the fill
         print(f"reusing the changelogs under {args.reuse}", flush=True)
     else:
         settings = fresh_settings(program)
