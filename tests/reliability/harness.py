@@ -63,8 +63,10 @@ class Load(threading.Thread):
 class ProcessorProcess:
     """The example counter processor as a real OS process (so it can be SIGKILLed)."""
 
-    def __init__(self, settings: Settings, state_dir: Path, instance_id: str, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, state_dir: Path, instance_id: str, log_dir: Path,
+                 supervised: bool = False) -> None:  # fmt: skip
         self.settings, self.state_dir, self.instance_id = settings, state_dir, instance_id
+        self.supervised = supervised  # under deploy.local.supervise, which restarts it on exit
         self.log_path = log_dir / f"{instance_id}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -79,6 +81,7 @@ class ProcessorProcess:
             [
                 sys.executable,
                 "-m",
+                *(["deploy.local.supervise"] if self.supervised else []),
                 "processors.runtime.example",
                 "--state-dir",
                 str(self.state_dir),
