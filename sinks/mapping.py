@@ -112,6 +112,33 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
     return [("events_from_event", row)]
 
 
+def loyalty_event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
+    """An events.loyalty record; a BUDGET_DECISION also gives its campaign's budget use."""
+    out = event_rows(ev, src)
+    budget = _campaign_budget(ev) if ev.get("kind") == "BUDGET_DECISION" else None
+    if budget is not None:
+        out.append(("campaign_budgets", budget))
+    return out
+
+
+def _campaign_budget(ev: Row) -> Row | None:
+    """The campaign's spend after this decision (processors/loyalty/budgets.py): `spent` is the
+    exact total over every partition, so the highest one is the latest (sinks.tables)."""
+    d = loads(ev.get("payload"))
+    if not isinstance(d, dict) or not d.get("campaign_id"):
+        return None  # not a decision's shape: its events row is still written
+    budget, spent = num(d.get("budget")), num(d.get("spent")) or 0.0
+    return {
+        "campaign_id": str(d["campaign_id"]),
+        "reward_id": d.get("reward_id") if isinstance(d.get("reward_id"), str) else None,
+        "budget": budget,
+        "spent": spent,
+        "remaining": None if budget is None else max(budget - spent, 0.0),
+        "exhausted_at": ts(d.get("exhausted_at")),
+        "updated_at": ts(ev.get("issued_at")),
+    }
+
+
 # result detail keys holding the ledger lines a result created (EXPIRY: points expiry timer,
 # REVERSAL: a reversed event's accumulations taken back, MERGE_OUT / MERGE_IN: the lines an
 # anonymous customer's merge moved, processors/loyalty/identity.py)
@@ -450,7 +477,7 @@ def audit_rows(a: Row, src: Source) -> list[tuple[str, Row]]:
 
 
 MAPPERS = {
-    t.EVENTS_LOYALTY: event_rows,
+    t.EVENTS_LOYALTY: loyalty_event_rows,
     t.EVENTS_TRACKING: event_rows,
     t.LOYALTY_RESULTS: result_rows,
     t.PROFILES_CHANGES: profile_rows,

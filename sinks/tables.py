@@ -340,6 +340,43 @@ def refresh_eligibility(audience_only: bool) -> str:
     )
 
 
+CAMPAIGN_BUDGET_COLS = (
+    "campaign_id", "reward_id", "budget", "spent", "remaining", "exhausted_at", "updated_at",
+)  # fmt: skip
+
+
+def most_spent(old: Row, new: Row) -> Row:
+    """A campaign's spend only grows: the highest `spent` is its latest decision; on a tie (a
+    budget changed, nothing granted) the later one (mirrors CAMPAIGN_BUDGETS' WHERE)."""
+
+    def order(row: Row) -> tuple:
+        return (row["spent"], row["updated_at"] is not None, row["updated_at"] or 0)
+
+    kept, other = (new, old) if order(new) >= order(old) else (old, new)
+    return {**kept, "reward_id": kept["reward_id"] or other["reward_id"]}
+
+
+CAMPAIGN_BUDGETS = Target(
+    "campaign_budgets",
+    "campaign_budgets",
+    CAMPAIGN_BUDGET_COLS,
+    ("campaign_id",),
+    most_spent,
+    (
+        upsert(
+            "campaign_budgets AS b",
+            CAMPAIGN_BUDGET_COLS,
+            ("campaign_id",),
+            "DO UPDATE SET reward_id = COALESCE(EXCLUDED.reward_id, b.reward_id), "
+            "budget = EXCLUDED.budget, spent = EXCLUDED.spent, remaining = EXCLUDED.remaining, "
+            "exhausted_at = EXCLUDED.exhausted_at, updated_at = EXCLUDED.updated_at "
+            "WHERE EXCLUDED.spent > b.spent "
+            "OR (EXCLUDED.spent = b.spent AND EXCLUDED.updated_at >= b.updated_at)",
+        ),
+    ),
+)
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -370,5 +407,6 @@ TARGETS: dict[str, Target] = {
         insert_only("dlq", "dlq", DLQ_COLS, ("id", "endpoint_id")),
         insert_only("admin_audit", "admin_audit", AUDIT_COLS, ("id",)),
         LEADERBOARD_SCORES,  # after customers and audience_members: eligibility reads them
+        CAMPAIGN_BUDGETS,
     ]
 }

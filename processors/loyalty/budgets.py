@@ -60,6 +60,7 @@ class Budgets:
             "reason": reason,
             "spent": ledger["spent"],
             "budget": c.budget if c is not None else None,
+            "reward_id": c.reward_id if c is not None else None,  # what the budget counts
             "exhausted": exhausted,
             "exhausted_at": ledger["exhausted_at"],
         }

@@ -31,7 +31,7 @@ from schemas.topics import schema_for
 from sinks.batch import Batch
 from sinks.mapping import SOURCE_TOPICS, Source
 from sinks.writer import write_batch
-from tests.support.pg import scalar
+from tests.support.pg import query, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +237,11 @@ def test_every_kind_lands_in_its_table_and_nothing_is_refused(walked: dict, sink
     revoked = "SELECT count(*) FROM customer_badges WHERE customer_id = 'cy' AND count = 0"
     revoked += " AND revoked_at IS NOT NULL"
     assert scalar(sink_db, revoked) == 1
+    # campaign_budgets: the budgeted electronics-bonus spent what its accumulation lines credited
+    budgets = query(
+        sink_db, "SELECT campaign_id, reward_id, budget, spent, remaining, exhausted_at FROM campaign_budgets"
+    )
+    credited = "SELECT sum(amount) FROM ledger_lines WHERE kind = 'ACCUMULATION' AND campaign_id = %s"
+    spent = scalar(sink_db, credited, "electronics-bonus")
+    assert spent > 0
+    assert budgets == [("electronics-bonus", "POINTS", 1_000_000, spent, 1_000_000 - spent, None)]
