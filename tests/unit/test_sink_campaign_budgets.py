@@ -4,56 +4,15 @@ folded as a sink batch folds them."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from processors.loyalty.processor import LoyaltyProcessor
-from processors.runtime.testing import Emitted, TestDriver
 from schemas import topics as t
-from schemas.codec import decode, encode
-from schemas.program import Program
 from sinks.batch import Batch
 from sinks.mapping import Source, rows_for
-
-NOW = 1_790_000_000_000
-BUDGETED = {"id": "launch", "name": "Launch", "formula": "30", "budget": 100, "reward_id": "POINTS"}
-
-
-def walk(purchases: int, budget: float | None = 100) -> tuple[list[dict], list[dict]]:
-    """(BUDGET_DECISION records as the sink decodes them, CAMPAIGN_BUDGET_EXHAUSTED notifications)
-    of `purchases` purchases by different customers, one minute apart."""
-    prog = Program.model_validate({"version": 1, "campaigns": [{**BUDGETED, "budget": budget}]})
-    driver = TestDriver(LoyaltyProcessor(1), prog, now=NOW)
-    out: list[Emitted] = []
-    for n in range(purchases):
-        event = {
-            "id": str(uuid.uuid4()),
-            "customer_id": f"c{n}",
-            "type": "PURCHASE",
-            "issued_at": driver.clock.now_ms(),
-            "received_at": driver.clock.now_ms(),
-            "properties": orjson.dumps({"amount": 10}).decode(),
-        }
-        queue = driver.send(t.EVENTS_LOYALTY, event["customer_id"], event)
-        while queue:
-            record = queue.pop(0)
-            out.append(record)
-            if record[0] in (t.EVENTS_LOYALTY, t.CAMPAIGN_BUDGETS):
-                queue += driver.send(*record)
-        driver.advance(60_000)
-    decisions = [
-        as_consumed(v) for tp, _, v in out if tp == t.EVENTS_LOYALTY and v["kind"] == "BUDGET_DECISION"
-    ]
-    notes = [v for tp, _, v in out if tp == t.NOTIFICATIONS and v["event"] == "CAMPAIGN_BUDGET_EXHAUSTED"]
-    return decisions, notes
-
-
-def as_consumed(value: dict) -> dict:
-    schema = t.schema_for(t.EVENTS_LOYALTY)
-    return decode(encode(schema, value), schema)
+from tests.support.budget_walk import walk
 
 
 def folded(decisions: list[dict]) -> dict[str, Any]:
