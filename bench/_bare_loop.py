@@ -34,11 +34,12 @@ def main() -> None:
                 continue
             value = orjson.loads(msg.value())
             body = orjson.dumps({"key": msg.key().decode(), "ts": value.get("ts")})
-            try:
-                producer.produce(out, body, msg.key())
-            except BufferError:
-                producer.poll(0.05)
-                producer.produce(out, body, msg.key())
+            while True:
+                try:
+                    producer.produce(out, body, msg.key())
+                    break
+                except BufferError:  # the queue drains as the broker acknowledges
+                    producer.poll(0.05)
         producer.poll(0)
     producer.flush(10)
     consumer.close()
