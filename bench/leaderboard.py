@@ -10,6 +10,10 @@ ties low down, about 14k distinct values), 2% left out (not eligible). `--before
 (one count row per distinct higher score) on the same data, through the same app.
 Target: p99 < 50 ms per endpoint.
 
+Then the sink's side: `--batches` statements shaped as the sink's score upsert (500 random
+customers' deltas, INSERT ... ON CONFLICT DO UPDATE) through the buckets' statement-level
+triggers, and with `--before` alternately through 0007's per-row trigger (installed at the end).
+
     python -m bench.leaderboard [--customers N] [--repeat R] [--before] [--keep]
 """
 
@@ -96,11 +100,69 @@ def measure(client: TestClient, customers: int, repeat: int, before: bool) -> di
     return took
 
 
+# the sink's statement for a batch's scores (sinks/tables.py LEADERBOARD_SCORES, eligibility aside)
+BATCH = """
+INSERT INTO leaderboard_scores AS l (board_id, period_start, customer_id, score, eligible, updated_at)
+SELECT 'points', DATE '1970-01-01', c, d, true, now() FROM unnest(%s::text[], %s::float8[]) u(c, d)
+ON CONFLICT (board_id, period_start, customer_id) DO UPDATE SET score = l.score + EXCLUDED.score
+"""
+# 0007's per-row trigger beside the buckets' statement-level ones; each batch enables one kind
+BEFORE_TRIGGER = """
+CREATE FUNCTION leaderboard_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.eligible = NEW.eligible AND OLD.score = NEW.score THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.eligible THEN
+        UPDATE leaderboard_score_counts SET n = n - 1
+        WHERE board_id = OLD.board_id AND period_start = OLD.period_start AND score = OLD.score;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.eligible THEN
+        INSERT INTO leaderboard_score_counts AS k VALUES (NEW.board_id, NEW.period_start, NEW.score, 1)
+        ON CONFLICT (board_id, period_start, score) DO UPDATE SET n = k.n + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER leaderboard_scores_count AFTER INSERT OR UPDATE OR DELETE ON leaderboard_scores
+    FOR EACH ROW EXECUTE FUNCTION leaderboard_count();
+"""
+ONLY = {
+    "statement-level buckets": "ALTER TABLE leaderboard_scores ENABLE TRIGGER leaderboard_scores_insert, "
+    "ENABLE TRIGGER leaderboard_scores_update, DISABLE TRIGGER leaderboard_scores_count",
+    "0007 per-row trigger": "ALTER TABLE leaderboard_scores DISABLE TRIGGER leaderboard_scores_insert, "
+    "DISABLE TRIGGER leaderboard_scores_update, ENABLE TRIGGER leaderboard_scores_count",
+}
+
+
+def sink_batches(url: str, customers: int, batches: int, before: bool) -> None:
+    """ms per upsert of 500 customers' score deltas (a transaction each); with `before`, the
+    batches alternate between the buckets' triggers and 0007's (the same cache for both)."""
+    rng = random.Random(16)
+    kinds = list(ONLY) if before else list(ONLY)[:1]
+    took: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with psycopg.connect(url, autocommit=True) as conn:
+        if before:
+            conn.execute(BEFORE_TRIGGER)
+        for _ in range(batches):
+            for kind in kinds:
+                if before:
+                    conn.execute(ONLY[kind])
+                ids = list(dict.fromkeys(f"c{rng.randrange(customers)}" for _ in range(500)))
+                deltas = [float(rng.randrange(1, 200)) for _ in ids]
+                began = time.perf_counter()
+                conn.execute(BATCH, (ids, deltas))
+                took[kind].append((time.perf_counter() - began) * 1000)
+    for kind, values in took.items():
+        print(f"sink batch of 500 scores, {kind}: p50 {statistics.median(values):.1f} ms, "
+              f"mean {statistics.mean(values):.1f} ms ({batches} batches)", flush=True)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.leaderboard", description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=300)
     parser.add_argument("--before", action="store_true", help="also time 0007's rank query")
+    parser.add_argument("--batches", type=int, default=40, help="sink-shaped score upserts to time")
     parser.add_argument("--keep", action="store_true", help="keep the seeded database")
     args = parser.parse_args(argv)
     server = Settings.from_env().database_url
@@ -115,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             took = measure(client, args.customers, args.repeat, args.before)
             report(took)
             ok = all(statistics.quantiles(v, n=100)[98] < TARGET_MS for k, v in took.items() if k != BEFORE)
+        sink_batches(url, args.customers, args.batches, args.before)
     finally:
         if not args.keep:
             with psycopg.connect(libpq_url(server), autocommit=True) as conn:

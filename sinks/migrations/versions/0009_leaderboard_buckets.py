@@ -6,7 +6,7 @@ Here `leaderboard_score_buckets` keeps the eligible customers per (board, period
 bucket) at four levels of the same order:
 
 - a score's `leaderboard_key`: its IEEE 754 bits as a bigint in the order of the scores
-  (negatives flipped, -0 read as 0), so a bigger score has a bigger key;
+  (a negative's bits below the sign inverted, -0 taken as 0), so a bigger score has a bigger key;
 - level 1..3 bucket = the key's top 16 / 22 / 28 bits (sign, exponent and 4 / 10 / 16
   mantissa bits: 16 buckets per power of two, each split in 64, each again in 64);
 - level 4 bucket = the whole key (one per distinct score).
@@ -46,11 +46,12 @@ DROP TRIGGER leaderboard_scores_count ON leaderboard_scores;
 DROP FUNCTION leaderboard_count();
 DROP TABLE leaderboard_score_counts;
 
+-- one expression, so PostgreSQL inlines it (a SQL function with a FROM is called per row)
 CREATE FUNCTION leaderboard_key(score double precision) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN b >= 0 THEN b ELSE b # 9223372036854775807 END
-    FROM (SELECT ('x' || encode(float8send(CASE WHEN score = 0 THEN 0::float8 ELSE score END),
-                                'hex'))::bit(64)::bigint AS b) bits
+    SELECT CASE WHEN score < 0
+        THEN ('x' || encode(float8send(score), 'hex'))::bit(64)::bigint # 9223372036854775807
+        ELSE ('x' || encode(float8send(score + 0::float8), 'hex'))::bit(64)::bigint END
 $$;
 
 CREATE TABLE leaderboard_score_buckets (
