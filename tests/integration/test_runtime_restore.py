@@ -18,6 +18,7 @@ from processors.runtime import runner as runner_module
 from processors.runtime.changelog import Restorer, changelog_topic, ensure_changelogs
 from processors.runtime.example import INPUT, OUTPUT, TOPICS, CounterProcessor
 from processors.runtime.kafka_util import committed_reader
+from processors.runtime.partitioner import partition_for
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.task import TIMERS_STORE
 from processors.runtime.testing import wait_for
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 KEYS = 40_000
 
 
-def fill_changelog(settings: Settings, keys: int) -> None:
+def fill_changelog(settings: Settings, keys: int, by_key: bool = False) -> None:
     """`keys` totals in the counter's changelog (key k<i> has count i), in transactions, so
     every batch ends with a commit marker."""
     group = topic_name("counter", settings)
@@ -42,7 +43,9 @@ def fill_changelog(settings: Settings, keys: int) -> None:
         producer.begin_transaction()
         for i in range(start, min(keys, start + 5_000)):
             value = orjson.dumps({"count": i, "sum": 2 * i})
-            producer.produce(changelog_topic(group, "totals"), value, f"k{i}".encode(), partition=i % 3)
+            key = f"k{i}".encode()  # by murmur2, as the runner routes keys; else partition i % 3
+            partition = partition_for(key, 3) if by_key else i % 3
+            producer.produce(changelog_topic(group, "totals"), value, key, partition=partition)
         producer.commit_transaction(30)
 
 
@@ -86,11 +89,11 @@ class HeldRestorer(Restorer):
 
 def test_readyz_is_503_while_a_large_state_restores_and_healthz_stays_200(settings, tmp_path, monkeypatch):
     ensure_topics(settings, TOPICS)
-    fill_changelog(settings, KEYS)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    for i in (7, 100, 39_999):  # key k<i>'s restored count is i, in changelog partition i % 3
-        producer.produce(topic_name(INPUT, settings), orjson.dumps({"amount": 1}), f"k{i}".encode(),
-                         partition=i % 3)  # fmt: skip
+    fill_changelog(settings, KEYS, by_key=True)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "partitioner": "murmur2_random"})  # fmt: skip
+    for i in (7, 100, 39_999):  # key k<i>'s restored count is i
+        producer.produce(topic_name(INPUT, settings), orjson.dumps({"amount": 1}), f"k{i}".encode())
     producer.flush(30)
     monkeypatch.setattr(runner_module, "Restorer", HeldRestorer)
     HeldRestorer.release.clear()
