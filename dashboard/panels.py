@@ -98,3 +98,24 @@ def table_panel(id_: str, title: str, rows: Sequence[Row], columns: Sequence[str
         "chart": None,
         "table": {"columns": list(columns), "rows": [[cell(r.get(c)) for c in columns] for r in rows]},
     }
+
+
+def progress_panel(
+    id_: str, title: str, rows: Sequence[Row], label: str, pct: str, columns: Sequence[str]
+) -> dict:
+    """One horizontal bar per row, `pct` used and the rest left, on a 0-100 axis (budget use);
+    the table has `label` and `columns` (which should include `pct`)."""
+    used = [min(max(number(r[pct] or 0), 0), 100) for r in rows]
+    chart = {
+        "type": "bar",
+        "stacked": True,
+        "horizontal": True,
+        "max": 100,
+        "labels": [str(r[label]) for r in rows],
+        "datasets": [  # colours of their own: used in the accent, what is left in grey
+            {"label": "% used", "data": used, "backgroundColor": "#5b8ee6"},
+            {"label": "% left", "data": [number(100 - u) for u in used], "backgroundColor": "#dde2e8"},
+        ],
+    }
+    table = [[cell(r[c]) for c in (label, *columns)] for r in rows]
+    return {"id": id_, "title": title, "chart": chart, "table": {"columns": [label, *columns], "rows": table}}

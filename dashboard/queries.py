@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from dashboard.panels import category_panel, series_panel, stat, table_panel
+from dashboard.panels import category_panel, progress_panel, series_panel, stat, table_panel
 from dashboard.ranges import ORIGIN, Range
 
 Page = dict[str, Any]
@@ -154,6 +154,22 @@ def overview(conn: psycopg.Connection, rng: Range) -> Page:
 # ---------------------------------------------------------------- campaigns
 
 
+# the budgeted campaigns now (campaign_budgets, kept by the sink from the BUDGET_DECISION
+# commands; not range-bound): pct_used = 100 * spent / budget (above 100 when a budget was
+# lowered below what was already spent)
+CAMPAIGN_BUDGETS = """
+SELECT campaign_id AS campaign, reward_id, budget, spent, remaining,
+       round((100 * spent / nullif(budget, 0))::numeric, 2) AS pct_used, exhausted_at
+FROM campaign_budgets WHERE budget IS NOT NULL ORDER BY pct_used DESC NULLS LAST, campaign"""
+
+
+def _budgets(conn: psycopg.Connection) -> list[dict]:
+    try:
+        return _rows(conn, CAMPAIGN_BUDGETS, {})
+    except psycopg.errors.UndefinedTable:  # a database before migration 0010_campaign_budgets
+        return []
+
+
 def campaigns(conn: psycopg.Connection, rng: Range) -> Page:
     p = _params(conn, rng) | {"day": timedelta(days=1)}
     days = Range("days", rng.span, timedelta(days=1)).buckets(p["now"])
@@ -179,6 +195,7 @@ def campaigns(conn: psycopg.Connection, rng: Range) -> Page:
     )
     for row in skipped:
         row["rule"] = f"{row['campaign']}: {row['reason']}"
+    budgets = _budgets(conn)
     return {
         "stats": [
             stat("campaign_points", "points from campaigns", sum(r["points"] or 0 for r in totals)),
@@ -188,9 +205,21 @@ def campaigns(conn: psycopg.Connection, rng: Range) -> Page:
                 "rules skipped",
                 conn.execute(f"SELECT sum(n) AS n FROM {skips} s", p).fetchone()["n"],
             ),
+            stat("budgeted", "budgeted campaigns", len(budgets)),
+            stat(
+                "budgets_exhausted", "budgets exhausted", sum(r["exhausted_at"] is not None for r in budgets)
+            ),
         ],
         "panels": [
             series_panel("campaign_days", "Points per campaign per day", per_day, days),
+            progress_panel(
+                "campaign_budgets",
+                "Budget use (now)",
+                budgets,
+                "campaign",
+                "pct_used",
+                ["reward_id", "budget", "spent", "remaining", "pct_used", "exhausted_at"],
+            ),
             category_panel(
                 "campaign_totals", "Points per campaign", totals, "campaign", ["points"], extra=["lines"]
             ),

@@ -76,6 +76,18 @@ UNION ALL
 SELECT id || ':exp', customer_id, id, 'EXPIRY', 'POINTS', 'base', 'base', 3 + n % 7, issued_at, processed_at
 FROM (SELECT *, substr(id, 2)::bigint AS n FROM events WHERE status = 'RESOLVED') e WHERE n % 13 = 0"""
 
+# campaign_budgets as the sink keeps it: summer-double has spent its whole budget (exhausted when
+# its last line was credited), welcome about 60% of its budget; base has no budget (no row)
+CAMPAIGN_BUDGETS = """
+INSERT INTO campaign_budgets (campaign_id, reward_id, budget, spent, remaining, exhausted_at, updated_at)
+SELECT campaign_id, 'POINTS', budget, spent, budget - spent,
+       CASE WHEN budget = spent THEN last_at END, last_at
+FROM (SELECT campaign_id, sum(amount) AS spent, max(processed_at) AS last_at,
+             CASE campaign_id WHEN 'summer-double' THEN sum(amount)
+                  ELSE ceil(sum(amount) * 1.6 / 100) * 100 END AS budget
+      FROM ledger_lines WHERE kind = 'ACCUMULATION' AND campaign_id IN ('summer-double', 'welcome')
+      GROUP BY 1) s"""
+
 CUSTOMERS = f"""
 INSERT INTO customers (customer_id, anonymous, identified, tier, purchase_count, total_spend, event_count,
                        last_event_at, first_seen, last_purchase_at, events_by_type, sequence, updated_at)
@@ -161,6 +173,7 @@ def seed(conn: psycopg.Connection, load: Load) -> None:
         for sql in (
             _events(load),
             LEDGER,
+            CAMPAIGN_BUDGETS,
             CUSTOMERS,
             WALLETS,
             TIER_CHANGES,

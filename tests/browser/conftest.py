@@ -150,14 +150,16 @@ def page(context, dashboard_url: str) -> Iterator:  # noqa: ANN001
     p.close()
 
 
-def shot(page, name: str) -> Path:  # noqa: ANN001
-    """The whole page under .local/screenshots/; with DASHBOARD_DOC_SHOTS=dir also the first screen
-    (what docs/img/dashboard/ holds, small enough to commit)."""
+def shot(page, name: str, selector: str | None = None) -> Path:  # noqa: ANN001
+    """The whole page (or the element of `selector`) under .local/screenshots/; with
+    DASHBOARD_DOC_SHOTS=dir also the first screen (what docs/img/dashboard/ holds, small enough
+    to commit), or the element again."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    target = page.locator(selector) if selector else page
+    target.screenshot(path=str(path), **({} if selector else {"full_page": True}))
     docs = os.environ.get("DASHBOARD_DOC_SHOTS")
     if docs:
         Path(docs).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(docs) / f"{name}.png"), scale="css")
+        target.screenshot(path=str(Path(docs) / f"{name}.png"), scale="css")
     return path

@@ -59,6 +59,9 @@ def expected(sql: psycopg.Connection, name: str) -> dict[str, float]:
             "campaign_points": f"SELECT sum(amount) {ll} AND kind = 'ACCUMULATION'",
             "skips": "SELECT count(*) FROM events, jsonb_array_elements(result->'rules_skipped') "
             f"WHERE issued_at >= {SINCE}",
+            "budgeted": "SELECT count(*) FROM campaign_budgets WHERE budget IS NOT NULL",
+            "budgets_exhausted": "SELECT count(*) FROM campaign_budgets "
+            "WHERE budget IS NOT NULL AND exhausted_at IS NOT NULL",
         },
         "tiers": {
             "customers": "SELECT count(*) FROM customers",
@@ -124,6 +127,36 @@ def test_tables_match_sql(page, dashboard_url: str, sql: psycopg.Connection) -> 
     rows = sql.execute("SELECT audience_id, count(*) AS n FROM audience_members GROUP BY 1").fetchall()
     shown = {r["audience"]: number(r["members"]) for r in table(page, "audience_summary")}
     assert {a: n for a, n in shown.items() if n} == {r["audience_id"]: r["n"] for r in rows}
+    assert page.console.errors == []
+
+
+def test_campaign_budget_use_matches_sql(page, dashboard_url: str, sql: psycopg.Connection) -> None:  # noqa: ANN001
+    """Per budgeted campaign: budget, spent, remaining, % used (the bar and the table) and when
+    it ran out, as campaign_budgets holds them; not range-bound."""
+    open_page(page, dashboard_url, "campaigns", "1h")
+    rows = sql.execute(
+        "SELECT campaign_id, budget, spent, budget - spent AS remaining,"
+        " round((100 * spent / budget)::numeric, 2)::float8 AS pct, exhausted_at"
+        " FROM campaign_budgets WHERE budget IS NOT NULL"
+    ).fetchall()
+    assert {r["exhausted_at"] is None for r in rows} == {True, False}  # the seed: one ran out
+    shown = {r["campaign"]: r for r in table(page, "campaign_budgets")}
+    assert set(shown) == {r["campaign_id"] for r in rows}
+    for r in rows:
+        cells = shown[r["campaign_id"]]
+        figures = [number(cells[c]) for c in ("budget", "spent", "remaining", "pct_used")]
+        assert figures == [r["budget"], r["spent"], r["remaining"], r["pct"]]
+        assert cells["exhausted_at"] == (r["exhausted_at"].isoformat() if r["exhausted_at"] else "")
+    bars = page.evaluate(
+        """() => {
+          const box = document.querySelector("section[data-panel='campaign_budgets'] canvas");
+          const chart = Chart.getChart(box), used = chart.data.datasets[0].data;
+          return {axis: chart.options.indexAxis, max: chart.options.scales.x.max,
+                  used: Object.fromEntries(chart.data.labels.map((label, i) => [label, used[i]]))};
+        }"""
+    )
+    assert bars == {"axis": "y", "max": 100, "used": {r["campaign_id"]: min(100, r["pct"]) for r in rows}}
+    shot(page, "campaign-budgets", "section[data-panel='campaign_budgets']")
     assert page.console.errors == []
 
 

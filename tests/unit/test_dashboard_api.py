@@ -63,6 +63,31 @@ def test_overview_counts_equal_sql(client: TestClient, db: str) -> None:
     assert sum(r[-1] for r in by_type["table"]["rows"]) == events  # the table's totals add up
 
 
+def test_campaign_budget_use_equals_sql(client: TestClient, db: str) -> None:
+    """Per budgeted campaign: budget, spent, remaining, % used and exhausted at, as
+    campaign_budgets holds them; the % used bar is the same figure (capped at 100)."""
+    data = client.get("/api/campaigns?range=1h", headers=HEADERS).json()  # budgets are not range-bound
+    panel = next(p for p in data["panels"] if p["id"] == "campaign_budgets")
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT campaign_id, budget, spent, budget - spent,"
+            " round((100 * spent / budget)::numeric, 2)::float8, exhausted_at"
+            " FROM campaign_budgets WHERE budget IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    cols = panel["table"]["columns"]
+    shown = sorted(
+        [r[cols.index(c)] for c in ("campaign", "budget", "spent", "remaining", "pct_used", "exhausted_at")]
+        for r in panel["table"]["rows"]
+    )
+    assert len(rows) == 2 and any(r[5] for r in rows) and not all(r[5] for r in rows)  # the seed
+    assert [tuple(r[:5]) for r in shown] == [r[:5] for r in rows]
+    assert [at and datetime.fromisoformat(at) for *_, at in shown] == [r[5] for r in rows]
+    bar = dict(zip(panel["chart"]["labels"], panel["chart"]["datasets"][0]["data"], strict=True))
+    assert bar == {r[0]: min(100, r[4]) for r in rows}
+    stats = {s["id"]: s["value"] for s in data["stats"]}
+    assert (stats["budgeted"], stats["budgets_exhausted"]) == (2, 1)
+
+
 def test_customer_lookup(client: TestClient) -> None:
     data = client.get("/api/customers/c7?range=30d", headers=HEADERS).json()
     assert data["found"] and data["customer_id"] == "c7"

@@ -45,14 +45,16 @@ function shortLabel(label) {
 
 function chartConfig(chart) {
   const round = chart.type === "doughnut";
-  const scales = round ? {} : {
-    x: { stacked: chart.stacked, ticks: { callback(v) { return shortLabel(this.getLabelForValue(v)); } } },
-    y: { stacked: chart.stacked, beginAtZero: true },
-  };
+  const category = { stacked: chart.stacked, ticks: { callback(v) { return shortLabel(this.getLabelForValue(v)); } } };
+  const value = { stacked: chart.stacked, beginAtZero: true };
+  if (typeof chart.max === "number") value.max = chart.max; // e.g. 100 for a % used bar
+  // horizontal: one bar per label along y, values along x (budget use)
+  const scales = round ? {} : chart.horizontal ? { x: value, y: category } : { x: category, y: value };
   return {
     type: chart.type,
     data: { labels: chart.labels, datasets: chart.datasets.map((d) => ({ ...d })) },
     options: {
+      indexAxis: chart.horizontal ? "y" : "x",
       responsive: true, maintainAspectRatio: false, animation: false,
       plugins: { legend: { position: "bottom" } }, scales,
       elements: { point: { radius: 0 } },
