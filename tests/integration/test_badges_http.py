@@ -21,7 +21,7 @@ from sinks.batch import Batch
 from sinks.mapping import Source
 from sinks.writer import write_batch
 from tests.integration.test_sink_every_kind import MINUTE, Pipeline
-from tests.unit.test_ingest_fakes import FakeProducer
+from tests.support.ingest_fakes import FakeProducer
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}

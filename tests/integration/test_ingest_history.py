@@ -21,8 +21,8 @@ from sinks.batch import Batch
 from sinks.mapping import Source
 from sinks.writer import write_batch
 from tests.integration.test_sink_every_kind import DAY, MINUTE, Pipeline
-from tests.unit.test_ingest_fakes import PROGRAM as INGEST_PROGRAM
-from tests.unit.test_ingest_fakes import FakeProducer
+from tests.support.ingest_fakes import PROGRAM as INGEST_PROGRAM
+from tests.support.ingest_fakes import FakeProducer
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}

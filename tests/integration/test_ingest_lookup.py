@@ -18,7 +18,7 @@ from ingest.lookup import PgLookup
 from ingest.programs import StaticPrograms
 from schemas.settings import Settings, libpq_url
 from sinks.migrate import upgrade
-from tests.unit.test_ingest_fakes import PROGRAM, FakeProducer
+from tests.support.ingest_fakes import PROGRAM, FakeProducer
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}

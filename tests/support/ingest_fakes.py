@@ -1,4 +1,5 @@
-"""In-memory stand-ins for Kafka, PostgreSQL and the processor, for ingest unit tests."""
+"""In-memory stand-ins for Kafka, PostgreSQL and the processor, shared by the ingest unit and
+integration tests (support, not a test module: it holds no tests)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.program import Program
+from tests.support.ingest_fakes import PROGRAM
 from tests.unit.test_ingest_api import H, Harness, error_of, purchase
-from tests.unit.test_ingest_fakes import PROGRAM
 
 TIERS = {
     "levels": [

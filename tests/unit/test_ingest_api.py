@@ -17,7 +17,7 @@ from ingest.programs import StaticPrograms
 from ingest.replies import ReplyHub
 from schemas.program import Campaign, Program
 from schemas.settings import Settings
-from tests.unit.test_ingest_fakes import PROGRAM, FakeLookup, FakeProducer
+from tests.support.ingest_fakes import PROGRAM, FakeLookup, FakeProducer
 
 KEYS = {
     "ik": frozenset({"ingest"}),

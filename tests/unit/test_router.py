@@ -17,8 +17,8 @@ from schemas.intake import Invalid, event_id
 from schemas.producer import EventEncoder
 from schemas.settings import Settings
 from schemas.topics import EVENTS_INBOUND, EVENTS_LOYALTY, EVENTS_TRACKING, LOYALTY_RESULTS
+from tests.support.ingest_fakes import PROGRAM
 from tests.unit.test_ingest_api import H, Harness
-from tests.unit.test_ingest_fakes import PROGRAM
 
 INVALID = {
     "unknown type": {"customer_id": "c1", "type": "NOPE"},
