@@ -204,6 +204,37 @@ EVENTS_FROM_RESULT = Target(
     counted="events",
 )
 
+# An event and its result in one batch, for an id not yet in `events`: one INSERT of the row
+# the two upserts above would leave (events_from_event's insert, then events_from_result's
+# update of it) instead of an insert and an update of a row with seven indexes. The stage
+# holds both rows side by side (the result's columns prefixed r_), so every value of both is
+# still parsed, and an id that exists (a replay, a repeat, a concurrent writer) is left to the
+# two upserts (RETURNING tells which ids went in).
+MERGED_STAGE = "_stage_events_merged"
+MERGED_STAGE_COLUMNS = EVENT_COLS + tuple(f"r_{c}" for c in RESULT_COLS)
+_RESULT_SETS = ("status", "reason", "points", "result", "processed_at", "config_version", *TIME_COLS)
+
+
+def _merged_value(col: str) -> str:
+    if col in _KEEP_FROM_EVENT:
+        return f"COALESCE(r_{col}, {col})"
+    return f"r_{col}" if col in _RESULT_SETS else col
+
+
+_MERGED_COLS = EVENT_COLS + tuple(c for c in RESULT_COLS if c not in EVENT_COLS)
+MERGED_STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {MERGED_STAGE} ON COMMIT DELETE ROWS AS SELECT "
+    + ", ".join([f"e.{c}" for c in EVENT_COLS] + [f"r.{c} AS r_{c}" for c in RESULT_COLS])
+    + " FROM events e, events r WITH NO DATA"
+)
+MERGED_INSERT = (
+    f"INSERT INTO events ({', '.join(_MERGED_COLS)}) "
+    f"SELECT {', '.join(_merged_value(c) for c in _MERGED_COLS)} FROM {MERGED_STAGE} "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+RESULT_NOT_NULL = ("customer_id", "type", "kind", "status")  # checked by the upsert's insert
+
+
 LEDGER_COLS = (
     "id", "customer_id", "event_id", "kind", "reward_id", "campaign_id", "rule", "amount",
     "issued_at", "expiration_date", "processed_at", "line",

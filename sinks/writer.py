@@ -16,9 +16,22 @@ import psycopg
 
 from sinks.batch import Batch, Entry, Rows, put, reduce_entries
 from sinks.rejects import Reject, is_data_error, write_rejects
-from sinks.tables import TARGETS, Target
+from sinks.tables import (
+    EVENT_COLS,
+    EVENTS_FROM_EVENT,
+    EVENTS_FROM_RESULT,
+    MERGED_INSERT,
+    MERGED_STAGE,
+    MERGED_STAGE_COLUMNS,
+    MERGED_STAGE_DDL,
+    RESULT_COLS,
+    RESULT_NOT_NULL,
+    TARGETS,
+    Target,
+)
 
 Offsets = dict[tuple[str, int], int]
+event_values, result_values = itemgetter(*EVENT_COLS), itemgetter(*RESULT_COLS)
 
 
 class Fenced(RuntimeError):
@@ -87,12 +100,43 @@ def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> W
 
 
 def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], clear: bool = False) -> None:
+    merged = _insert_merged_events(conn, rows, clear)
     for name, target in TARGETS.items():
         bucket = rows.get(name)
         if bucket:
-            _write_target(conn, target, list(bucket.values()), clear)
+            if merged and name in (EVENTS_FROM_EVENT.name, EVENTS_FROM_RESULT.name):
+                left = [row for key, row in bucket.items() if key not in merged]
+            else:
+                left = list(bucket.values())
+            if left:
+                _write_target(conn, target, left, clear)
             label = target.counted or target.table
             written[label] = written.get(label, 0) + len(bucket)
+
+
+def _insert_merged_events(conn: psycopg.Connection, rows: Rows, clear: bool) -> set[tuple]:
+    """Insert in one row each event whose result is in the same batch and whose id is new
+    (see MERGED_INSERT); returns the keys inserted, which the two upserts then skip."""
+    events, results = rows.get(EVENTS_FROM_EVENT.name), rows.get(EVENTS_FROM_RESULT.name)
+    if not events or not results:
+        return set()
+    both = [
+        event_values(row) + result_values(results[key])
+        for key, row in events.items()
+        if key in results and all(results[key][c] is not None for c in RESULT_NOT_NULL)
+    ]
+    if not both:
+        return set()
+    with conn.cursor() as cur:
+        cur.execute(MERGED_STAGE_DDL)
+        with cur.copy(f"COPY {MERGED_STAGE} ({', '.join(MERGED_STAGE_COLUMNS)}) FROM STDIN") as copy:
+            for values in both:
+                copy.write_row(values)
+        cur.execute(MERGED_INSERT)
+        inserted = {(found,) for (found,) in cur.fetchall()}
+        if clear:
+            cur.execute(f"DELETE FROM {MERGED_STAGE}")
+    return inserted
 
 
 def _isolate(conn: psycopg.Connection, entries: list[Entry], out: Written) -> None:

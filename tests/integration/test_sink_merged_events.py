@@ -1,0 +1,95 @@
+"""An event and its result in one batch are inserted as one events row (sinks/tables.py,
+MERGED_INSERT); the row must be the one the event's insert and then the result's update leave,
+so the tables are compared with the same records written one record per batch."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from schemas import topics as t
+from schemas.codec import default_codec
+from schemas.settings import libpq_url
+from schemas.topics import schema_for
+from sinks import samples
+from sinks.batch import Batch
+from sinks.mapping import Source
+from sinks.migrate import upgrade
+from sinks.writer import write_batch
+from tests.support.pg import query
+
+pytestmark = pytest.mark.integration
+TABLES = ("events", "ledger_lines", "wallet_lines", "wallets")
+
+
+@pytest.fixture(scope="module")
+def two_dbs(database_url: str) -> Iterator[tuple[str, str]]:
+    admin = libpq_url(database_url)
+    names = [f"sink_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"CREATE DATABASE {name}")
+    urls = [admin.rsplit("/", 1)[0] + "/" + name for name in names]
+    for url in urls:
+        upgrade(url)
+    yield urls[0], urls[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def records() -> list[tuple[str, dict]]:
+    """Events with their results, a repeated send, a result before its event, a v1 result, a
+    tracking event and an event whose result says other properties; as the sink decodes them."""
+    out: list[tuple[str, dict]] = []
+    for n in range(6):
+        ev = samples.event("ann", n, amount=float(n + 1), brand_id="b1" if n % 2 else None)
+        res = samples.result(ev, float(n + 1), float(n + 1), v1=n == 3)
+        pair = [(t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, res)]
+        out += pair[::-1] if n == 2 else pair
+        if n == 4:
+            out.append((t.EVENTS_LOYALTY, ev))  # a repeat: counted in sends
+    other = samples.event("bob", 1)
+    res = samples.result({**other, "properties": '{"amount": 99}', "reference": None}, 5.0, 5.0)
+    out += [(t.EVENTS_LOYALTY, other), (t.LOYALTY_RESULTS, res)]
+    out.append((t.EVENTS_TRACKING, samples.event("cy", 1, type_="PAGE_VIEW", path="tracking")))
+    codec = default_codec()
+    return [(topic, codec.decode(codec.encode(schema_for(topic), v), schema_for(topic))) for topic, v in out]
+
+
+def write(url: str, recs: list[tuple[str, dict]], per_batch: int, offset: int) -> int:
+    with psycopg.connect(url) as conn:
+        for i in range(0, len(recs), per_batch):
+            batch = Batch()
+            for topic, value in recs[i : i + per_batch]:
+                batch.add(value, Source(topic, 0, offset), topic)
+                offset += 1
+            assert not write_batch(conn, batch, {}).rejects
+            conn.commit()
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM sink_offsets")  # each write here starts afresh
+            conn.commit()
+    return offset
+
+
+def dump(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url) as conn:
+        sql = "SELECT to_jsonb(x)::text FROM {} x ORDER BY 1"
+        return {tb: conn.execute(sql.format(tb)).fetchall() for tb in TABLES}
+
+
+def test_one_batch_writes_the_rows_of_one_record_per_batch(two_dbs: tuple[str, str]) -> None:
+    together, apart = two_dbs
+    recs = records()
+    write(together, recs, per_batch=len(recs), offset=0)
+    write(apart, recs, per_batch=1, offset=0)
+    assert dump(together) == dump(apart)
+    rows = dict(query(together, "SELECT reference, sends FROM events WHERE customer_id = 'ann'"))
+    assert rows["ref-4"] == 2 and rows["ref-0"] == 1
+    # written again (a replay of both): every id exists, so the two upserts apply as before
+    write(together, recs, per_batch=len(recs), offset=0)
+    write(apart, recs, per_batch=1, offset=0)
+    assert dump(together) == dump(apart)
