@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,41 +20,80 @@ Done = Callable[[], None]
 class Lane:
     """One endpoint's queue and its `concurrency` workers.
 
-    A lane that cannot keep up (queue at `max_queue` and its oldest entry waiting longer than
-    `max_wait_s`) moves new messages to the first retry tier instead of growing without bound;
-    a busy but healthy lane just queues (the service's in-flight limit applies backpressure).
+    The queue is bounded by backpressure: at `max_queue` the lane is full and the service
+    stops taking records that target it (`wait`); it is woken when the workers have brought
+    the queue down to `low_water` (half of `max_queue`). Nothing is moved to a retry tier
+    because the queue is full, unless the lane stays full for `max_block_s`: it then sheds
+    (a dead endpoint must not hold the partitions it shares with every other endpoint for
+    ever): waiting records are woken, and what finds the lane full is moved to a retry tier
+    instead of queued, until the queue is down to `low_water` again.
     """
 
     def __init__(
-        self, key: str, deliverer: Deliverer, concurrency: int, max_queue: int, max_wait_s: float
+        self, key: str, deliverer: Deliverer, concurrency: int, max_queue: int, max_block_s: float
     ) -> None:
         self.key = key
         self.deliverer = deliverer
         self.max_queue = max_queue
-        self.max_wait_s = max_wait_s
+        self.low_water = max_queue // 2
+        self.max_block_s = max_block_s
         self.queue: asyncio.Queue[tuple[dict[str, Any], Done]] = asyncio.Queue()
-        self.enqueued: deque[float] = deque()  # enqueue times, aligned with the queue
         self.busy = 0
+        self.shedding = False
+        self.waiters: list[Callable[[], None]] = []
+        self.timer: asyncio.TimerHandle | None = None  # the max_block_s bound of this episode
         self.workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
 
-    def stuck(self) -> bool:
-        full = self.queue.qsize() >= self.max_queue
-        return full and time.monotonic() - self.enqueued[0] > self.max_wait_s
+    def full(self) -> bool:
+        return self.queue.qsize() >= self.max_queue
 
-    def submit(self, note: dict[str, Any], done: Done) -> None:
-        if self.stuck():
-            asyncio.create_task(self._defer(note, done))
+    def blocked(self) -> bool:
+        """Full and not shedding: a record for this endpoint has to wait."""
+        return self.full() and not self.shedding
+
+    def wait(self, wake: Callable[[], None]) -> None:
+        """Call `wake` once the queue is down to low water, or when the bound is reached."""
+        self.waiters.append(wake)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.max_block_s, self._shed)
+
+    def submit(self, note: dict[str, Any], done: Done, came_from: str | None = None) -> None:
+        if self.shedding and self.full():
+            metrics.SHED.labels(self.key.split(":", 1)[1]).inc()
+            asyncio.create_task(self._defer(note, done, came_from))
             return
-        self.enqueued.append(time.monotonic())
         self.queue.put_nowait((note, done))
         metrics.QUEUED.labels(self.key.split(":", 1)[1]).set(self.queue.qsize())
 
     def idle(self) -> bool:
         return self.queue.empty() and self.busy == 0
 
-    async def _defer(self, note: dict[str, Any], done: Done) -> None:
+    def _shed(self) -> None:
+        self.timer = None
+        self.shedding = True
+        log.warning("endpoint backlog full too long; moving its overflow to retry tiers",
+                    extra={"endpoint": self.key, "max_block_s": self.max_block_s})  # fmt: skip
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for wake in waiters:
+            wake()
+
+    def _drained(self) -> None:
+        """Down to low water: the episode is over; waiting records are taken again."""
+        if self.queue.qsize() > self.low_water:
+            return
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        self.shedding = False
+        if self.waiters:
+            self._wake()
+
+    async def _defer(self, note: dict[str, Any], done: Done, came_from: str | None) -> None:
         try:
-            await self.deliverer.defer(self.key, note)
+            await self.deliverer.defer(self.key, note, came_from)
             done()
         except Exception:  # not acked: redelivered after restart
             log.exception("defer failed", extra={"endpoint": self.key})
@@ -63,9 +101,9 @@ class Lane:
     async def _work(self) -> None:
         while True:
             note, done = await self.queue.get()
-            self.enqueued.popleft()
             self.busy += 1
             metrics.QUEUED.labels(self.key.split(":", 1)[1]).set(self.queue.qsize())
+            self._drained()
             try:
                 await self.deliverer.deliver(self.key, note)
                 done()
@@ -79,6 +117,8 @@ class Lane:
     def cancel(self) -> None:
         for w in self.workers:
             w.cancel()
+        if self.timer:
+            self.timer.cancel()
 
 
 class Batch:
@@ -96,23 +136,33 @@ class Dispatcher:
         deliverer: Deliverer,
         concurrency: Callable[[], int],
         max_queue: int = 1000,
-        max_wait_s: float = 5.0,
+        max_block_s: float = 10.0,
     ) -> None:
         self.deliverer = deliverer
         self.concurrency = concurrency
         self.max_queue = max_queue
-        self.max_wait_s = max_wait_s
+        self.max_block_s = max_block_s
         self.lanes: dict[str, Lane] = {}
         self.batches: dict[str, Batch] = {}
         self.endpoints: dict[str, Endpoint] = {}
 
-    def submit(self, key: str, note: dict[str, Any], done: Done) -> None:
-        """Queue a fanned-out notification (or batch) for endpoint `key`."""
+    def blocked(self, key: str) -> bool:
+        """Whether a record for endpoint `key` has to wait (its queue is full): see Lane."""
+        lane = self.lanes.get(key)
+        return lane is not None and lane.blocked()
+
+    def wait(self, key: str, wake: Callable[[], None]) -> None:
+        """Call `wake` when endpoint `key` takes records again."""
+        self.lanes[key].wait(wake)
+
+    def submit(self, key: str, note: dict[str, Any], done: Done, came_from: str | None = None) -> None:
+        """Queue a fanned-out notification (or batch) for endpoint `key`; `came_from` is the
+        retry tier it was read from (where a shedding lane moves it on from)."""
         lane = self.lanes.get(key)
         if lane is None:
-            lane = Lane(key, self.deliverer, self.concurrency(), self.max_queue, self.max_wait_s)
+            lane = Lane(key, self.deliverer, self.concurrency(), self.max_queue, self.max_block_s)
             self.lanes[key] = lane
-        lane.submit(note, done)
+        lane.submit(note, done, came_from)
 
     def add_item(self, ep: Endpoint, item: dict[str, Any], done: Done) -> None:
         """Add an item to a destination's batch; flush at batch_size, else after linger_ms."""

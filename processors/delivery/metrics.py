@@ -17,3 +17,14 @@ LATENCY = Histogram(
 )
 QUEUED = Gauge("delivery_queue_depth", "Messages waiting per endpoint", ["endpoint"])
 IN_FLIGHT = Gauge("delivery_in_flight_messages", "Consumed messages not yet finished")
+BACKPRESSURE = Counter(
+    "delivery_backpressure_waits_total",
+    "Partitions paused at a record because its endpoint's queue was full",
+    ["endpoint"],
+)
+SHED = Counter(
+    "delivery_shed_total",
+    "Messages moved to a retry tier without an attempt: their endpoint's queue stayed full "
+    "longer than the bound (docs/delivery.md#backpressure-and-isolation)",
+    ["endpoint"],
+)

@@ -89,6 +89,19 @@ def next_step(
     return Step(tier, now_ms + int(tier.delay_s * 1000))
 
 
+def shed_step(tier_list: list[Tier], came_from: str | None, now_ms: int) -> Step:
+    """Where a message goes that its endpoint's full queue sheds (no attempt made): the tier
+    after the one it was read from (the first from an input topic), the last at most. A
+    message shed again each time it comes back waits longer each time, so a dead endpoint's
+    overflow is moved once per tier, then once per last-tier delay, not every few seconds."""
+    if not tier_list:
+        return Step(None)
+    names = [t.name for t in tier_list]
+    index = names.index(came_from) + 1 if came_from in names else 0
+    tier = tier_list[min(index, len(tier_list) - 1)]
+    return Step(tier, now_ms + int(tier.delay_s * 1000))
+
+
 def is_success(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
 

@@ -112,9 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until killed; prints the port. GET / returns per-path call and unique counts."""
     parser = argparse.ArgumentParser(prog="python -m processors.delivery.receiver")
     parser.add_argument("--secret", action="append", default=[], help="verify with these secrets")
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="answer each POST this late (a slow receiver)"
+    )
     args = parser.parse_args(argv)
     receiver = Receiver()
-    receiver.routes.default_factory = lambda: Route(secret=args.secret)
+    receiver.routes.default_factory = lambda: Route(secret=args.secret, delay_s=args.delay_ms / 1000)
     print(receiver.server.server_port, flush=True)
     threading.Event().wait()
     return 0

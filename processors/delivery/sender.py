@@ -21,6 +21,7 @@ from processors.delivery.policy import (
     is_success,
     next_step,
     parse_retry_after,
+    shed_step,
     tiers,
 )
 from processors.delivery.routing import Endpoint, endpoints, request_body
@@ -110,13 +111,15 @@ class Deliverer:
         step = next_step(attempt, tier_list, _now_ms(), retry_after, self.max_retry_after_s)
         return await self._retry(ep, note, attempt, step, status, latency, error)
 
-    async def defer(self, key: str, note: dict[str, Any]) -> None:
-        """Move a message to the first retry tier without an attempt (endpoint backlog full)."""
-        step = next_step(1, tiers(self.program().delivery), _now_ms(), None)
-        if step.dlq:
-            await self.outbox.send(DELIVERY_DLQ, note["customer_id"], {**note, "last_error": "backlog"})
+    async def defer(self, key: str, note: dict[str, Any], came_from: str | None = None) -> None:
+        """Move a message without an attempt (its endpoint's queue stayed full too long) to the
+        tier after `came_from`, the tier it was read from (policy.shed_step)."""
+        step = shed_step(tiers(self.program().delivery), came_from, _now_ms())
+        value = {**note, "last_error": "endpoint backlog full"}
+        if step.dlq:  # no retry tiers configured
+            await self.outbox.send(DELIVERY_DLQ, note["customer_id"], value)
             return
-        value = {**note, "not_before": step.not_before_ms, "last_error": "endpoint backlog full"}
+        value["not_before"] = step.not_before_ms
         await self.outbox.send(step.tier.topic, note["customer_id"], value)
 
     async def _post(

@@ -4,6 +4,8 @@ One consumer (group `delivery`) reads notifications, journeys.activity, the even
 audiences.membership and every retry tier topic. Work fans out to per-endpoint lanes; a retry
 message is held (partition paused and rewound) until its not_before time, which on a tier topic
 is always write time + that tier's delay, so a held partition head never blocks a due message.
+A record whose endpoint's lane is full is held the same way until the lane is down to its low
+water (backpressure; the lane sheds to a retry tier only once it stays full for max_block_s).
 Offsets are committed only up to the lowest unfinished message, so a kill re-sends but never
 loses a delivery.
 """
@@ -73,7 +75,8 @@ class Options:
     metrics_port: int | None = None
     commit_interval_s: float = 0.2
     max_in_flight: int = 20_000
-    max_queue_per_endpoint: int = 1_000
+    max_queue_per_endpoint: int = 1_000  # a full lane pauses its records' partitions
+    max_block_s: float = 10.0  # ... for at most this long, then its overflow goes to retry tiers
     drain_timeout_s: float = 10.0
     lag_interval_s: float = 5.0  # consumer_lag refresh (cached watermarks: no broker call)
 
@@ -95,7 +98,7 @@ class DeliveryService:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._held: set[tuple[str, int]] = set()
+        self._held: dict[tuple[str, int], object] = {}  # paused partitions: a token per hold
         self._topics: list[str] = []
         self.tracker = OffsetTracker()
         self.disabled = DisabledTable(settings)
@@ -165,6 +168,7 @@ class DeliveryService:
             deliverer,
             lambda: self.program().delivery.max_concurrency_per_endpoint,
             self.options.max_queue_per_endpoint,
+            self.options.max_block_s,
         )
         self.group = self.options.group_id or topic_name("delivery", self.settings)
         self.consumer = consumer(self.settings, self.group, self.options.instance_id)
@@ -257,7 +261,14 @@ class DeliveryService:
 
     def _on_revoke(self, _consumer: Any, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
-        self._loop.call_soon_threadsafe(self.tracker.forget, tps)
+        self._loop.call_soon_threadsafe(self._revoked, tps)
+
+    def _revoked(self, tps: list[tuple[str, int]]) -> None:
+        """Forget revoked partitions' offsets and holds: assigned again, a partition starts
+        unpaused at its committed offset, and a stale hold would skip its records."""
+        self.tracker.forget(tps)
+        for tp in tps:
+            self._held.pop(tp, None)
 
     def _commit(self, asynchronous: bool) -> None:
         offsets = self.tracker.committable()
@@ -290,11 +301,23 @@ class DeliveryService:
             return
         if base.startswith(RETRY_PREFIX) and self._hold(msg, value, base):
             return
-        done = self._acker(tp, msg.offset())
         try:
-            self._route(base, value, tp, msg.offset(), done)
+            jobs, items = self._targets(base, value)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop delivery
             self._dead_letter(msg, "processing", exc)
+            return
+        full = next((k for k in [*(k for k, _ in jobs), *(ep.key for ep, _ in items)]
+                     if self.dispatcher.blocked(k)), None)  # fmt: skip
+        if full:
+            self._wait(msg, full)
+            return
+        came_from = base[len(RETRY_PREFIX) :] if base.startswith(RETRY_PREFIX) else None
+        self.tracker.add(tp, msg.offset(), len(jobs) + len(items))
+        done = self._acker(tp, msg.offset())
+        for key, note in jobs:
+            self.dispatcher.submit(key, note, done, came_from)
+        for ep, item in items:
+            self.dispatcher.add_item(ep, item, done)
 
     def _dead_letter(self, msg: Message, reason: str, error: BaseException) -> None:
         """Send `msg`'s bytes to delivery's input DLQ; its offset commits once that is acked."""
@@ -322,16 +345,32 @@ class DeliveryService:
         wait_ms = _due_ms(msg, value, base) - int(time.time() * 1000)
         if wait_ms <= 0:
             return False
+        tp, token = self._pause_at(msg)
+        self._loop.call_later(wait_ms / 1000, self._release, tp, token)
+        return True
+
+    def _wait(self, msg: Message, key: str) -> None:
+        """Backpressure: pause this record's partition at it until endpoint `key` takes
+        records again. Nothing of the record is submitted yet (all its endpoints get it after
+        the wait, none twice); the records behind it stay in Kafka, not in memory."""
+        tp, token = self._pause_at(msg)
+        metrics.BACKPRESSURE.labels(key.split(":", 1)[1]).inc()
+        self.dispatcher.wait(key, lambda: self._release(tp, token))
+
+    def _pause_at(self, msg: Message) -> tuple[tuple[str, int], object]:
+        """Pause `msg`'s partition and rewind it to `msg`; records of it already fetched are
+        skipped (`_held`) and read again after the release."""
         part = TopicPartition(msg.topic(), msg.partition(), msg.offset())
         self.consumer.pause([part])
         self.consumer.seek(part)
         tp = (msg.topic(), msg.partition())
-        self._held.add(tp)
-        self._loop.call_later(wait_ms / 1000, self._release, tp)
-        return True
+        token = self._held[tp] = object()
+        return tp, token
 
-    def _release(self, tp: tuple[str, int]) -> None:
-        self._held.discard(tp)
+    def _release(self, tp: tuple[str, int], token: object) -> None:
+        if self._held.get(tp) is not token:
+            return  # revoked meanwhile (and maybe held again since)
+        del self._held[tp]
         try:
             self.consumer.resume([TopicPartition(*tp)])
         except Exception as exc:  # revoked meanwhile
@@ -340,7 +379,8 @@ class DeliveryService:
     def _acker(self, tp: tuple[str, int], offset: int) -> Callable[[], None]:
         return lambda: self.tracker.done(tp, offset)
 
-    def _route(self, base: str, value: dict[str, Any], tp: Any, offset: int, done: Any) -> None:
+    def _targets(self, base: str, value: dict[str, Any]) -> tuple[list, list]:
+        """(endpoint key, fanned-out notification) jobs and (destination, item) pairs."""
         program = self.program()
         jobs: list[tuple[str, dict[str, Any]]] = []
         items: list[tuple[Any, dict[str, Any]]] = []
@@ -358,11 +398,7 @@ class DeliveryService:
             if found:
                 names, item = found
                 items = [(ep, item) for ep in destination_targets(program, names)]
-        self.tracker.add(tp, offset, len(jobs) + len(items))
-        for key, note in jobs:
-            self.dispatcher.submit(key, note, done)
-        for ep, item in items:
-            self.dispatcher.add_item(ep, item, done)
+        return jobs, items
 
     def _journey(self, program: Program, activity: dict[str, Any]) -> tuple[list, list]:
         found = journey_notification(activity)

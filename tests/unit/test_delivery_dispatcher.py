@@ -17,7 +17,7 @@ class FakeDeliverer:
         self.slow = slow
         self.release = asyncio.Event()
         self.delivered: list[tuple[str, dict[str, Any]]] = []
-        self.deferred: list[str] = []
+        self.deferred: list[tuple[str, str | None]] = []
 
     async def deliver(self, key: str, note: dict[str, Any]) -> str:
         if key in self.slow:
@@ -25,39 +25,68 @@ class FakeDeliverer:
         self.delivered.append((key, note))
         return "DELIVERED"
 
-    async def defer(self, key: str, note: dict[str, Any]) -> None:
-        self.deferred.append(note["id"])
+    async def defer(self, key: str, note: dict[str, Any], came_from: str | None = None) -> None:
+        self.deferred.append((note["id"], came_from))
 
 
 def _note(i: int) -> dict[str, Any]:
     return {"id": f"n{i}", "event": "E", "customer_id": "c", "data": "{}"}
 
 
-async def _until(cond, timeout: float = 2.0) -> None:
+async def _until(cond, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         assert asyncio.get_running_loop().time() < deadline, "condition not met"
         await asyncio.sleep(0.001)
 
 
-def test_a_blocked_endpoint_does_not_hold_up_another() -> None:
+def test_a_full_lane_applies_backpressure_and_wakes_at_low_water() -> None:
     async def go() -> None:
         fake = FakeDeliverer(slow={"webhook:slow"})
-        d = Dispatcher(fake, lambda: 2, max_queue=3, max_wait_s=0.05)
+        d = Dispatcher(fake, lambda: 2, max_queue=4, max_block_s=60)
         acked: list[str] = []
-        for i in range(5):
+        for i in range(6):  # 2 in flight + 4 queued: full
             d.submit("webhook:slow", _note(i), lambda i=i: acked.append(f"slow{i}"))
             d.submit("webhook:fast", _note(i), lambda i=i: acked.append(f"fast{i}"))
-        await _until(lambda: len(fake.delivered) == 5)
-        assert [k for k, _ in fake.delivered] == ["webhook:fast"] * 5
-        assert fake.deferred == []  # 2 in flight + 3 queued: full, but not waiting long yet
-        await asyncio.sleep(0.06)
-        d.submit("webhook:slow", _note(9), lambda: acked.append("slow9"))
-        await _until(lambda: fake.deferred)
-        assert fake.deferred == ["n9"] and "slow9" in acked  # backlog full: moved to a tier
+        await _until(lambda: len(fake.delivered) == 6)
+        assert [k for k, _ in fake.delivered] == ["webhook:fast"] * 6  # the slow one holds no one
+        assert d.blocked("webhook:slow") and not d.blocked("webhook:fast")
+        woken: list[int] = []
+        d.wait("webhook:slow", lambda: woken.append(d.lanes["webhook:slow"].queue.qsize()))
+        await asyncio.sleep(0.05)
+        assert woken == [] and fake.deferred == []  # full is a wait, never a move to a tier
         fake.release.set()
-        assert await d.drain(1.0)
-        assert sorted(a for a in acked if a.startswith("slow")) == [f"slow{i}" for i in (0, 1, 2, 3, 4, 9)]
+        await _until(lambda: woken)
+        assert woken == [2]  # at low water (half of max_queue), not only once empty
+        assert not d.blocked("webhook:slow")
+        assert await d.drain(2.0)
+        assert sorted(a for a in acked if a.startswith("slow")) == [f"slow{i}" for i in range(6)]
+        assert fake.deferred == []
+        d.close()
+
+    asyncio.run(go())
+
+
+def test_a_lane_full_longer_than_the_bound_sheds_its_overflow_until_low_water() -> None:
+    async def go() -> None:
+        fake = FakeDeliverer(slow={"webhook:dead"})
+        d = Dispatcher(fake, lambda: 1, max_queue=2, max_block_s=0.05)
+        acked: list[str] = []
+        for i in range(3):  # 1 in flight + 2 queued: full
+            d.submit("webhook:dead", _note(i), lambda i=i: acked.append(f"n{i}"))
+        await _until(lambda: d.blocked("webhook:dead"))
+        woken: list[bool] = []
+        d.wait("webhook:dead", lambda: woken.append(True))
+        await _until(lambda: woken)  # the bound: the waiting record is taken again ...
+        assert not d.blocked("webhook:dead")  # ... and what finds the lane full is moved
+        d.submit("webhook:dead", _note(7), lambda: acked.append("n7"), came_from="5s")
+        await _until(lambda: "n7" in acked)
+        assert fake.deferred == [("n7", "5s")]  # moved on from the tier it came from
+        fake.release.set()
+        assert await d.drain(2.0)
+        d.submit("webhook:dead", _note(8), lambda: acked.append("n8"))
+        await _until(lambda: "n8" in acked)
+        assert fake.deferred == [("n7", "5s")]  # below low water: queued again, not moved
         d.close()
 
     asyncio.run(go())

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from processors.delivery.offsets import OffsetTracker
-from processors.delivery.policy import next_step, parse_duration, parse_retry_after, tiers
+from processors.delivery.policy import next_step, parse_duration, parse_retry_after, shed_step, tiers
 from processors.delivery.routing import (
     destination_item,
     journey_notification,
@@ -94,6 +94,15 @@ def test_next_step_walks_the_tiers_then_dead_letters() -> None:
     assert (first.tier.topic, first.not_before_ms) == ("delivery.retry.200ms", 1_200)
     assert next_step(2, tier_list, 1_000, None).tier.name == "1s"
     assert next_step(3, tier_list, 1_000, None).dlq
+
+
+def test_a_shed_message_moves_one_tier_further_each_time_it_is_shed() -> None:
+    tier_list = tiers(Delivery(retry_tiers=["5s", "1m", "5m"]))
+    first = shed_step(tier_list, None, 1_000)  # from an input topic
+    assert first.tier.name == "5s" and first.not_before_ms == 6_000
+    assert shed_step(tier_list, "5s", 1_000).tier.name == "1m"
+    assert shed_step(tier_list, "5m", 1_000).tier.name == "5m"  # the last tier, never the DLQ
+    assert shed_step(tiers(Delivery(retry_tiers=[])), None, 1_000).dlq
 
 
 def test_retry_after_moves_to_the_first_tier_covering_it() -> None:
