@@ -3,7 +3,9 @@ cover and the records that cannot become rows (quarantined, see sinks.rejects)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from schemas.program import Program
@@ -30,13 +32,26 @@ class Entry:
     original: Original | None = None  # Kafka key and value bytes, for a reject's dead letter
 
 
+def _key_of(key: tuple[str, ...]) -> Callable[[Row], tuple]:
+    if len(key) == 1:
+        get = itemgetter(key[0])
+        return lambda row: (get(row),)
+    return itemgetter(*key)
+
+
+# per target: its natural key's getter (a tuple) and its reduce rule
+_FOLD = {name: (_key_of(target.key), target.reduce) for name, target in TARGETS.items()}
+
+
 def put(rows: Rows, name: str, row: Row) -> None:
     """Fold `row` into `rows` under its natural key with the target's reduce rule."""
-    target = TARGETS[name]
-    bucket = rows.setdefault(name, {})
-    key = tuple(row[k] for k in target.key)
+    key_of, reduce = _FOLD[name]
+    bucket = rows.get(name)
+    if bucket is None:
+        bucket = rows[name] = {}
+    key = key_of(row)
     old = bucket.get(key)
-    bucket[key] = row if old is None else target.reduce(old, row)
+    bucket[key] = row if old is None else reduce(old, row)
 
 
 def reduce_entries(entries: list[Entry]) -> Rows:

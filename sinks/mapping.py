@@ -34,8 +34,18 @@ class Source:
     original: tuple[bytes | None, bytes | None] | None = field(default=None, repr=False, compare=False)
 
 
+_TIMES: dict[int, datetime] = {}  # epoch ms -> datetime: a record's times recur in its rows
+
+
 def ts(value: Any) -> datetime | None:
     """Epoch ms (or an ISO-8601 string) -> aware datetime; anything else -> None."""
+    if type(value) is int:  # the usual case, cached (not bool: a subclass of int)
+        found = _TIMES.get(value)
+        if found is None:
+            if len(_TIMES) >= 100_000:
+                _TIMES.clear()
+            found = _TIMES[value] = datetime.fromtimestamp(value / 1000, UTC)
+        return found
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -178,7 +188,9 @@ def result_rows(res: Row, src: Source) -> list[tuple[str, Row]]:
 
 def _event_from_result(res: Row, detail: Row, wallet: Row | None, processed: datetime | None) -> Row:
     ev = detail.get("event") if isinstance(detail.get("event"), dict) else {}
-    summary = {k: v for k, v in detail.items() if k not in ("event", "wallet")}
+    summary = dict(detail)  # every key in its order but the event and the wallet
+    summary.pop("event", None)
+    summary.pop("wallet", None)
     if isinstance(wallet, dict):
         summary["wallet"] = {k: v for k, v in wallet.items() if k != "lines"}
     summary.update(
