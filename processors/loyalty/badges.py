@@ -15,22 +15,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processors.loyalty import campaigns, reactions
+from processors.loyalty import campaigns
 from processors.loyalty import notifications as n
 from processors.loyalty.rules import Bindings, RuleError, compile_rule
-from schemas.program import Achievement, Program
+from schemas.program import Achievement
 
 if TYPE_CHECKING:
     from processors.loyalty.engine import Step
 
 DAY_MS = 86_400_000
-
-
-def rule_sources(program: Program) -> list[str]:
-    """The CEL the engine evaluates besides campaign rules (for the fields rules read)."""
-    out = [s for a in program.achievements for s in (a.condition, a.sum) if s]
-    out += [e for c in program.campaigns if c.webhook for e in reactions.expressions(c.webhook.payload)]
-    return out
 
 
 def _progress(state: dict[str, Any], achievement_id: str) -> dict[str, Any]:

@@ -9,12 +9,11 @@ result, status, what it applied) for idempotency, fulfil, cancel and reversal.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from processors.loyalty import bounds, campaigns, profile, retention, tiers, wallet
+from processors.loyalty import bounds, campaigns, notices, profile, retention, tiers, wallet
 from processors.loyalty import notifications as n
 from processors.loyalty.adjustments import Adjustments
 from processors.loyalty.badges import Badges
@@ -25,6 +24,7 @@ from processors.loyalty.holds import HELD, Holds
 from processors.loyalty.identity import Identity, merged_into
 from processors.loyalty.lifecycle import Lifecycle
 from processors.loyalty.notices import Notices
+from processors.loyalty.output import Output
 from processors.loyalty.reactions import render
 from processors.loyalty.rekeyed import Rekeyed
 from processors.loyalty.rules import Bindings, reduce
@@ -41,19 +41,6 @@ COMMANDS = frozenset(
     {"FULFILL", "CANCEL", "REVERSE", "CONSENT", "IDENTIFY", "ADJUST", "MERGE"}
     | {"REFERRAL_REWARD", "COUPON_GRANTED", "COUPON_REJECTED", "BUDGET_DECISION"}
 )
-
-
-@dataclass
-class Output:
-    state: dict[str, Any]
-    results: list[dict[str, Any]] = field(default_factory=list)
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-    profile: dict[str, Any] | None = None
-    timers: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
-    cancels: list[str] = field(default_factory=list)
-    commands: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    credited: list[dict[str, Any]] = field(default_factory=list)  # accumulation lines
 
 
 def _part(properties: dict[str, Any], key: str, wanted: Any) -> Any:
@@ -211,7 +198,7 @@ class Step(Lifecycle, Rekeyed, Scheduled, Adjustments, Badges, Notices, Holds, I
         self.out.profile = prof
         self._send_notes()
         self._schedule_expiry()
-        self._arm_notices()
+        notices.arm(self.state, self.program, self.now, self.cid, self.out)
         return self.out
 
     def _schedule_expiry(self) -> None:

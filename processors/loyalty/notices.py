@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from processors.loyalty import notifications as n
 from processors.loyalty import profile, tiers, wallet
+from processors.loyalty.output import Output
+from schemas.program import Program
 
 if TYPE_CHECKING:
-    from processors.loyalty.engine import Output, Step
+    from processors.loyalty.engine import Step
 
 DAY_MS = 86_400_000
 EXPIRING, TIER_WARNING = "points_expiring", "tier_warning"  # timer payload types
@@ -31,97 +33,106 @@ EXPIRING, TIER_WARNING = "points_expiring", "tier_warning"  # timer payload type
 _SIMPLE_ENTRY = re.compile(r"^\s*profile\.([a-z_]+)\s*(>=|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 
 
-def _state(step: Step) -> dict[str, Any]:
-    return step.state.setdefault("notices", {})
+def state_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The customer's `notices` bookkeeping (created empty; `tidy` drops it when empty)."""
+    return state.setdefault("notices", {})
 
 
-def _days_left(at: int, now: int) -> int:
+def days_left(at: int, now: int) -> int:
     return max(0, math.ceil((at - now) / DAY_MS))
+
+
+# -- arming ------------------------------------------------------------------------------
+def arm(state: dict[str, Any], program: Program, now: int, cid: str, out: Output) -> None:
+    """Set, move or drop both notice timers to match the state and the program; writes a
+    timer only when its moment changed (not on every event)."""
+    if program.notices.points_expiring_days or "notices" in state:
+        arm_expiring(state, program, now, cid, out)
+    if program.notices.tier_downgrade_warning_days or "notices" in state:
+        arm_tier_warning(state, program, cid, out)
+
+
+def arm_expiring(state: dict[str, Any], program: Program, now: int, cid: str, out: Output) -> None:
+    notes = state_of(state)
+    today = now // DAY_MS
+    notes["expiring_sent"] = [d for d in notes.get("expiring_sent", []) if d >= today]
+    target = expiring_target(state, program, now)
+    armed = notes.get("expiring")
+    if target is None:
+        if armed is not None:
+            out.cancels.append(f"expiring:{cid}")
+            del notes["expiring"]
+    elif armed != target:
+        notes["expiring"] = target
+        out.timers.append((target["at"], f"expiring:{cid}", {"type": EXPIRING}))
+    if not notes["expiring_sent"]:
+        del notes["expiring_sent"]
+    tidy(state)
+
+
+def expiring_target(state: dict[str, Any], program: Program, now: int) -> dict[str, int] | None:
+    """The earliest expiry day (UTC) of open points not noticed yet, and when to notice it:
+    `points_expiring_days` before the first of its lines expires."""
+    days = program.notices.points_expiring_days
+    if not days:
+        return None
+    sent = set(state_of(state).get("expiring_sent", ()))
+    kinds = points_rewards(program)
+    first: int | None = None
+    for b in state["buckets"]:
+        exp = b["expiration_date"]
+        if exp is None or exp <= now or b["remaining"] <= wallet.EPS:
+            continue
+        if b["reward_id"] in kinds and exp // DAY_MS not in sent and (first is None or exp < first):
+            first = exp
+    if first is None:
+        return None
+    return {"at": first - days * DAY_MS, "day": first // DAY_MS}
+
+
+def points_rewards(program: Program) -> set[str]:
+    return {r.id for r in program.rewards if r.kind == "points"} | {wallet.POINTS}
+
+
+def arm_tier_warning(state: dict[str, Any], program: Program, cid: str, out: Output) -> None:
+    notes = state_of(state)
+    days = program.notices.tier_downgrade_warning_days
+    end = state.get("tier_period_end")
+    armed = notes.get("tier")
+    target = None
+    if days and end is not None and program.tiers.levels and notes.get("tier_checked") != end:
+        target = {"at": end - days * DAY_MS, "period_end": end}
+    if target is None and armed is not None:
+        out.cancels.append(f"tier_warning:{cid}")
+        del notes["tier"]
+    elif target is not None and armed != target:
+        notes["tier"] = target
+        out.timers.append((target["at"], f"tier_warning:{cid}", {"type": TIER_WARNING}))
+    if notes.get("tier_checked") is not None and notes["tier_checked"] != end:
+        del notes["tier_checked"]  # a new period: no longer needed
+    tidy(state)
+
+
+def tidy(state: dict[str, Any]) -> None:
+    if not state.get("notices"):
+        state.pop("notices", None)
 
 
 class Notices:
     """Mixin of `engine.Step`."""
 
-    # -- arming ------------------------------------------------------------------------------
-    def _arm_notices(self: Step) -> None:
-        """Set, move or drop both notice timers to match the state and the program; writes a
-        timer only when its moment changed (not on every event)."""
-        if self.program.notices.points_expiring_days or "notices" in self.state:
-            self._arm_expiring()
-        if self.program.notices.tier_downgrade_warning_days or "notices" in self.state:
-            self._arm_tier_warning()
-
-    def _arm_expiring(self: Step) -> None:
-        notes = _state(self)
-        today = self.now // DAY_MS
-        notes["expiring_sent"] = [d for d in notes.get("expiring_sent", []) if d >= today]
-        target = self._expiring_target()
-        armed = notes.get("expiring")
-        if target is None:
-            if armed is not None:
-                self.out.cancels.append(f"expiring:{self.cid}")
-                del notes["expiring"]
-        elif armed != target:
-            notes["expiring"] = target
-            self.out.timers.append((target["at"], f"expiring:{self.cid}", {"type": EXPIRING}))
-        if not notes["expiring_sent"]:
-            del notes["expiring_sent"]
-        self._tidy_notices()
-
-    def _expiring_target(self: Step) -> dict[str, int] | None:
-        """The earliest expiry day (UTC) of open points not noticed yet, and when to notice it:
-        `points_expiring_days` before the first of its lines expires."""
-        days = self.program.notices.points_expiring_days
-        if not days:
-            return None
-        sent = set(_state(self).get("expiring_sent", ()))
-        kinds = self._points_rewards()
-        first: int | None = None
-        for b in self.state["buckets"]:
-            exp = b["expiration_date"]
-            if exp is None or exp <= self.now or b["remaining"] <= wallet.EPS:
-                continue
-            if b["reward_id"] in kinds and exp // DAY_MS not in sent and (first is None or exp < first):
-                first = exp
-        if first is None:
-            return None
-        return {"at": first - days * DAY_MS, "day": first // DAY_MS}
-
-    def _points_rewards(self: Step) -> set[str]:
-        return {r.id for r in self.program.rewards if r.kind == "points"} | {wallet.POINTS}
-
-    def _arm_tier_warning(self: Step) -> None:
-        notes = _state(self)
-        days = self.program.notices.tier_downgrade_warning_days
-        end = self.state.get("tier_period_end")
-        armed = notes.get("tier")
-        target = None
-        if days and end is not None and self.program.tiers.levels and notes.get("tier_checked") != end:
-            target = {"at": end - days * DAY_MS, "period_end": end}
-        if target is None and armed is not None:
-            self.out.cancels.append(f"tier_warning:{self.cid}")
-            del notes["tier"]
-        elif target is not None and armed != target:
-            notes["tier"] = target
-            self.out.timers.append((target["at"], f"tier_warning:{self.cid}", {"type": TIER_WARNING}))
-        if notes.get("tier_checked") is not None and notes["tier_checked"] != end:
-            del notes["tier_checked"]  # a new period: no longer needed
-        self._tidy_notices()
-
-    def _tidy_notices(self: Step) -> None:
-        if not self.state.get("notices"):
-            self.state.pop("notices", None)
-
     # -- firing ------------------------------------------------------------------------------
     def _fire_notice(self: Step, kind: str) -> Output:
         """A notice timer came due: send what is due now (checked again against the state and
         the program: the points may be spent, the days changed) and arm the next one."""
-        notes = _state(self)
+        notes = state_of(self.state)
         if kind == EXPIRING:
             notes.pop("expiring", None)  # this timer has fired
-            while (target := self._expiring_target()) is not None and target["at"] <= self.now:
+            while (target := expiring_target(self.state, self.program, self.now)) is not None:
+                if target["at"] > self.now:
+                    break
                 self._notice_expiring(target["day"])
-            self._arm_expiring()
+            arm_expiring(self.state, self.program, self.now, self.cid, self.out)
         else:
             armed = notes.pop("tier", None)
             end = self.state.get("tier_period_end")
@@ -130,20 +141,20 @@ class Notices:
             if armed is not None and end == armed["period_end"] and due is not None and due <= self.now:
                 notes["tier_checked"] = end  # checked once per period, warned or not
                 self._warn_tier(end)
-            self._arm_tier_warning()
+            arm_tier_warning(self.state, self.program, self.cid, self.out)
         self._send_notes()
         return self.out
 
     def _notice_expiring(self: Step, day: int) -> None:
         """POINTS_EXPIRING for each points reward with open lines expiring on `day` (UTC)."""
-        kinds = self._points_rewards()
+        kinds = points_rewards(self.program)
         by_reward: dict[str, list[dict[str, Any]]] = {}
         for b in self.state["buckets"]:
             exp = b["expiration_date"]
             if exp is not None and exp // DAY_MS == day and exp > self.now and b["remaining"] > wallet.EPS:
                 if b["reward_id"] in kinds:
                     by_reward.setdefault(b["reward_id"], []).append(b)
-        _state(self).setdefault("expiring_sent", []).append(day)
+        state_of(self.state).setdefault("expiring_sent", []).append(day)
         if not by_reward:
             return
         balance, totals = wallet.balance(self.state), wallet.summary(self.state, self.cid)["totals"]
@@ -156,7 +167,7 @@ class Notices:
                 "amount": sum(b["remaining"] for b in lines),
                 "expiration_date": first,
                 "expires_on": _iso_day(day),
-                "days_left": _days_left(first, self.now),
+                "days_left": days_left(first, self.now),
                 "balance": balance.get(reward_id, 0.0),
                 "totals": [t for t in totals if t["reward_id"] == reward_id],
             }
@@ -185,7 +196,7 @@ class Notices:
             "from_tier_level": old.level,
             "to_tier_level": new.level if new else None,
             "period_end": end,
-            "days_left": _days_left(end, self.now),
+            "days_left": days_left(end, self.now),
             "metric": metric,
             "value": value,
             "required": required,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from processors.loyalty import badges, wallet
+from processors.loyalty import reactions, wallet
 from processors.loyalty.rules import Bindings, Fields, RuleError, compile_rule, fields_of, reduce
 from schemas.program import Program, Rfm
 
@@ -160,13 +160,21 @@ _FIELDS: dict[int, tuple[Program, dict[str, Fields | None], Fields | None]] = {}
 RULE_VARIABLES = ("profile", "properties", "event", "customer", "order", "product")
 
 
+def rule_sources(program: Program) -> list[str]:
+    """The CEL the engine evaluates besides campaign rules (for the fields rules read):
+    achievements' conditions and sums, webhook reaction templates."""
+    out = [s for a in program.achievements for s in (a.condition, a.sum) if s]
+    out += [e for c in program.campaigns if c.webhook for e in reactions.expressions(c.webhook.payload)]
+    return out
+
+
 def _fields(program: Program) -> tuple[dict[str, Fields | None], Fields | None]:
     """What campaign rules read of each variable, and what tiers and traits read of the
     profile; computed once per program version."""
     cached = _FIELDS.get(id(program))
     if cached is None or cached[0] is not program:
         rules = [s for c in program.campaigns for s in (c.condition, c.formula)]
-        rules += badges.rule_sources(program)  # achievements and webhook reaction templates
+        rules += rule_sources(program)  # achievements and webhook reaction templates
         final = [t.entry for t in program.tiers.levels] + [t.expression for t in program.traits]
         if len(_FIELDS) > 16:
             _FIELDS.clear()
