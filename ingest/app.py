@@ -27,7 +27,6 @@ from ingest.inputs import JSON_SCHEMAS, with_json_refs
 from ingest.lookup import Lookup, PgLookup, aclose, aopen
 from ingest.middleware import IngestMiddleware
 from ingest.models import EventIn, RollbackIn
-from ingest.producer import EventProducer, KafkaProducer
 from ingest.programs import (
     ProgramPublisher,
     ProgramSource,
@@ -50,6 +49,7 @@ from ingest.routers import (
     versions,
 )
 from ingest.simulate import SimulateIn
+from plumbing.producer import AsyncProducer, EventProducer
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,13 @@ def _build_state(
     if callable(stop):
         closers.append(stop)
     if producer is None:
-        kafka = KafkaProducer(settings, config.ack_timeout_s, config.linger_ms).start()
+        kafka = AsyncProducer(
+            settings,
+            ack_timeout_s=config.ack_timeout_s,  # a 202 means acked; past this a 503
+            linger_ms=config.linger_ms,
+            config={"compression.type": "lz4", "queue.buffering.max.messages": 500_000},
+            name="ingest-producer",
+        ).start()
         closers.append(kafka.close)
         producer = kafka
     return IngestState(

@@ -15,10 +15,10 @@ from ingest.errors import ApiError
 from ingest.events import EventBuilder
 from ingest.history import ProgramHistory
 from ingest.lookup import Lookup
-from ingest.producer import EventProducer
 from ingest.programs import ProgramPublisher, ProgramSource
 from ingest.ratelimit import RateLimiter
 from ingest.replies import ReplyHub
+from plumbing.producer import EventProducer
 from schemas.settings import Settings
 
 

@@ -13,7 +13,7 @@ from ingest.dependencies import IngestState
 from ingest.errors import ApiError
 from ingest.events import topic_for
 from ingest.metrics import EVENTS, SYNC_WAITS
-from ingest.producer import Delivered, Unavailable
+from plumbing.producer import Delivered, Unavailable
 from schemas import event_times
 from schemas.wallet import as_json as wallet_json
 

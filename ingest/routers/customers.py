@@ -25,9 +25,9 @@ from ingest.models import (
     ProcessedResponse,
 )
 from ingest.points import PointsIn, adjust_command, audit_value
-from ingest.producer import Unavailable
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, instant, iso_time
 from ingest.submit import submit, unavailable
+from plumbing.producer import Unavailable
 from schemas.program import Program
 from schemas.topics import ADMIN_AUDIT
 

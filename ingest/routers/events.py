@@ -23,9 +23,9 @@ from ingest.models import (
     DataResponse,
     ProcessedResponse,
 )
-from ingest.producer import Delivered
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, read_json
 from ingest.submit import masivo_fields, submit, unavailable
+from plumbing.producer import Delivered
 
 router = APIRouter(prefix="/behavior/events", tags=["events"])
 DRY_RUN = "Answer what the event would do to the customer as stored now; publish and store nothing."

@@ -1,20 +1,20 @@
-"""Kafka plumbing for delivery: an async-friendly producer (awaitable durable sends) and the
-consumer settings. The service owns its consume loop (no runtime transactions): offsets are
+"""Kafka plumbing for delivery: its outbox (awaitable durable sends on plumbing's producer) and
+the consumer settings. The service owns its consume loop (no runtime transactions): offsets are
 committed only after each message's work is finished, so delivery is at-least-once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer
 
+from plumbing.producer import AsyncProducer
 from schemas.codec import encode
 from schemas.settings import Settings
-from schemas.topics import DELIVERIES, schema_for, topic_name
+from schemas.topics import DELIVERIES, base_name, schema_for
 
 log = logging.getLogger(__name__)
 RETRY_PREFIX = "delivery.retry."
@@ -26,87 +26,28 @@ def value_schema(base: str) -> str:
 
 
 class KafkaOutbox:
-    """Produces retry/DLQ messages (awaited until acked) and attempt records (fire and forget)."""
+    """Delivery's writes: retry and DLQ messages (awaited until acked: their offset commits only
+    after) and attempt records (fire and forget), on the shared AsyncProducer."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.settings = settings
-        self.loop = loop
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "partitioner": "murmur2_random",
-            }
-        )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="delivery-producer", daemon=True)
-        self._thread.start()
+        self.producer = AsyncProducer(settings, linger_ms=5, name="delivery-producer").start()
 
     async def send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        fut: asyncio.Future[None] = self.loop.create_future()
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            self.loop.call_soon_threadsafe(_resolve, fut, err)
-
-        await self._produce(topic, key, value, on_delivery)
-        await fut
+        await self.producer.send(topic, key, encode(value_schema(topic), value))
 
     async def send_raw(self, physical_topic: str, key: bytes | None, value: bytes | None,
                        headers: list[tuple[str, bytes]]) -> None:  # fmt: skip
         """Produce bytes as they are (a dead letter keeps the original record) and await the ack."""
-        fut: asyncio.Future[None] = self.loop.create_future()
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            self.loop.call_soon_threadsafe(_resolve, fut, err)
-
-        while True:
-            try:
-                self.producer.produce(physical_topic, value, key, headers=headers, on_delivery=on_delivery)
-                break
-            except BufferError:
-                await asyncio.sleep(0.01)
-        await fut
+        await self.producer.send(base_name(physical_topic, self.settings), key, value, headers)
 
     def record(self, attempt: dict[str, Any]) -> None:
-        try:
-            self._produce_now(DELIVERIES, attempt["customer_id"], attempt, None)
-        except BufferError:
+        value = encode(value_schema(DELIVERIES), attempt)
+        if not self.producer.produce_nowait(DELIVERIES, attempt["customer_id"], value):
             log.warning("attempt record dropped: producer queue full")
 
-    async def _produce(self, topic: str, key: str, value: dict[str, Any], cb: Any) -> None:
-        while True:
-            try:
-                return self._produce_now(topic, key, value, cb)
-            except BufferError:
-                await asyncio.sleep(0.01)
-
-    def _produce_now(self, topic: str, key: str, value: dict[str, Any], cb: Any) -> None:
-        self.producer.produce(
-            topic_name(topic, self.settings),
-            key=key.encode(),
-            value=encode(value_schema(topic), value),
-            on_delivery=cb,
-        )
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.05)
-
     def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.producer.flush(timeout)
-
-
-def _resolve(fut: asyncio.Future[None], err: Any) -> None:
-    if fut.done():
-        return
-    if err is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(KafkaException(err))
+        self.producer.close(timeout)
 
 
 def consumer(settings: Settings, group_id: str, instance_id: str | None = None) -> Consumer:

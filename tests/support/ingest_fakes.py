@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.lookup import StoreUnavailable
-from ingest.producer import Delivered, Unavailable
+from plumbing.producer import Delivered, Unavailable
 from schemas.codec import decode
 from schemas.program import EventType, Program
 
@@ -44,7 +44,7 @@ class FakeProducer:
             self.on_send(record)
         return Delivered(f"test.{topic}", 0, len(self.sent) - 1)
 
-    async def send(self, topic: str, key: str, value: bytes) -> Delivered:
+    async def send(self, topic: str, key: str, value: bytes, headers=None) -> Delivered:
         outcome = self._one(topic, key, value)
         if isinstance(outcome, Exception):
             raise outcome

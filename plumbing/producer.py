@@ -1,7 +1,10 @@
-"""Kafka producer for ingest: acks=all + idempotence; a request is answered only after the
-broker acknowledged its write, so a 202 means the event is durable.
+"""An asyncio-friendly confluent-kafka producer: `await send(...)` returns once the broker
+acknowledged the write (acks=all, idempotent), so a caller answers or commits only after its
+record is durable. Ingest answers its 202s with it; delivery writes retries, dead letters and
+attempt records with it.
 
-librdkafka callbacks run on one poll thread and complete asyncio futures on the event loop.
+librdkafka serves delivery callbacks on one poll thread; the thread settles the asyncio futures
+and wakes each event loop once per poll, not once per message (ingest's hot path).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Producer
 
@@ -19,6 +23,8 @@ from schemas.settings import Settings
 from schemas.topics import topic_name
 
 log = logging.getLogger(__name__)
+Key = str | bytes | None
+Headers = list[tuple[str, bytes]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,65 +35,93 @@ class Delivered:
 
 
 class Unavailable(Exception):
-    """Kafka did not acknowledge in time (answer 503 + Retry-After)."""
+    """Kafka did not acknowledge the write (in time, when there is a deadline)."""
 
 
 class EventProducer(Protocol):
-    async def send(self, topic: str, key: str, value: bytes) -> Delivered: ...
+    """What a service awaits; tests pass fakes of it."""
 
-    async def send_many(self, messages: list[tuple[str, str, bytes]]) -> list[Delivered | Exception]: ...
+    async def send(self, topic: str, key: Key, value: bytes, headers: Headers = None) -> Delivered: ...
+
+    async def send_many(self, messages: list[tuple[str, Key, bytes]]) -> list[Delivered | Exception]: ...
 
 
-class KafkaProducer:
-    """Idempotent producer with a poll thread; `send*` await the broker acknowledgement."""
+class AsyncProducer:
+    """Idempotent producer with a poll thread. Topics are logical names (TOPIC_PREFIX applied).
 
-    def __init__(self, settings: Settings, ack_timeout_s: float = 5.0, linger_ms: int = 2) -> None:
+    `ack_timeout_s` bounds both the wait for room in a full local queue and the wait for the
+    acknowledgement (then `Unavailable`): ingest must answer 503 in time. None waits as long as
+    it takes (librdkafka's own message timeout still applies): delivery must not give up on a
+    retry or dead letter whose offset it can commit only once it is written.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ack_timeout_s: float | None = None,
+        linger_ms: int = 5,
+        config: dict[str, Any] | None = None,
+        name: str = "producer",
+    ) -> None:
         self.settings = settings
         self.ack_timeout_s = ack_timeout_s
         self.linger_ms = linger_ms
+        self.config = config or {}
         self._running = False
         self._completed: list[tuple[asyncio.AbstractEventLoop, asyncio.Future, object]] = []
         self._topics: dict[str, str] = {}  # logical -> physical topic name
+        self._retired: list[Producer] = []  # replaced after a fatal error: their reports still run
         self._producer = self._create()
-        self._thread = threading.Thread(target=self._poll_loop, name="ingest-producer", daemon=True)
+        self._thread = threading.Thread(target=self._poll_loop, name=name, daemon=True)
 
     def _create(self) -> Producer:
-        return Producer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": self.linger_ms,
-                "compression.type": "lz4",
-                "partitioner": "murmur2_random",
-                "message.timeout.ms": int(self.ack_timeout_s * 1000),
-                "queue.buffering.max.messages": 500_000,
-                "error_cb": self._on_error,
-            }
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": self.linger_ms,
+            "partitioner": "murmur2_random",  # Java-compatible: co-partitioned with every topic
+            "error_cb": self._on_error,
+        }
+        if self.ack_timeout_s is not None:
+            conf["message.timeout.ms"] = int(self.ack_timeout_s * 1000)
+        return Producer(conf | self.config)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        if err.fatal():  # an idempotent producer that lost its sequence: it writes nothing more
             log.error("fatal producer error, recreating", extra={"kafka_error": str(err)})
+            self._retired.append(self._producer)
             self._producer = self._create()
         else:
             log.warning("producer error", extra={"kafka_error": str(err)})
 
-    def start(self) -> KafkaProducer:
+    def start(self) -> AsyncProducer:
         self._running = True
         self._thread.start()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
+        """Stop polling and flush what is queued (bounded by `timeout`)."""
         self._running = False
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._producer.flush(timeout)
 
+    def topic(self, logical: str) -> str:
+        physical = self._topics.get(logical)
+        if physical is None:
+            physical = self._topics[logical] = topic_name(logical, self.settings)
+        return physical
+
     def _poll_loop(self) -> None:
         """Serve delivery callbacks, then wake each event loop once per poll, not per message."""
         while self._running:
             self._producer.poll(0.05)
+            for old in list(self._retired):  # failed messages of a replaced producer settle too
+                old.poll(0)
+                if len(old) == 0:
+                    self._retired.remove(old)
             if self._completed:
                 completed, self._completed = self._completed, []
                 by_loop: dict[asyncio.AbstractEventLoop, list] = {}
@@ -99,37 +133,38 @@ class KafkaProducer:
     def _complete(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future, outcome) -> None:
         self._completed.append((loop, future, outcome))  # only called on the poll thread
 
-    def _try_produce(self, topic: str, key: str, value: bytes, callback) -> bool:
-        """Hand one message to librdkafka; False when its queue is full (then see _produce)."""
-        physical = self._topics.get(topic)
-        if physical is None:
-            physical = self._topics[topic] = topic_name(topic, self.settings)
+    def produce_nowait(self, topic: str, key: Key, value: bytes | None, headers: Headers = None,
+                       callback: Callable | None = None) -> bool:  # fmt: skip
+        """Hand one message to librdkafka without waiting; False when its queue is full."""
+        if isinstance(key, str):
+            key = key.encode()
         try:
-            self._producer.produce(physical, value, key.encode(), on_delivery=callback)
+            self._producer.produce(self.topic(topic), value, key, headers=headers, on_delivery=callback)
         except BufferError:
             return False
         return True
 
-    async def _produce(self, topic: str, key: str, value: bytes, callback) -> None:
+    async def _produce(self, topic: str, key: Key, value: bytes | None, headers: Headers, callback) -> None:
         """Produce, waiting while the queue is full; Unavailable after ack_timeout_s."""
-        deadline = time.monotonic() + self.ack_timeout_s
-        while not self._try_produce(topic, key, value, callback):
-            if time.monotonic() > deadline:
+        deadline = None if self.ack_timeout_s is None else time.monotonic() + self.ack_timeout_s
+        while not self.produce_nowait(topic, key, value, headers, callback):
+            if deadline is not None and time.monotonic() > deadline:
                 raise Unavailable("producer queue full")
             await asyncio.sleep(0.005)
 
-    async def send(self, topic: str, key: str, value: bytes) -> Delivered:
+    async def send(self, topic: str, key: Key, value: bytes | None, headers: Headers = None) -> Delivered:
+        """Produce one message and await the broker's acknowledgement."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered] = loop.create_future()
 
         def delivered(err: KafkaError | None, msg) -> None:
             self._complete(loop, future, _outcome(err, msg))
 
-        await self._produce(topic, key, value, delivered)
+        await self._produce(topic, key, value, headers, delivered)
         return _unwrap(await self._await(future))
 
-    async def send_many(self, messages: list[tuple[str, str, bytes]]) -> list[Delivered | Exception]:
-        """Produce a batch; one future for the whole batch keeps the overhead per event tiny."""
+    async def send_many(self, messages: list[tuple[str, Key, bytes]]) -> list[Delivered | Exception]:
+        """Produce a batch; one future for the whole batch keeps the overhead per message tiny."""
         if not messages:
             return []
         loop = asyncio.get_running_loop()
@@ -153,10 +188,10 @@ class KafkaProducer:
 
         for i, (topic, key, value) in enumerate(messages):
             callback = callback_for(i)
-            if self._try_produce(topic, key, value, callback):
+            if self.produce_nowait(topic, key, value, None, callback):
                 continue  # the common case, without a coroutine per message
             try:
-                await self._produce(topic, key, value, callback)
+                await self._produce(topic, key, value, None, callback)
             except Unavailable as exc:
                 for j in range(i, len(messages)):
                     results[j] = exc
@@ -171,8 +206,9 @@ class KafkaProducer:
     async def _await(self, future: asyncio.Future):
         """The future's result, or Unavailable after the ack deadline (a timer, not wait_for:
         no extra task per request on the hot path)."""
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.ack_timeout_s + 1.0, _expire, future)
+        if self.ack_timeout_s is None:
+            return await future
+        timer = asyncio.get_running_loop().call_later(self.ack_timeout_s + 1.0, _expire, future)
         try:
             return await future
         finally:
@@ -192,12 +228,8 @@ def _expire(future: asyncio.Future) -> None:
 
 def _settle_all(items: list[tuple[asyncio.Future, object]]) -> None:
     for future, outcome in items:
-        _settle(future, outcome)
-
-
-def _settle(future: asyncio.Future, outcome) -> None:
-    if not future.done():
-        future.set_result(outcome)
+        if not future.done():
+            future.set_result(outcome)
 
 
 def _unwrap(outcome: Delivered | Exception) -> Delivered:
