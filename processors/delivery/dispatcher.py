@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from processors.delivery import metrics
 from processors.delivery.routing import Endpoint, batch_notification
@@ -15,6 +15,13 @@ from processors.delivery.sender import Deliverer
 
 log = logging.getLogger(__name__)
 Done = Callable[[], None]
+
+
+class Timers(Protocol):
+    """Where lanes and batches schedule their timeouts: the running event loop in production, a
+    ManualClock (processors/runtime/clock.py) in tests, so a timeout needs no real sleep."""
+
+    def call_later(self, delay: float, callback: Callable[[], None], /) -> Any: ...
 
 
 class Lane:
@@ -30,9 +37,16 @@ class Lane:
     """
 
     def __init__(
-        self, key: str, deliverer: Deliverer, concurrency: int, max_queue: int, max_block_s: float
+        self,
+        key: str,
+        deliverer: Deliverer,
+        concurrency: int,
+        max_queue: int,
+        max_block_s: float,
+        timers: Timers | None = None,
     ) -> None:
         self.key = key
+        self.timers = timers or asyncio.get_running_loop()
         self.deliverer = deliverer
         self.max_queue = max_queue
         self.low_water = max_queue // 2
@@ -41,7 +55,7 @@ class Lane:
         self.busy = 0
         self.shedding = False
         self.waiters: list[Callable[[], None]] = []
-        self.timer: asyncio.TimerHandle | None = None  # the max_block_s bound of this episode
+        self.timer: Any = None  # the max_block_s bound of this episode (a timer handle)
         self.workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
 
     def full(self) -> bool:
@@ -55,7 +69,7 @@ class Lane:
         """Call `wake` once the queue is down to low water, or when the bound is reached."""
         self.waiters.append(wake)
         if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.max_block_s, self._shed)
+            self.timer = self.timers.call_later(self.max_block_s, self._shed)
 
     def submit(self, note: dict[str, Any], done: Done, came_from: str | None = None) -> None:
         if self.shedding and self.full():
@@ -127,7 +141,7 @@ class Batch:
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
         self.done: list[Done] = []
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Any = None
 
 
 class Dispatcher:
@@ -137,8 +151,10 @@ class Dispatcher:
         concurrency: Callable[[], int],
         max_queue: int = 1000,
         max_block_s: float = 10.0,
+        timers: Timers | None = None,
     ) -> None:
         self.deliverer = deliverer
+        self.timers = timers  # None: the running event loop
         self.concurrency = concurrency
         self.max_queue = max_queue
         self.max_block_s = max_block_s
@@ -160,7 +176,8 @@ class Dispatcher:
         retry tier it was read from (where a shedding lane moves it on from)."""
         lane = self.lanes.get(key)
         if lane is None:
-            lane = Lane(key, self.deliverer, self.concurrency(), self.max_queue, self.max_block_s)
+            lane = Lane(key, self.deliverer, self.concurrency(), self.max_queue, self.max_block_s,
+                        self.timers)  # fmt: skip
             self.lanes[key] = lane
         lane.submit(note, done, came_from)
 
@@ -173,8 +190,8 @@ class Dispatcher:
         if len(batch.items) >= ep.batch_size:
             self.flush(ep.key)
         elif batch.timer is None:
-            loop = asyncio.get_running_loop()
-            batch.timer = loop.call_later(ep.linger_ms / 1000, self.flush, ep.key)
+            timers = self.timers or asyncio.get_running_loop()
+            batch.timer = timers.call_later(ep.linger_ms / 1000, lambda: self.flush(ep.key))
 
     def flush(self, key: str) -> None:
         batch = self.batches.pop(key, None)

@@ -1,4 +1,7 @@
-"""Per-endpoint lanes and destination batching, with a fake deliverer (no HTTP, no Kafka)."""
+"""Per-endpoint lanes and destination batching, with a fake deliverer (no HTTP, no Kafka).
+
+Timeouts (a lane's max_block_s, a batch's linger) run on a ManualClock the test advances: a
+check of "not yet" and "now" needs no real sleep, so a loaded machine cannot change the result."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 
 from processors.delivery.dispatcher import Dispatcher
 from processors.delivery.routing import Endpoint
+from processors.runtime.clock import ManualClock
 
 
 class FakeDeliverer:
@@ -43,7 +47,8 @@ async def _until(cond, timeout: float = 5.0) -> None:
 def test_a_full_lane_applies_backpressure_and_wakes_at_low_water() -> None:
     async def go() -> None:
         fake = FakeDeliverer(slow={"webhook:slow"})
-        d = Dispatcher(fake, lambda: 2, max_queue=4, max_block_s=60)
+        clock = ManualClock(0)
+        d = Dispatcher(fake, lambda: 2, max_queue=4, max_block_s=60, timers=clock)
         acked: list[str] = []
         for i in range(6):  # 2 in flight + 4 queued: full
             d.submit("webhook:slow", _note(i), lambda i=i: acked.append(f"slow{i}"))
@@ -53,7 +58,8 @@ def test_a_full_lane_applies_backpressure_and_wakes_at_low_water() -> None:
         assert d.blocked("webhook:slow") and not d.blocked("webhook:fast")
         woken: list[int] = []
         d.wait("webhook:slow", lambda: woken.append(d.lanes["webhook:slow"].queue.qsize()))
-        await asyncio.sleep(0.05)
+        clock.advance(59_999)  # full for just under the bound
+        await asyncio.sleep(0)  # let anything woken run
         assert woken == [] and fake.deferred == []  # full is a wait, never a move to a tier
         fake.release.set()
         await _until(lambda: woken)
@@ -70,14 +76,18 @@ def test_a_full_lane_applies_backpressure_and_wakes_at_low_water() -> None:
 def test_a_lane_full_longer_than_the_bound_sheds_its_overflow_until_low_water() -> None:
     async def go() -> None:
         fake = FakeDeliverer(slow={"webhook:dead"})
-        d = Dispatcher(fake, lambda: 1, max_queue=2, max_block_s=0.05)
+        clock = ManualClock(0)
+        d = Dispatcher(fake, lambda: 1, max_queue=2, max_block_s=5, timers=clock)
         acked: list[str] = []
         for i in range(3):  # 1 in flight + 2 queued: full
             d.submit("webhook:dead", _note(i), lambda i=i: acked.append(f"n{i}"))
         await _until(lambda: d.blocked("webhook:dead"))
         woken: list[bool] = []
         d.wait("webhook:dead", lambda: woken.append(True))
-        await _until(lambda: woken)  # the bound: the waiting record is taken again ...
+        clock.advance(4_999)
+        assert woken == [] and d.blocked("webhook:dead")  # not before the bound
+        clock.advance(1)
+        assert woken == [True]  # the bound: the waiting record is taken again ...
         assert not d.blocked("webhook:dead")  # ... and what finds the lane full is moved
         d.submit("webhook:dead", _note(7), lambda: acked.append("n7"), came_from="5s")
         await _until(lambda: "n7" in acked)
@@ -95,14 +105,19 @@ def test_a_lane_full_longer_than_the_bound_sheds_its_overflow_until_low_water() 
 def test_destination_batches_flush_on_size_and_linger() -> None:
     async def go() -> None:
         fake = FakeDeliverer()
-        d = Dispatcher(fake, lambda: 1)
+        clock = ManualClock(0)
+        d = Dispatcher(fake, lambda: 1, timers=clock)
         ep = Endpoint("destination", "crm", "https://x", (), frozenset(), batch_size=2, linger_ms=50)
         acked: list[int] = []
         for i in range(3):
             d.add_item(ep, {"id": f"e{i}", "customer_id": "c"}, lambda i=i: acked.append(i))
         await _until(lambda: len(acked) == 2)
         assert len(fake.delivered) == 1 and sorted(acked) == [0, 1]  # full batch at once
-        await _until(lambda: len(acked) == 3)  # the third goes after linger_ms
+        clock.advance(49)
+        await asyncio.sleep(0)
+        assert sorted(acked) == [0, 1] and len(fake.delivered) == 1  # the third lingers ...
+        clock.advance(1)
+        await _until(lambda: len(acked) == 3)  # ... and goes after linger_ms
         assert len(fake.delivered) == 2 and sorted(acked) == [0, 1, 2]
         batches = [json.loads(n["data"])["events"] for _, n in fake.delivered]
         assert [[e["id"] for e in b] for b in batches] == [["e0", "e1"], ["e2"]]
