@@ -11,14 +11,13 @@ award, a debit takes them back like a reversal, and the tier is re-checked eithe
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from processors.loyalty import bounds, profile, wallet
+from processors.loyalty import awards, bounds, profile, tiering, wallet
 from processors.loyalty import notifications as n
+from processors.loyalty.core import Step
 from processors.loyalty.envelope import as_json
-
-if TYPE_CHECKING:
-    from processors.loyalty.engine import Output
+from processors.loyalty.output import Output
 
 ADJUSTMENT = "ADJUSTMENT"  # the ledger line kind, the command's event type and its tier trigger
 DAY_MS = 86_400_000
@@ -39,68 +38,69 @@ def adjustment_error(payload: dict[str, Any], reward_ids: set[str]) -> str | Non
     return None
 
 
-class Adjustments:
-    """Mixin of `engine.Step`."""
+def adjust(step: Step, cmd: dict) -> Output:
+    payload = as_json(cmd.get("payload"))
+    why = adjustment_error(payload, {r.id for r in step.program.rewards})
+    if why:
+        return step.failed(cmd, why)
+    step.expire()  # an expired line must not pay for a debit
+    tiering.track(step)
+    amount, reward_id = float(payload["amount"]), payload["reward_id"]
+    if amount < 0:
+        why = wallet.shortfall(step.state, [{"reward_id": reward_id, "amount": -amount}])
+    else:
+        why = _credit_bound(step, reward_id, amount)
+    if why:
+        return step.failed(cmd, why)
+    detail = _debit(step, cmd, payload) if amount < 0 else _credit_adjustment(step, cmd, payload)
+    _retier(step, cmd, amount)
+    res = step.result(cmd, "RESOLVED", payload["reason"], **detail)
+    step.remember(cmd["id"], res, "RESOLVED")
+    return step.finish()
 
-    def adjust(self, cmd: dict) -> Output:
-        payload = as_json(cmd.get("payload"))
-        why = adjustment_error(payload, {r.id for r in self.program.rewards})
-        if why:
-            return self._command_failed(cmd, why)
-        self._expire()  # an expired line must not pay for a debit
-        self._track_tiers()
-        amount, reward_id = float(payload["amount"]), payload["reward_id"]
-        if amount < 0:
-            why = wallet.shortfall(self.state, [{"reward_id": reward_id, "amount": -amount}])
-        else:
-            why = self._credit_bound(reward_id, amount)
-        if why:
-            return self._command_failed(cmd, why)
-        detail = self._debit(cmd, payload) if amount < 0 else self._credit_adjustment(cmd, payload)
-        self._retier(cmd, amount)
-        res = self.result(cmd, "RESOLVED", payload["reason"], **detail)
-        self.remember(cmd["id"], res, "RESOLVED")
-        return self.finish()
 
-    def _credit_bound(self, reward_id: str, amount: float) -> str | None:
-        try:
-            bounds.check_award(ADJUSTMENT, reward_id, amount, self._held(reward_id))
-        except bounds.Refused as exc:
-            return exc.reason
-        return None
+def _credit_bound(step: Step, reward_id: str, amount: float) -> str | None:
+    try:
+        bounds.check_award(ADJUSTMENT, reward_id, amount, awards.held_balance(step, reward_id))
+    except bounds.Refused as exc:
+        return exc.reason
+    return None
 
-    def _credit_adjustment(self, cmd: dict, payload: dict[str, Any]) -> dict[str, Any]:
-        """One ADJUSTMENT line, a new open line that expires as the reward's awards do."""
-        reward_id, amount = payload["reward_id"], float(payload["amount"])
-        reward = next(r for r in self.program.rewards if r.id == reward_id)
-        days = reward.expires_after_days
-        expires = self.now + days * DAY_MS if days else None
-        line = wallet.line(ADJUSTMENT, amount, reward_id, cmd["id"], self.now, 0, expiration_date=expires)
-        line["reason"] = payload["reason"]
-        wallet.accumulate(self.state, line, self.touched)  # lifetime += amount for POINTS
-        self.changed()
-        self.out.credited.append(line)
-        if reward_id == wallet.POINTS:
-            profile.metrics(self.state)["period_points"] += amount
-        self.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(self.cid, [line]))
-        return {"accumulations": [line]}
 
-    def _debit(self, cmd: dict, payload: dict[str, Any]) -> dict[str, Any]:
-        """ADJUSTMENT lines out of the open lines, oldest-expiring first (as a redemption), each
-        with a negative amount: a line's amount is always the change it made to the balance."""
-        reward_id, taken = payload["reward_id"], -float(payload["amount"])
-        consumed = wallet.consume(self.state, reward_id, taken, cmd["id"], self.now, ADJUSTMENT, self.touched)
-        self.changed()
-        lines = [{**ln, "amount": -ln["amount"], "reason": payload["reason"]} for ln in consumed]
-        if reward_id == wallet.POINTS:
-            self.state["lifetime"] -= taken
-            profile.metrics(self.state)["period_points"] -= taken
-        self.notify(cmd["id"], n.CUSTOMER_REDEMPTION, n.lines(self.cid, lines))
-        return {"redemptions": lines}
+def _credit_adjustment(step: Step, cmd: dict, payload: dict[str, Any]) -> dict[str, Any]:
+    """One ADJUSTMENT line, a new open line that expires as the reward's awards do."""
+    reward_id, amount = payload["reward_id"], float(payload["amount"])
+    reward = next(r for r in step.program.rewards if r.id == reward_id)
+    days = reward.expires_after_days
+    expires = step.now + days * DAY_MS if days else None
+    line = wallet.line(ADJUSTMENT, amount, reward_id, cmd["id"], step.now, 0, expiration_date=expires)
+    line["reason"] = payload["reason"]
+    wallet.accumulate(step.state, line, step.touched)  # lifetime += amount for POINTS
+    step.changed()
+    step.out.credited.append(line)
+    if reward_id == wallet.POINTS:
+        profile.metrics(step.state)["period_points"] += amount
+    step.notify(cmd["id"], n.CUSTOMER_ACCUMULATION, n.lines(step.cid, [line]))
+    return {"accumulations": [line]}
 
-    def _retier(self, cmd: dict, amount: float) -> None:
-        """A credit may upgrade at once; a debit may take the customer below their entry."""
-        if amount > 0:
-            self._upgrade(cmd)
-        else:
-            self._downgrade(ADJUSTMENT, cmd["id"], cmd["type"])
+
+def _debit(step: Step, cmd: dict, payload: dict[str, Any]) -> dict[str, Any]:
+    """ADJUSTMENT lines out of the open lines, oldest-expiring first (as a redemption), each
+    with a negative amount: a line's amount is always the change it made to the balance."""
+    reward_id, taken = payload["reward_id"], -float(payload["amount"])
+    consumed = wallet.consume(step.state, reward_id, taken, cmd["id"], step.now, ADJUSTMENT, step.touched)
+    step.changed()
+    lines = [{**ln, "amount": -ln["amount"], "reason": payload["reason"]} for ln in consumed]
+    if reward_id == wallet.POINTS:
+        step.state["lifetime"] -= taken
+        profile.metrics(step.state)["period_points"] -= taken
+    step.notify(cmd["id"], n.CUSTOMER_REDEMPTION, n.lines(step.cid, lines))
+    return {"redemptions": lines}
+
+
+def _retier(step: Step, cmd: dict, amount: float) -> None:
+    """A credit may upgrade at once; a debit may take the customer below their entry."""
+    if amount > 0:
+        tiering.upgrade(step, cmd)
+    else:
+        tiering.downgrade(step, ADJUSTMENT, cmd["id"], cmd["type"])
