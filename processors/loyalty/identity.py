@@ -12,6 +12,9 @@ A sealed state keeps `merged_into`: every later input to the anonymous id is re-
 known id (`forward`), and its timers do nothing, so an event racing with the merge is credited
 to the known id exactly once (the known partition de-duplicates by event id). An input the
 anonymous partition already recorded is still answered there as a duplicate.
+
+This module holds what both halves and the processor share; the halves are inputs of their
+own: the seal in commands.py (`identify`), the MERGE in merges.py.
 """
 
 from __future__ import annotations
