@@ -9,6 +9,7 @@ committed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from processors.runtime.kafka_util import check_consumer_error
-from processors.runtime.observability import LagReport
+from plumbing.kafka_util import check_consumer_error
+from plumbing.observability import LagReport
 from schemas.codec import CodecError, default_codec
 from schemas.settings import Settings, libpq_url
 from schemas.topics import base_name, schema_for, topic_name
@@ -45,6 +46,21 @@ class SinkOptions:
     backoff_max_s: float = 5.0
     connect_timeout_s: int = 3
     dlq_relay: bool = True  # publish sink_rejects to sink.dlq (sinks/dlq_relay.py)
+    tune_gc: bool = True  # see tune_gc()
+
+
+def tune_gc() -> None:
+    """Fewer and cheaper cyclic GC passes for the process that runs the sink.
+
+    A batch is hundreds of thousands of short-lived containers (decoded records, their rows),
+    freed by reference counting, not by the collector; with the default thresholds the older
+    generations were still re-scanned several times per batch, together with everything
+    loaded at start-up: about a quarter of the decode-and-map CPU. Start-up objects are
+    frozen out of the scans (after one collection, so no garbage is frozen) and the older
+    generations are collected 5 times less often; cyclic garbage is still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 50, 50)
 
 
 class Sink:
@@ -91,6 +107,8 @@ class Sink:
 
     def run(self) -> None:
         """Consume until stop(): flushes the last batch and leaves the group cleanly."""
+        if self.options.tune_gc:
+            tune_gc()
         self._programs.start()
         if self.relay is not None:
             self.relay.start()
