@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import uuid
@@ -19,7 +20,7 @@ import uuid
 import psycopg
 from prometheus_client import REGISTRY
 
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from schemas.settings import Settings, libpq_url
 from sinks import samples
 from sinks.batch import Batch
@@ -57,29 +58,67 @@ def committed(conn: psycopg.Connection) -> int:
     return int(conn.execute(sql).fetchone()[0])
 
 
+def server_cpu(conn: psycopg.Connection) -> float | None:
+    """CPU seconds so far of the PostgreSQL backends on this database (None unless PostgreSQL
+    runs on this machine and /proc shows them): the load-independent half of the cost."""
+    pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()
+    total = 0.0
+    try:
+        for (pid,) in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+    return total
+
+
+@dataclasses.dataclass
+class Cost:
+    """What a measured stretch took: wall seconds, this process's CPU, the backends' CPU."""
+
+    seconds: float
+    cpu: float
+    server_cpu: float | None
+
+    def per(self, n: float) -> str:
+        server = "n/a" if self.server_cpu is None else f"{self.server_cpu / n * 1e6:.1f}"
+        return f"client CPU {self.cpu / n * 1e6:.1f} us, PostgreSQL CPU {server} us"
+
+
 def run_sink(settings: Settings, total: int, batch_size: int, linger_ms: int) -> tuple:
-    """Seconds from the first committed batch until all `total` records are in; rows written."""
+    """Cost from the first committed batch until all `total` records are in; rows written."""
     sink = Sink(settings, SinkOptions(batch_size=batch_size, linger_ms=linger_ms)).start()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         try:
             while (first := committed(conn)) == 0:
                 time.sleep(0.01)
-            start_rows, began = rows_written(), time.perf_counter()
+            start_rows, began, cpu, server = (
+                rows_written(),
+                time.perf_counter(),
+                time.process_time(),
+                server_cpu(conn),
+            )
             while committed(conn) < total:
                 time.sleep(0.02)
-            seconds = time.perf_counter() - began
+            server_end = server_cpu(conn)
+            cost = Cost(
+                time.perf_counter() - began,
+                time.process_time() - cpu,
+                None if server is None or server_end is None else server_end - server,
+            )
         finally:
             sink.stop()
-    return seconds, rows_written() - start_rows, total - first
+    return cost, rows_written() - start_rows, total - first
 
 
-def plain_copy(url: str, records: list[tuple[str, str, dict]]) -> tuple[float, int]:
+def plain_copy(url: str, records: list[tuple[str, str, dict]]) -> tuple[Cost, int]:
     """COPY the same (reduced) rows into bare tables: the ceiling for any sink."""
     batch = Batch()
     for i, (topic, _key, value) in enumerate(records):
         batch.add(value, Source(topic, 0, i), topic)
     with psycopg.connect(url) as conn:
-        began = time.perf_counter()
+        began, cpu, server = time.perf_counter(), time.process_time(), server_cpu(conn)
         n = 0
         for name, rows in batch.rows.items():
             target = TARGETS[name]
@@ -91,7 +130,9 @@ def plain_copy(url: str, records: list[tuple[str, str, dict]]) -> tuple[float, i
                     copy.write_row(tuple(row.get(c) for c in cols))
                     n += 1
         conn.commit()
-        return time.perf_counter() - began, n
+        server_end = server_cpu(conn)
+        spent = None if server is None or server_end is None else server_end - server
+        return Cost(time.perf_counter() - began, time.process_time() - cpu, spent), n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,14 +154,23 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         samples.produce(settings, records)
         print(f"produced {len(records):,} records in {time.perf_counter() - t0:.1f}s")
-        seconds, rows, recs = run_sink(settings, len(records), args.batch_size, args.linger_ms)
+        sink, rows, recs = run_sink(settings, len(records), args.batch_size, args.linger_ms)
         print(
-            f"sink:       {rows:,.0f} rows ({recs:,} records) in {seconds:.2f}s = "
-            f"{rows / seconds:,.0f} rows/s, {recs / seconds:,.0f} records/s"
+            f"sink:       {rows:,.0f} rows ({recs:,} records) in {sink.seconds:.2f}s = "
+            f"{rows / sink.seconds:,.0f} rows/s, {recs / sink.seconds:,.0f} records/s; "
+            f"per row: {sink.per(rows)}"
         )
-        copy_s, copy_rows = plain_copy(url, records)
-        print(f"plain COPY: {copy_rows:,} rows in {copy_s:.2f}s = {copy_rows / copy_s:,.0f} rows/s")
-        print(f"sink / COPY = {(rows / seconds) / (copy_rows / copy_s):.0%}")
+        copy, copy_rows = plain_copy(url, records)
+        print(
+            f"plain COPY: {copy_rows:,} rows in {copy.seconds:.2f}s = "
+            f"{copy_rows / copy.seconds:,.0f} rows/s; "
+            f"per row: {copy.per(copy_rows)}"
+        )
+        print(f"sink / COPY = {(rows / sink.seconds) / (copy_rows / copy.seconds):.0%}")
+        if sink.server_cpu is not None and copy.server_cpu is not None:
+            cost = (sink.cpu + sink.server_cpu) / rows
+            print(f"CPU per row, COPY / sink = {(copy.cpu + copy.server_cpu) / copy_rows / cost:.0%}")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     finally:
         drop_database(env.database_url, url)
     return 0
