@@ -8,8 +8,8 @@ import os
 import uuid
 from pathlib import Path
 
-from deploy.topics import delete_topics, ensure_topics
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
+from plumbing.topic_admin import delete_topics, ensure_topics
 from schemas.program import Program
 from schemas.settings import Settings
 

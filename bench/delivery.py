@@ -23,7 +23,7 @@ import aiohttp
 import httpx
 
 from bench._receiver import RemoteReceiver
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.delivery.verify import signature_header

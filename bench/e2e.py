@@ -37,7 +37,7 @@ from bench._common import cpu_seconds
 from bench._receiver import RemoteReceiver
 from bench.ingest import Connection, event, percentile
 from deploy.local import stack as local_stack
-from deploy.topics import delete_topics
+from plumbing.topic_admin import delete_topics
 from processors.delivery.kafka_io import partitions
 from schemas.codec import decode
 from schemas.ids import name_uuid

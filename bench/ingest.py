@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import Producer
 
 from bench._common import cpu_by_process
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from schemas.codec import encode
 from schemas.program import EventType, Program
 from schemas.settings import Settings
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(Settings.from_env(), topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.")
     names = (EVENTS_LOYALTY, EVENTS_TRACKING, LOYALTY_RESULTS, PROGRAM_CONFIG)
     ensure_topics(settings, [TOPICS[n] for n in names])
-    from processors.runtime.config_table import publish_program
+    from plumbing.config_table import publish_program
 
     publish_program(settings, PROGRAM)
     print(

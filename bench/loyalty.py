@@ -31,8 +31,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from bench._common import add_kafka_flag, cpu_seconds, drop_topics, fresh_settings, rate
+from plumbing.kafka_util import committed_reader
 from processors.loyalty.processor import LoyaltyProcessor
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import TestDriver
 from schemas.codec import decode, encode
 from schemas.program import Program, load_program

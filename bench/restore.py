@@ -40,7 +40,7 @@ from confluent_kafka import Producer
 from bench._child import check, stop
 from bench._common import cpu_seconds, fresh_settings
 from bench.runtime import broker
-from deploy.topics import delete_topics, ensure_topics
+from plumbing.topic_admin import delete_topics, ensure_topics
 from processors.runtime.changelog import changelog_topic, ensure_changelogs
 from processors.runtime.example import TOPICS
 from processors.runtime.partitioner import partition_for

@@ -28,7 +28,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from bench._child import check, missing, stop
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from processors.runtime.example import TOPICS
 from schemas.settings import Settings
 from schemas.topics import TopicSpec

@@ -9,7 +9,7 @@ import uvicorn
 
 from dashboard.app import create_app
 from dashboard.config import DashboardConfig
-from processors.runtime.logs import configure_logging
+from plumbing.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,7 +218,7 @@ def topic_covers(settings: Settings, since: datetime) -> bool:
     """Whether events.loyalty still holds everything received since `since` (retention)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from processors.runtime.kafka_util import partitions_of, watermarks
+    from plumbing.kafka_util import partitions_of, watermarks
     from schemas.topics import EVENTS_LOYALTY, topic_name
 
     topic = topic_name(EVENTS_LOYALTY, settings)
@@ -250,7 +250,7 @@ def topic_events(
     """Committed events.loyalty records received in the window, every partition, by time."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    from processors.runtime.kafka_util import partitions_of, watermarks
+    from plumbing.kafka_util import partitions_of, watermarks
     from schemas.codec import default_codec
     from schemas.topics import EVENTS_LOYALTY, topic_name
 
@@ -498,7 +498,7 @@ def backtest(opts: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         if program is not None and (errors := rule_errors(program)):
             raise BacktestError(f"{path}: invalid rules: " + "; ".join(errors))
     if current is None:
-        from processors.runtime.config_table import latest_program
+        from plumbing.config_table import latest_program
 
         current = latest_program(settings)
     until = opts.until or datetime.now(UTC)

@@ -131,7 +131,7 @@ def load_program(path: Path, env: Mapping[str, str] | None = None) -> Program:
 
 def apply_config(path: str) -> int:
     """Validate the YAML (after ${NAME} expansion) and publish it as the next version."""
-    from processors.runtime.config_table import publish_program
+    from plumbing.config_table import publish_program
     from schemas.settings import Settings
 
     try:

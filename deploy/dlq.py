@@ -26,8 +26,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from plumbing.kafka_util import watermarks
 from processors.runtime.dead_letters import dlq_topic, parse_headers
-from processors.runtime.kafka_util import watermarks
 from schemas.settings import Settings
 from schemas.topics import topic_name
 

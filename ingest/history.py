@@ -20,8 +20,8 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from ingest.changes import mask, masked_diff, summary
-from processors.runtime.config_table import Extra
-from processors.runtime.kafka_util import partitions_of, watermarks
+from plumbing.config_table import Extra
+from plumbing.kafka_util import partitions_of, watermarks
 from schemas.codec import encode
 from schemas.program import Program
 from schemas.settings import Settings

@@ -1,6 +1,6 @@
 """The one write path of the admin API: every change (a resource, the whole program, a rollback)
 becomes a full program that is validated like PUT /admin/program, checked against If-Match and
-published as one new version by compare-and-set (processors/runtime/config_table.py).
+published as one new version by compare-and-set (plumbing/config_table.py).
 
 Order of checks (RFC 9110 13.2.2: preconditions are evaluated only when the request would
 otherwise succeed): body 400/422, If-Match missing 428, unknown id 404, existing id 409,
@@ -24,8 +24,8 @@ from ingest.history import Change, program_json
 from ingest.programs import schema_problems
 from ingest.routers.common import read_json
 from ingest.submit import unavailable
+from plumbing.config_table import VersionConflict
 from processors.loyalty.validate import rule_errors
-from processors.runtime.config_table import VersionConflict
 from schemas.program import Program
 
 MERGE_PATCH = "application/merge-patch+json"

@@ -2,7 +2,7 @@
 are schemas/event_types.py, shared with the router and the loyalty processor.
 
 `ProgramSource` is the seam: production uses the runtime's global-table reader
-(processors.runtime.config_table.ProgramTable); tests inject a `StaticPrograms`.
+(plumbing.config_table.ProgramTable); tests inject a `StaticPrograms`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import orjson
 
 from ingest.audit import AuditQuery, entry, matches
 from ingest.history import Change, change_records, first_per_version
-from processors.runtime.config_table import VersionConflict
+from plumbing.config_table import VersionConflict
 from schemas.codec import decode
 from schemas.event_types import (  # noqa: F401 - re-exported: shared with the router and loyalty
     DEFAULT_VALIDATOR,
@@ -66,7 +66,7 @@ class StaticPrograms:
 
 def table_source(settings: Settings) -> ProgramSource:
     """The program.config global table, read in full and hot-swapped by the runtime."""
-    from processors.runtime.config_table import ProgramTable
+    from plumbing.config_table import ProgramTable
 
     table = ProgramTable(settings)
     start = getattr(table, "start", None)
@@ -78,7 +78,7 @@ def table_source(settings: Settings) -> ProgramSource:
 def table_publisher(settings: Settings) -> ProgramPublisher:
     """publish_program with compare-and-set on `change.expected` and the change's history and
     audit records in the same transaction."""
-    from processors.runtime.config_table import publish_program
+    from plumbing.config_table import publish_program
 
     def publish(program: Program, change: Change | None = None) -> int:
         if change is None:

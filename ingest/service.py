@@ -10,7 +10,7 @@ import argparse
 import os
 
 from ingest.workers import Options, Supervisor
-from processors.runtime.logs import configure_logging
+from plumbing.logs import configure_logging
 
 
 def app_factory():

@@ -42,7 +42,7 @@ import uvicorn
 
 from ingest import metrics
 from ingest.ratelimit import SharedBuckets, use_shared
-from processors.runtime.logs import configure_logging
+from plumbing.logs import configure_logging
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ class _Fixed:
 
 class EventEncoder:
     """Events checked against a program: a fixed `Program` (e.g. load_program(path)) or a live
-    source such as processors.runtime.config_table.ProgramTable (its `current()`)."""
+    source such as plumbing.config_table.ProgramTable (its `current()`)."""
 
     def __init__(
         self,

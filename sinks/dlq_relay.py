@@ -34,9 +34,9 @@ from datetime import datetime
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from plumbing.kafka_util import partitions_of, watermarks
+from plumbing.observability import DEAD_LETTERS
 from processors.runtime.dead_letters import dlq_topic, ensure_dlq_topic, letter_headers, parse_headers
-from processors.runtime.kafka_util import partitions_of, watermarks
-from processors.runtime.observability import DEAD_LETTERS
 from processors.runtime.transactions import retrying
 from schemas.settings import Settings
 from schemas.topics import topic_name

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
+from plumbing.config_table import ProgramTable
 from processors.audiences.expressions import Condition, compile_condition, floats
-from processors.runtime.config_table import ProgramTable
 from schemas.leaderboards import period_start
 from schemas.program import Leaderboard, Program
 from schemas.settings import Settings

@@ -15,7 +15,7 @@ BATCH_SECONDS = Histogram(
 BATCH_RECORDS = Histogram(
     "sink_batch_records", "Records per committed batch", buckets=(1, 10, 100, 1000, 5000, 20000)
 )
-# the lag is the shared consumer_lag{consumer="sink"} (processors/runtime/observability.py), and
+# the lag is the shared consumer_lag{consumer="sink"} (plumbing/observability.py), and
 # the letters the relay publishes to sink.dlq count in the shared
 # stream_dead_letters_total{processor="sink",reason} (sinks/dlq_relay.py)
 DB_ERRORS = Counter("sink_db_errors_total", "Failed batch transactions or offset reads")

@@ -7,8 +7,8 @@ import logging
 import signal
 import sys
 
-from processors.runtime.logs import configure_logging
-from processors.runtime.observability import PORT_HELP, HealthServer, metrics_port
+from plumbing.logs import configure_logging
+from plumbing.observability import PORT_HELP, HealthServer, metrics_port
 from schemas.settings import Settings
 from sinks.migrate import upgrade
 from sinks.sink import Sink, SinkOptions

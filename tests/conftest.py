@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from deploy.topics import delete_topics, ensure_topics
+from plumbing.topic_admin import delete_topics, ensure_topics
 from processors.delivery.receiver import Receiver
 from schemas.settings import Settings
 

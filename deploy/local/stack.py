@@ -203,7 +203,7 @@ def _settings_env(bootstrap: str, database_url: str) -> dict[str, str]:
 
 
 def _topics_and_migrations(env: dict[str, str]) -> None:
-    from deploy.topics import ensure_topics
+    from plumbing.topic_admin import ensure_topics
 
     settings = _settings(env)
     created = ensure_topics(settings)
@@ -238,11 +238,11 @@ def _apply_program(stack: Stack, state: dict, env: dict[str, str], receiver_url:
     if not path.exists():
         _say(f"program     skipped ({path} does not exist)")
         return
-    if not _module_exists("processors.runtime.config_table"):
-        _say("program     skipped (processors.runtime.config_table not available yet)")
+    if not _module_exists("plumbing.config_table"):
+        _say("program     skipped (plumbing.config_table not available yet)")
         return
     from deploy.cli import ProgramFileError, load_program
-    from processors.runtime.config_table import publish_program
+    from plumbing.config_table import publish_program
 
     try:
         program = load_program(path, program_env(receiver_url))

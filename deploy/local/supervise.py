@@ -22,7 +22,7 @@ import threading
 import time
 from types import FrameType
 
-from processors.runtime.logs import configure_logging
+from plumbing.logs import configure_logging
 
 log = logging.getLogger("deploy.supervise")
 QUICK_S = 10.0  # a run shorter than this is a quick failure

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from processors.delivery.kafka_io import partitions
 from processors.delivery.routing import Endpoint
 from schemas.settings import Settings

@@ -25,7 +25,16 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, TopicPartition
 
-from deploy.topics import ensure_topics
+from plumbing.kafka_util import check_consumer_error
+from plumbing.observability import (
+    DEAD_LETTERS,
+    PORT_HELP,
+    HealthServer,
+    LagReport,
+    metrics_port,
+    position_lags,
+)
+from plumbing.topic_admin import ensure_topics
 from processors.delivery import metrics
 from processors.delivery.disabled import DisabledTable
 from processors.delivery.dispatcher import Dispatcher
@@ -48,15 +57,6 @@ from processors.delivery.routing import (
 )
 from processors.delivery.sender import Deliverer
 from processors.runtime.dead_letters import DECODE_ERRORS, DeadLetter, Tombstone, ensure_dlq_topic
-from processors.runtime.kafka_util import check_consumer_error
-from processors.runtime.observability import (
-    DEAD_LETTERS,
-    PORT_HELP,
-    HealthServer,
-    LagReport,
-    metrics_port,
-    position_lags,
-)
 from schemas.codec import decode
 from schemas.program import Program
 from schemas.settings import Settings
@@ -144,7 +144,7 @@ class DeliveryService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._request_stop)
         if self._program_source is None:
-            from processors.runtime.config_table import ProgramTable
+            from plumbing.config_table import ProgramTable
 
             self._table = await asyncio.to_thread(ProgramTable(self.settings).start)
         _remove_legacy_table(self.options.state_dir)
@@ -464,7 +464,7 @@ def parse_args(argv: list[str]) -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from processors.runtime.logs import configure_logging
+    from plumbing.logs import configure_logging
 
     configure_logging("delivery")
     DeliveryService(Settings.from_env(), options=parse_args(argv or [])).run()

@@ -22,9 +22,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from deploy.topics import create
-from processors.runtime import observability as m
-from processors.runtime.kafka_util import check_consumer_error, watermarks
+from plumbing import observability as m
+from plumbing.kafka_util import check_consumer_error, watermarks
+from plumbing.topic_admin import create
 from processors.runtime.store import RocksBackend
 from schemas.settings import Settings
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from deploy.topics import create
+from plumbing.topic_admin import create
 from schemas.codec import CodecError
 from schemas.settings import Settings
 

@@ -36,11 +36,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processors.runtime import observability as m
+from plumbing import observability as m
+from plumbing.config_table import ProgramTable
+from plumbing.kafka_util import check_consumer_error, partitions_of
 from processors.runtime.api import Processor, Record
 from processors.runtime.changelog import Restorer, changelog_topic, ensure_changelogs
 from processors.runtime.clock import Clock, SystemClock
-from processors.runtime.config_table import ProgramTable
 from processors.runtime.dead_letters import (
     DECODE_ERRORS,
     POLICIES,
@@ -50,7 +51,6 @@ from processors.runtime.dead_letters import (
     ensure_dlq_topic,
     timer_value,
 )
-from processors.runtime.kafka_util import check_consumer_error, partitions_of
 from processors.runtime.limits import DEFAULT_LIMIT, RecordTooLarge, record_limit, too_large
 from processors.runtime.partitioner import partition_for
 from processors.runtime.pending import PendingMetrics

@@ -9,9 +9,9 @@ import os
 import socket
 from pathlib import Path
 
+from plumbing.logs import configure_logging
+from plumbing.observability import PORT_HELP, metrics_port
 from processors.runtime.api import Processor
-from processors.runtime.logs import configure_logging
-from processors.runtime.observability import PORT_HELP, metrics_port
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.watchdog import MARGIN_S, LoopWatchdog
 from schemas.settings import Settings

@@ -25,7 +25,7 @@ CHART = ROOT / "deploy" / "helm" / "loyalty"
 VALUES = sorted((CHART / "ci").glob("*.yaml"))
 NAMESPACE = "loyalty-ci"
 KUBE_VERSION = "1.30.0"  # a go-installed helm assumes v1.20 without a cluster
-SOURCES = ("ingest", "processors", "sinks", "schemas", "deploy")
+SOURCES = ("ingest", "processors", "sinks", "schemas", "plumbing", "deploy")
 RUNTIME_PROCESSORS = ("loyalty", "audiences", "journeys", "router")  # run by processors.runtime
 
 
@@ -89,7 +89,7 @@ def env_names_read() -> set[str]:
 def health_paths_served() -> dict[str, set[str]]:
     """Paths each kind of health server answers: HealthServer (processors, delivery, sink) and
     ingest's FastAPI health router."""
-    runtime = (ROOT / "processors/runtime/observability.py").read_text()
+    runtime = (ROOT / "plumbing/observability.py").read_text()
     ingest = (ROOT / "ingest/routers/health.py").read_text()
     return {
         "healthserver": set(re.findall(r'self\.path\.startswith\("(/[a-z]+)"\)', runtime)),

@@ -32,7 +32,7 @@ from psycopg import sql
 
 from deploy.local.paths import ROOT
 from deploy.local.postgres import create_database
-from deploy.topics import delete_topics
+from plumbing.topic_admin import delete_topics
 from schemas.codec import decode
 from schemas.topics import JOURNEYS_ACTIVITY
 from tests.support.promql import alert_rules, dashboard_exprs, metric_names

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from deploy.local.paths import ROOT, free_port
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from schemas.program import EventType, Program
 from schemas.topics import EVENTS_LOYALTY
 from tests.integration.test_ingest_kafka import read_topic

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.config import IngestConfig
+from plumbing.config_table import VersionConflict, latest_version, publish_program
 from processors.loyalty.processor import build
-from processors.runtime.config_table import VersionConflict, latest_version, publish_program
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.program import Program
@@ -169,7 +169,7 @@ def test_rollback_restores_what_a_purchase_earns_and_everything_is_audited(sink_
 def test_config_apply_goes_through_the_same_versions_and_keeps_secret_references(settings, tmp_path):
     from deploy.cli import apply_config
     from ingest.history import KafkaHistory
-    from processors.runtime.config_table import latest_program
+    from plumbing.config_table import latest_program
 
     path = tmp_path / "program.yaml"
     hook = "{id: h1, url: 'https://example.com/h', events: [X], secret: '${UNSET_REF}'}"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from plumbing.config_table import publish_program
 from processors.audiences.processor import build
 from processors.runtime.clock import ManualClock
-from processors.runtime.config_table import publish_program
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.codec import decode, encode
 from schemas.program import Audience, Program

@@ -16,7 +16,7 @@ import yaml
 from confluent_kafka import Producer
 
 from deploy.cli import main
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from schemas.codec import encode
 from schemas.program import Program
 from schemas.settings import Settings

@@ -16,8 +16,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from schemas.codec import decode, encode
 from schemas.ids import name_uuid
 from schemas.program import Program

@@ -15,8 +15,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from processors.runtime.partitioner import partition_for
 from schemas.codec import decode, encode
 from schemas.program import Program

@@ -9,10 +9,10 @@ import time
 import pytest
 from confluent_kafka import Producer
 
+from plumbing.kafka_util import committed_reader
 from processors.delivery.service import INPUT_DLQ, DeliveryService, Options
 from processors.delivery.testing import notification, produce
 from processors.runtime.dead_letters import parse_headers
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import wait_for
 from schemas.codec import encode
 from schemas.program import Delivery, Program, Webhook

@@ -16,11 +16,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from deploy import dlq
 from deploy.cli import main
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader, watermarks
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.api import Context, Processor, Record, Timer
-from processors.runtime.config_table import publish_program
 from processors.runtime.dead_letters import DeadLetter, dlq_topic, ensure_dlq_topic, timer_value
-from processors.runtime.kafka_util import committed_reader, watermarks
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas import topics as t

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from processors.runtime.partitioner import partition_for
 from schemas.codec import encode
 from schemas.settings import Settings

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.config import IngestConfig
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from processors.runtime.testing import wait_for
 from schemas.codec import decode, encode
 from schemas.program import EventType, Program

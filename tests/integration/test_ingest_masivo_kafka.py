@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from ingest.app import STOREFRONT_PREFIX, create_app
 from ingest.config import IngestConfig
+from plumbing.config_table import publish_program
 from processors.loyalty.processor import build
-from processors.runtime.config_table import publish_program
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.program import Program
 

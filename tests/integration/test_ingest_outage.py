@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deploy.local import kafka
-from deploy.topics import ensure_topics
 from ingest.app import create_app
 from ingest.config import IngestConfig
 from ingest.programs import StaticPrograms
+from plumbing.topic_admin import ensure_topics
 from schemas.program import Program
 from schemas.settings import Settings
 from schemas.topics import EVENTS_LOYALTY, TOPICS

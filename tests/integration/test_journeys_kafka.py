@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from processors.audiences.processor import build as build_audiences
 from processors.journeys.processor import build
 from processors.runtime.clock import ManualClock
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.codec import decode, encode
 from schemas.program import Audience, Journey, Program

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.config import IngestConfig
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from schemas.ids import name_uuid
 from schemas.settings import Settings
 from tests.integration.test_loyalty_kafka import PROGRAM, Results

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from schemas.codec import encode
 from schemas.settings import Settings
 from schemas.topics import EVENTS_LOYALTY, topic_name

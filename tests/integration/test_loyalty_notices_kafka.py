@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from processors.runtime.clock import ManualClock
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner
 from schemas.codec import decode
 from schemas.program import Program

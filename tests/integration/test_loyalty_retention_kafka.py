@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from processors.runtime.clock import ManualClock
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
 from schemas.program import Program
 from schemas.settings import Settings
 from tests.integration.test_loyalty_kafka import HOUR, Results, results, runner, send, where

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.config import IngestConfig
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.router.processor import RouterProcessor
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.codec import decode

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from plumbing.config_table import publish_program
 from processors.runtime.clock import ManualClock
-from processors.runtime.config_table import publish_program
 from schemas.codec import encode
 from schemas.settings import Settings
 from schemas.topics import EVENTS_LOYALTY, topic_name

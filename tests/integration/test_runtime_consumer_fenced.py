@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from deploy.topics import ensure_topics
+from plumbing.kafka_util import ConsumerFailed
+from plumbing.topic_admin import ensure_topics
 from processors.runtime.example import INPUT, TOPICS, build
-from processors.runtime.kafka_util import ConsumerFailed
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.settings import Settings

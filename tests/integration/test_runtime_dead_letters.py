@@ -15,13 +15,13 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
 from processors.audiences.processor import build as build_audiences
 from processors.journeys.processor import build as build_journeys
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.api import Processor
-from processors.runtime.config_table import publish_program
 from processors.runtime.dead_letters import dlq_topic, parse_headers
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas import topics as t

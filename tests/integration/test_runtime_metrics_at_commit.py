@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import REGISTRY, Counter
 
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from processors.runtime import runner as runner_module
 from processors.runtime.api import Context, Record
 from processors.runtime.example import INPUT, TOPICS, CounterProcessor

@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from deploy.topics import create, ensure_topics
+from plumbing.kafka_util import committed_reader
+from plumbing.topic_admin import create, ensure_topics
 from processors.runtime.api import Context, Record
 from processors.runtime.changelog import changelog_topic
 from processors.runtime.dead_letters import dlq_topic, parse_headers
 from processors.runtime.example import INPUT, OUTPUT, CounterProcessor
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.settings import Settings

@@ -17,9 +17,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from plumbing import observability as m
+from plumbing.config_table import publish_program
 from processors.loyalty.processor import LoyaltyProcessor
-from processors.runtime import observability as m
-from processors.runtime.config_table import publish_program
 from processors.runtime.partitioner import partition_for
 from processors.runtime.runner import Runner, RuntimeOptions
 from schemas.codec import encode

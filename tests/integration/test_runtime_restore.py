@@ -13,11 +13,11 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
-from deploy.topics import ensure_topics
+from plumbing.kafka_util import committed_reader
+from plumbing.topic_admin import ensure_topics
 from processors.runtime import runner as runner_module
 from processors.runtime.changelog import Restorer, changelog_topic, ensure_changelogs
 from processors.runtime.example import INPUT, OUTPUT, TOPICS, CounterProcessor
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.partitioner import partition_for
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.task import TIMERS_STORE

@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from deploy.topics import create, ensure_topics
+from plumbing.topic_admin import create, ensure_topics
 from processors.runtime.example import INPUT, TOPICS, CounterProcessor
 from processors.runtime.partitioner import partition_for
 from processors.runtime.runner import PartitionMismatch, Runner, RuntimeOptions

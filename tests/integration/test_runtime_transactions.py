@@ -6,7 +6,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from processors.runtime.api import Context, Record
 from processors.runtime.clock import ManualClock
 from processors.runtime.example import INPUT, TOPICS, CounterProcessor

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from deploy import dlq
 from deploy.cli import main
-from processors.runtime.config_table import publish_program
+from plumbing.config_table import publish_program
 from processors.runtime.testing import wait_for
 from schemas import topics as t
 from schemas.codec import encode

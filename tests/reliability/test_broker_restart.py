@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import Producer
 
 from deploy.local.kafka import BrokerProcess, test_broker_process
-from deploy.topics import ensure_topics
+from plumbing.topic_admin import ensure_topics
 from processors.runtime.example import INPUT, TOPICS
 from processors.runtime.testing import wait_for
 from schemas.settings import Settings

@@ -29,9 +29,9 @@ import pytest
 from confluent_kafka import Producer
 
 from deploy.local.kafka import BrokerProcess, test_broker_process
-from deploy.topics import ensure_topics
-from processors.runtime.config_table import publish_program
-from processors.runtime.kafka_util import committed_reader
+from plumbing.config_table import publish_program
+from plumbing.kafka_util import committed_reader
+from plumbing.topic_admin import ensure_topics
 from processors.runtime.testing import wait_for
 from schemas.codec import decode
 from schemas.intake import event_id

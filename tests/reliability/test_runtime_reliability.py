@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy.topics import ensure_topics
+from plumbing.kafka_util import committed_reader
+from plumbing.topic_admin import ensure_topics
 from processors.runtime.dead_letters import dlq_topic
 from processors.runtime.example import TOPICS
-from processors.runtime.kafka_util import committed_reader
 from processors.runtime.testing import wait_for
 from tests.reliability.harness import Load, Outputs, ProcessorProcess, assert_exactly_once
 

@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "loyalty.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
-SOURCES = ("ingest", "processors", "sinks", "schemas", "deploy")
+SOURCES = ("ingest", "processors", "sinks", "schemas", "plumbing", "deploy")
 
 METRIC_CALL = re.compile(
     r'\b(Counter|Gauge|Histogram|Summary|CounterMetricFamily|GaugeMetricFamily)\(\s*"([a-z_:][a-z0-9_:]*)"'

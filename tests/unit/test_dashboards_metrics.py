@@ -30,9 +30,9 @@ def test_the_scan_finds_the_known_metrics() -> None:
 
 def test_every_service_shares_one_lag_metric() -> None:
     """Processors, delivery and the sink all report lag as consumer_lag{consumer,topic,partition}
-    (processors/runtime/observability.py): alerts, dashboards and KEDA read one name."""
+    (plumbing/observability.py): alerts, dashboards and KEDA read one name."""
     assert {n for n in exposed_metrics() if "lag" in n} == {"consumer_lag"}
-    for top in ("processors", "sinks"):
+    for top in ("plumbing", "processors", "sinks"):
         for path in (ROOT / top).rglob("*.py"):
             assert "LAG.labels(" not in path.read_text() or path.name == "observability.py", path
 

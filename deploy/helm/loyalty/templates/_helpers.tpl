@@ -102,7 +102,7 @@ app.kubernetes.io/component: {{ .name }}
       key: DATABASE_URL
 {{- end }}
 
-{{/* health server env of the services built on processors.runtime.observability.HealthServer */}}
+{{/* health server env of the services built on plumbing.observability.HealthServer */}}
 {{- define "loyalty.metricsHostEnv" -}}
 - name: METRICS_HOST
   value: "0.0.0.0"

@@ -27,7 +27,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processors.runtime.kafka_util import partitions_of, watermarks
+from plumbing.kafka_util import partitions_of, watermarks
 from schemas.codec import decode, encode
 from schemas.program import Program
 from schemas.settings import Settings
