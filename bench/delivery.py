@@ -5,7 +5,7 @@
 
 Pre-loads `notifications` under a fresh topic prefix, then times the delivery service from
 start until the receiver has every webhook-id once (signature verified per request; the
-receiver, bench/_receiver.py, runs in its own process so it does not share the GIL with the
+receiver, processors/delivery/receiver.py, runs in its own process so it does not share the GIL with the
 service, and costs a fraction of the service's CPU per request).
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 import httpx
 
-from bench._receiver import RemoteReceiver
 from plumbing.topic_admin import ensure_topics
+from processors.delivery.receiver import RemoteReceiver
 from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.delivery.verify import signature_header

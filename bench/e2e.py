@@ -5,7 +5,7 @@
 The real services (ingest, the loyalty processor, delivery), started by the local stack's own
 code (`deploy.local.stack.up` with a subset of services) under a fresh TOPIC_PREFIX and a
 throwaway `.local` directory, against KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, program
-examples/program.yaml. The receiver (bench/_receiver.py) runs in its own process and checks
+examples/program.yaml. The receiver (processors/delivery/receiver.py) runs in its own process and checks
 every signature. An open-loop client paces single PURCHASE requests at `--rate`; each latency
 is from the HTTP 202 to the webhook's first arrival at the receiver. The stage split uses the
 timestamps the pipeline already records: the event's `received_at` (ingest), the result's
@@ -34,11 +34,11 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from bench._common import cpu_seconds
-from bench._receiver import RemoteReceiver
 from bench.ingest import Connection, event, percentile
 from deploy.local import stack as local_stack
 from plumbing.topic_admin import delete_topics
 from processors.delivery.kafka_io import partitions
+from processors.delivery.receiver import RemoteReceiver
 from schemas.codec import decode
 from schemas.ids import name_uuid
 from schemas.settings import Settings

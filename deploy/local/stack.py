@@ -40,6 +40,7 @@ DEFAULT_PORTS = {
 }
 DEFAULT_PROGRAM = ROOT / "examples" / "program.yaml"
 DEV_API_KEY = "dev-key"
+RECEIVER = "processors.delivery.receiver"  # the webhook receiver (python -m), also the pid marker
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ class Stack:
         all_services = [
             Service(
                 "receiver",
-                ("deploy.local.receiver",),
-                ("deploy.local.receiver", "--port", str(ports["receiver"]), "--out", receiver_out),
+                (RECEIVER,),
+                (RECEIVER, "--port", str(ports["receiver"]), "--out", receiver_out),
             ),
             Service("sink", ("sinks.service",), (*cli, "sink", "--metrics-port", str(ports["sink"]))),
             processor("loyalty"),
@@ -147,7 +148,8 @@ class Stack:
     def pid(self, name: str) -> int | None:
         """The pid of our running `name` process, None if it is not running."""
         try:
-            return runs(int(self.pid_file(name).read_text()), "deploy.")
+            marker = RECEIVER if name == "receiver" else "deploy."
+            return runs(int(self.pid_file(name).read_text()), marker)
         except (OSError, ValueError):
             return None
 

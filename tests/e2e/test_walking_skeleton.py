@@ -24,7 +24,7 @@ import pytest
 
 from deploy.local.paths import ROOT
 from deploy.local.postgres import create_database
-from deploy.local.receiver import Receiver
+from processors.delivery.receiver import Receiver
 from processors.runtime.testing import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def stack(kafka_bootstrap: str, database_url: str, receiver: Receiver) -> Iterat
     home = ROOT / ".local" / f"test-e2e-{uuid.uuid4().hex[:8]}"
     home.mkdir(parents=True)
     program = home / "program.yaml"
-    program.write_text(PROGRAM.format(url=receiver.url))
+    program.write_text(PROGRAM.format(url=receiver.url()))
     env = os.environ | {
         "LOYALTY_LOCAL_DIR": str(home),
         "LOYALTY_PORTS": "auto",

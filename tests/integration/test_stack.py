@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from deploy.local import kafka
 from deploy.local.paths import ROOT, pid_alive
 from deploy.local.postgres import create_database
-from deploy.local.receiver import Receiver
+from processors.delivery.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 SERVER_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "TOPIC_PREFIX")
@@ -136,7 +136,7 @@ def test_receiver_records_bodies(tmp_path: Path) -> None:
 
     out = tmp_path / "receiver.jsonl"
     with Receiver(out) as receiver:
-        resp = httpx.post(f"{receiver.url}/hook", json={"event": "X", "data": {"a": 1}})
+        resp = httpx.post(receiver.url("/hook"), json={"event": "X", "data": {"a": 1}})
         assert resp.status_code == 200
         assert receiver.bodies == [{"event": "X", "data": {"a": 1}}]
     line = json.loads(out.read_text())
