@@ -310,6 +310,8 @@ def test_demo_shows_every_part_of_the_product(stack: dict[str, str]) -> None:
     (bob,) = [line for line in out.splitlines() if line.startswith("badges demo-bob: ")]
     assert set(bob.split(": ", 1)[1].split(", ")) == {"High roller", "Regular"}, out
     assert "cart-abandonment EXITED 1" in out and "vip-welcome COMPLETED 1" in out, out
+    received = re.search(r"^webhooks received by the demo receiver: (\d+) ", out, re.M)
+    assert received and int(received[1]) > 0, out  # the stack's receiver wrote receiver.jsonl
     assert "demo-carol bronze->gold" in out or "demo-carol -->gold" in out, out
 
 
