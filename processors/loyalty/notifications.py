@@ -21,11 +21,11 @@ TIER_DOWNGRADE = "TIER_DOWNGRADE"
 BADGE_AWARDED = "BADGE_AWARDED"
 BADGE_REVOKED = "BADGE_REVOKED"
 ACHIEVEMENT_PROGRESS = "ACHIEVEMENT_PROGRESS"
-POINTS_EXPIRING = "POINTS_EXPIRING"  # notices.py
+CAMPAIGN_BUDGET_EXHAUSTED = "CAMPAIGN_BUDGET_EXHAUSTED"  # once per campaign and budget (budgets.py)
+POINTS_EXPIRING = "POINTS_EXPIRING"  # timers.py (armed by notices.py)
 TIER_DOWNGRADE_WARNING = "TIER_DOWNGRADE_WARNING"
 CUSTOMER_ANONYMOUS_TO_REGISTERED = "CUSTOMER_ANONYMOUS_TO_REGISTERED"  # identity.py, after a merge
-CAMPAIGN_BUDGET_EXHAUSTED = "CAMPAIGN_BUDGET_EXHAUSTED"  # once per campaign and budget (budgets.py)
-# the types that carry the wallet: the Notification's `wallet` field, set by engine.Step once the
+# the types that carry the wallet: the Notification's `wallet` field, set by core.Step once the
 # whole call is applied (delivery shows it as the last key of `data`)
 WITH_WALLET = frozenset(
     {
