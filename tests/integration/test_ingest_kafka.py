@@ -21,6 +21,7 @@ from schemas.codec import decode, encode
 from schemas.program import EventType, Program
 from schemas.settings import Settings
 from schemas.topics import EVENTS_LOYALTY, EVENTS_TRACKING, LOYALTY_RESULTS, topic_name
+from schemas.wallet import from_json
 
 pytestmark = pytest.mark.integration
 KEYS = {"k": frozenset({"ingest", "admin"})}
@@ -128,7 +129,6 @@ def fake_processor(settings: Settings, stop: threading.Event) -> None:
             "rules_applied": ["base"],
             "accumulations": [{"amount": 7.0}],
             "redemptions": [],
-            "wallet": {"points": 7.0},
             "tier": None,
             "event": {},
             "duplicate": False,
@@ -141,6 +141,8 @@ def fake_processor(settings: Settings, stop: threading.Event) -> None:
             "status": "RESOLVED",
             "reason": None,
             "points": 7.0,
+            "wallet": from_json({"customer_id": event["customer_id"], "points": 7.0,
+                                 "balance": {"POINTS": 7.0}, "lifetime": 7.0}),  # fmt: skip
             "config_version": 1,
             "processed_at": int(time.time() * 1000),
             "reply_to": event["reply_to"],
@@ -163,7 +165,7 @@ def test_sync_wait_gets_the_result_over_kafka(client, settings):
         assert resp.status_code == 200, resp.text
         data = resp.json()["data"]
         assert data["status"] == "RESOLVED" and data["points"] == 7.0
-        assert data["rules_applied"] == ["base"] and data["wallet"] == {"points": 7.0}
+        assert data["rules_applied"] == ["base"] and data["wallet"]["points"] == 7.0
     finally:
         stop.set()
         worker.join(10)

@@ -11,6 +11,7 @@ import pytest
 
 from deploy.cli import expand_env
 from processors.delivery.disabled import DisabledTable
+from processors.delivery.http import HttpxClient
 from processors.delivery.sender import Deliverer, UnresolvedSecret, resolve_secrets
 from processors.delivery.verify import verify
 from schemas.program import Program, Webhook
@@ -51,7 +52,7 @@ def _deliver(monkeypatch, env: dict[str, str]) -> tuple[str, FakeOutbox, list[ht
 
     async def go() -> str:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await Deliverer(client, outbox, lambda: program, DisabledTable()).deliver(
+            return await Deliverer(HttpxClient(client), outbox, lambda: program, DisabledTable()).deliver(
                 "webhook:a", _note()
             )
 
