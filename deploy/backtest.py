@@ -27,20 +27,13 @@ from typing import Any
 
 import orjson
 
+from processors.loyalty.envelope import INTERNAL_KINDS
 from processors.loyalty.replay import Replay, Step
 from schemas.program import Program
 from schemas.settings import Settings
 
 # Commands the processor makes itself (re-keyed referral and coupon hops): replaying them from
 # the log would repeat what the replay regenerates under each program.
-INTERNAL_KINDS = (
-    "REFERRAL_CODE",
-    "REFERRAL_CLAIM",
-    "REFERRAL_REWARD",
-    "COUPON_CLAIM",
-    "COUPON_GRANTED",
-    "COUPON_REJECTED",
-)
 TIER_EVENTS = ("TIER_UPGRADE", "TIER_DOWNGRADE")
 DURATION = re.compile(r"^(\d+)([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -180,7 +173,7 @@ def table_events(url: str, since: datetime, until: datetime) -> tuple[int, Itera
     import psycopg
     from psycopg.rows import dict_row
 
-    args = (list(INTERNAL_KINDS), since, until)
+    args = (sorted(INTERNAL_KINDS), since, until)
     with psycopg.connect(url) as conn:
         count_sql = "SELECT count(*) FROM (" + TABLE_SQL.replace("ORDER BY received_at, id", "") + ") t"
         count = conn.execute(count_sql, args).fetchone()[0]

@@ -13,6 +13,16 @@ def uid(*parts: Any) -> str:
     return name_uuid(":".join(str(p) for p in parts))
 
 
+# kinds only the loyalty processor itself produces (re-keyed commands and their replies): a
+# replay of recorded events (loyalty backtest) skips them, the engine under replay makes its own
+INTERNAL_KINDS = frozenset({
+    "REFERRAL_CODE", "REFERRAL_CLAIM", "REFERRAL_REWARD",
+    "COUPON_CLAIM", "COUPON_GRANTED", "COUPON_REJECTED",
+    "BUDGET_RESERVE", "BUDGET_DECISION",
+    "MERGE",
+})  # fmt: skip
+
+
 def command(kind: str, customer_id: str, type_: str, now: int, **fields: Any) -> dict[str, Any]:
     """An internal Event record (a re-keyed command or a scheduled event)."""
     payload = fields.pop("payload", {})
