@@ -61,7 +61,10 @@ class Load(threading.Thread):
 
 
 class ProcessorProcess:
-    """The example counter processor as a real OS process (so it can be SIGKILLed)."""
+    """The example counter processor as a real OS process (so it can be SIGKILLed). Every one
+    started is in `STARTED` until `kill_leftovers()`: a failed test must not leave one running."""
+
+    STARTED: list[ProcessorProcess] = []
 
     def __init__(self, settings: Settings, state_dir: Path, instance_id: str, log_dir: Path,
                  supervised: bool = False) -> None:  # fmt: skip
@@ -88,12 +91,23 @@ class ProcessorProcess:
                 "--instance-id",
                 self.instance_id,
                 "--static-membership",
+                "--metrics-port",
+                "0",  # any free port: several instances (and leftovers) share the host
             ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        ProcessorProcess.STARTED.append(self)
         return self
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        for proc in cls.STARTED:
+            if proc.proc is not None and proc.proc.poll() is None:
+                proc.proc.kill()
+                proc.proc.wait(30)
+        cls.STARTED.clear()
 
     def kill(self) -> None:
         assert self.proc is not None
