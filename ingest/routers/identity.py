@@ -25,6 +25,17 @@ PROFILE_FIELDS = ("name", "email", "gender", "dob", "document_type", "document_n
                   "tags", "devices", "email_status", "metadata")  # fmt: skip
 
 
+class Device(Body):
+    """One of Masivo's `devices[]` (a push token and what it runs on). A model rather than a
+    free-form object: schemathesis could not reliably generate arrays of the recursive
+    JsonObject (an order-dependent InvalidSchema in the fuzz run)."""
+
+    device_token: ShortText | None = None
+    device_info: JsonObject | None = None
+    expires_at: ShortText | None = None
+    created_at: ShortText | None = None
+
+
 class IdentifyAnonymousIn(Body):
     """Masivo's body: `new_id` and the profile data of the known customer (kept in its
     customer data). Consent is set with PATCH /customers/{new_id}/consent."""
@@ -39,7 +50,7 @@ class IdentifyAnonymousIn(Body):
     document_number: ShortText | None = None
     country: ShortText | None = None
     tags: JsonObject | list[ShortText] | None = None
-    devices: list[JsonObject] | None = Field(default=None, max_length=100)
+    devices: list[Device] | None = Field(default=None, max_length=100)
     email_status: ShortText | None = None
     metadata: JsonObject | None = None
 
@@ -61,7 +72,8 @@ async def identify_anonymous(
     """Move the anonymous customer's wallet, history and progress to `new_id` (once, across
     partitions), then CUSTOMER_ANONYMOUS_TO_REGISTERED. With `wait`, the answer is the
     anonymous side's result (`detail.merged_into`); the known id applies the move right after."""
-    profile: dict[str, Any] = {k: getattr(body, k) for k in PROFILE_FIELDS if getattr(body, k) is not None}
+    given = body.model_dump(include=set(PROFILE_FIELDS), exclude_none=True)
+    profile: dict[str, Any] = {k: given[k] for k in PROFILE_FIELDS if k in given}  # body order
     if body.dob is not None:
         profile["dob"] = body.dob.isoformat()
     payload = {"new_id": body.new_id, "customer": profile}
