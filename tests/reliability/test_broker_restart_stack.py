@@ -39,7 +39,7 @@ from schemas.program import Campaign, EventType, Program
 from schemas.settings import Settings
 from schemas.topics import EVENTS_INBOUND, LOYALTY_RESULTS, topic_name
 
-# a CI stage of its own (.ci/broker_restarts.sh, `make test-broker-restarts`): minutes of outages
+# run apart (`make test-broker-restarts`, .ci/broker_restarts.sh; not in .ci/run yet): minutes of outages
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.broker_restart,
               pytest.mark.timeout(1200)]  # fmt: skip
 
