@@ -4,11 +4,14 @@ read_committed reader of the counter processor's outputs."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -169,3 +172,21 @@ def assert_exactly_once(outputs: Outputs, sent: dict[str, int]) -> None:
     assert set(outputs.counts) == set(sent)
     for key, n in sent.items():
         assert outputs.counts[key] == list(range(1, n + 1)), f"{key}: {len(outputs.counts[key])} outputs"
+
+
+def latest_metrics_port(log_text: str) -> int:
+    """The metrics port a service's log names last (a supervised one serves on a new port
+    after each restart); 0 before it says."""
+    found = re.findall(r'"msg":"health and metrics served".*?"port":(\d+)', log_text)
+    return int(found[-1]) if found else 0
+
+
+def healthz(port: int) -> int:
+    """GET /healthz on `port`: the status code, or 0 when nothing answers."""
+    if not port:
+        return 0
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status
+    except (urllib.error.URLError, OSError) as exc:
+        return getattr(exc, "code", 0)

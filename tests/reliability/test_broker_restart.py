@@ -10,11 +10,8 @@ own (deploy.local.kafka.test_broker_process), not the shared one.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -30,7 +27,13 @@ from processors.runtime.example import INPUT, TOPICS
 from processors.runtime.testing import wait_for
 from schemas.settings import Settings
 from schemas.topics import topic_name
-from tests.reliability.harness import Outputs, ProcessorProcess, assert_exactly_once
+from tests.reliability.harness import (
+    Outputs,
+    ProcessorProcess,
+    assert_exactly_once,
+    healthz,
+    latest_metrics_port,
+)
 
 # run apart (`make test-broker-restarts`, .ci/broker_restarts.sh; not in .ci/run yet): minutes of outages
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.broker_restart,
@@ -83,25 +86,11 @@ class DeliveredLoad(threading.Thread):
         assert producer.flush(240) == 0
 
 
-def health(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return resp.status
-    except (urllib.error.URLError, OSError) as exc:
-        return getattr(exc, "code", 0)
-
-
-def metrics_port(proc: ProcessorProcess) -> int:
-    """The port of the latest run (the supervisor may have restarted the processor)."""
-    found = re.findall(r'"msg":"health and metrics served".*?"port":(\d+)', proc.log())
-    return int(found[-1]) if found else 0
-
-
 def test_broker_kill_and_restart_under_load_is_survived_exactly_once(own_broker, tmp_path: Path) -> None:
     broker, settings = own_broker
     proc = ProcessorProcess(settings, tmp_path / "state", "a", tmp_path, supervised=True).start()
-    port = wait_for(lambda: metrics_port(proc), timeout=60, what="the processor's metrics port")
-    wait_for(lambda: health(port) == 200, timeout=60, what="the processor healthy")
+    port = wait_for(lambda: latest_metrics_port(proc.log()), timeout=60, what="the processor's metrics port")
+    wait_for(lambda: healthz(port) == 200, timeout=60, what="the processor healthy")
     load = DeliveredLoad(settings, seconds=75, keys=40, rate=200)
     load.start()
     for how, down in OUTAGES:
@@ -111,7 +100,7 @@ def test_broker_kill_and_restart_under_load_is_survived_exactly_once(own_broker,
         time.sleep(down)  # the outage itself (fault injection, not a wait for a condition)
         broker.start()
         assert proc.proc is not None and proc.proc.poll() is None, proc.log()[-3000:]
-        wait_for(lambda: health(metrics_port(proc)) == 200, timeout=180,
+        wait_for(lambda: healthz(latest_metrics_port(proc.log())) == 200, timeout=180,
                  what=f"healthy again after the {how}")  # fmt: skip
     load.join(300)
     assert not load.errors, load.errors[:5]
@@ -122,7 +111,7 @@ def test_broker_kill_and_restart_under_load_is_survived_exactly_once(own_broker,
     finally:
         outputs.close()
     assert proc.proc.poll() is None, "the processor exited: " + proc.log()[-3000:]
-    assert health(metrics_port(proc)) == 200
+    assert healthz(latest_metrics_port(proc.log())) == 200
     assert proc.terminate() == 0
     restarts = proc.log().count('"msg":"service exited; restarting it"')
     print(f"the supervisor restarted the processor {restarts} time(s)")

@@ -12,13 +12,10 @@ result, and every wallet holds exactly the sum of that customer's delivered purc
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -38,6 +35,7 @@ from schemas.intake import event_id
 from schemas.program import Campaign, EventType, Program
 from schemas.settings import Settings
 from schemas.topics import EVENTS_INBOUND, LOYALTY_RESULTS, topic_name
+from tests.reliability.harness import healthz, latest_metrics_port
 
 # run apart (`make test-broker-restarts`, .ci/broker_restarts.sh; not in .ci/run yet): minutes of outages
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.broker_restart,
@@ -87,14 +85,7 @@ class Service:
 
     def health(self) -> int:
         """/healthz of the latest run (a restarted processor serves on a new port)."""
-        found = re.findall(r'"msg":"health and metrics served".*?"port":(\d+)', self.log())
-        if not found:
-            return 0
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{found[-1]}/healthz", timeout=2) as resp:
-                return resp.status
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return getattr(exc, "code", 0)
+        return healthz(latest_metrics_port(self.log()))
 
     def alive(self) -> bool:
         return self.proc.poll() is None
