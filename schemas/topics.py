@@ -48,6 +48,8 @@ CAMPAIGN_BUDGETS = "campaigns.budgets"  # keyed by campaign id: grants budget sp
 # every program version with who/when/what (JSON values; program.config keeps only the latest)
 PROGRAM_HISTORY = "program.history"
 ADMIN_AUDIT = "admin.audit"  # every admin write (AdminAudit), sunk to the admin_audit table
+# the loyalty processor's answers to DRY_RUN commands (JSON, key = request id; ingest waits on them)
+LOYALTY_DRY_RUN_REPLIES = "loyalty.dry_run.replies"
 KEEP_FOREVER = {"retention.ms": "-1"}
 
 # Default delay tiers for webhook retries; a tier's name is its delay (parsed by delivery).
@@ -79,6 +81,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(CAMPAIGN_BUDGETS, "Event", key="campaign_id"),
         TopicSpec(PROGRAM_HISTORY, None, key="program", config=KEEP_FOREVER),  # JSON values
         TopicSpec(ADMIN_AUDIT, "AdminAudit", key="resource", config=KEEP_FOREVER),
+        TopicSpec(LOYALTY_DRY_RUN_REPLIES, None, key="request_id", config={"retention.ms": "3600000"}),
         *[TopicSpec(retry_topic(t), "Notification") for t in RETRY_TIERS],
     ]
 }

@@ -13,6 +13,7 @@ def uid(*parts: Any) -> str:
     return name_uuid(":".join(str(p) for p in parts))
 
 
+DRY_RUN = "DRY_RUN"  # ingest's "what would this event do" (processors/loyalty/dry_run.py)
 # kinds only the loyalty processor itself produces (re-keyed commands and their replies): a
 # replay of recorded events (loyalty backtest) skips them, the engine under replay makes its own
 INTERNAL_KINDS = frozenset({
@@ -20,6 +21,7 @@ INTERNAL_KINDS = frozenset({
     "COUPON_CLAIM", "COUPON_GRANTED", "COUPON_REJECTED",
     "BUDGET_RESERVE", "BUDGET_DECISION",
     "MERGE",
+    DRY_RUN,  # ingest's, but no behaviour either: it changes nothing
 })  # fmt: skip
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import engine, identity, metrics, retention
+from processors.loyalty import dry_run, engine, identity, metrics, retention
 from processors.loyalty.bounds import Refused
 from processors.loyalty.budgets import Budgets
 from processors.loyalty.campaigns import Budget, exhausted_key
 from processors.loyalty.codes import Codes
-from processors.loyalty.envelope import public_event
+from processors.loyalty.envelope import DRY_RUN, public_event
 from processors.runtime.api import Context, Processor, Record, Timer
 from schemas.event_types import TypeRegistry
 from schemas.intake import Invalid, record_problem, rejected_result
@@ -25,6 +25,7 @@ from schemas.topics import (
     CAMPAIGN_BUDGETS,
     COUPON_CLAIMS,
     EVENTS_LOYALTY,
+    LOYALTY_DRY_RUN_REPLIES,
     LOYALTY_REFERRALS,
     LOYALTY_RESULTS,
     NOTIFICATIONS,
@@ -47,6 +48,7 @@ class LoyaltyProcessor(Processor):
         LOYALTY_REFERRALS,
         COUPON_CLAIMS,
         CAMPAIGN_BUDGETS,
+        LOYALTY_DRY_RUN_REPLIES,
     ]
     stores = [CUSTOMERS, EVENTS, CODES, BUDGETS]
 
@@ -62,6 +64,8 @@ class LoyaltyProcessor(Processor):
             self._commands(ctx, Codes(ctx.store(CODES)).coupon(value, ctx.now()))
         elif record.topic == CAMPAIGN_BUDGETS:
             self._commands(ctx, Budgets(ctx.store(BUDGETS)).reserve(value, ctx.config, ctx.now()))
+        elif value.get("kind") == DRY_RUN:  # run on overlays, answer on the replies topic only
+            dry_run.run(self, ctx, value)
         else:
             self._event(ctx, value)
 
