@@ -4,6 +4,11 @@ Rows are COPYed into a per-connection temp staging table, then moved with one
 INSERT ... SELECT ... ON CONFLICT (or DELETE ... USING) per target. Because a single
 statement may not touch the same row twice, rows are first reduced in Python to one per
 natural key, with the same "latest wins" rule the SQL applies against the stored row.
+
+Tables, columns and keys come from the one schema definition, `sinks/schema.py` (the Alembic
+metadata); the upserts are SQLAlchemy Core statements compiled once at import to the SQL text
+the writer sends (a Python-built statement per batch would cost more than the batch's rows).
+Only the conflict rules specific to a table (a CASE, a COALESCE) are written out as SQL.
 """
 
 from __future__ import annotations
@@ -11,6 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sqlalchemy import ColumnElement, Table, case, column, or_, select, table
+from sqlalchemy import func as sa_func
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.elements import quoted_name
+
+from sinks import schema
+
+func_coalesce = sa_func.coalesce
 
 Row = dict[str, Any]
 Reducer = Callable[[Row, Row], Row]
@@ -67,6 +82,19 @@ def merge_journey(old: Row, new: Row) -> Row:
     }
 
 
+def columns_of(tbl: Table, without: Iterable[str] = ()) -> tuple[str, ...]:
+    """The table's column names in schema order, less `without`."""
+    skip = set(without)
+    unknown = skip - set(tbl.c.keys())
+    if unknown:
+        raise ValueError(f"{tbl.name} has no column {sorted(unknown)}")
+    return tuple(c.name for c in tbl.c if c.name not in skip)
+
+
+def key_of(tbl: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in tbl.primary_key.columns)
+
+
 @dataclass(frozen=True)
 class Target:
     """One staged write: the table, its staged columns, natural key and statements."""
@@ -79,6 +107,16 @@ class Target:
     statements: tuple[str, ...] = ()  # `{stage}` is replaced by the staging table name
     extra_stage_columns: tuple[tuple[str, str], ...] = ()
     counted: str = field(default="")  # metrics label; defaults to the table name
+    source: Table | None = field(default=None, repr=False, compare=False)  # else schema's
+
+    def __post_init__(self) -> None:
+        """A target names only what the schema has: its table, columns and primary key."""
+        tbl = self.source if self.source is not None else schema.metadata.tables[self.table]
+        missing = set(self.columns) - set(tbl.c.keys())
+        if missing:
+            raise ValueError(f"target {self.name}: {self.table} has no column {sorted(missing)}")
+        if self.key != key_of(tbl):
+            raise ValueError(f"target {self.name}: key {self.key} is not {self.table}'s {key_of(tbl)}")
 
     @property
     def stage(self) -> str:
@@ -99,82 +137,103 @@ class Target:
         return [s.format(stage=self.stage) for s in self.statements]
 
 
-def upsert(table: str, columns: Iterable[str], key: Iterable[str], tail: str) -> str:
-    cols = ", ".join(columns)
-    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {{stage}} ON CONFLICT ({', '.join(key)}) {tail}"
+def _stage(columns: Iterable[str]):
+    """The staging table as a Core table clause; its name stays the `{stage}` placeholder."""
+    return table(quoted_name("{stage}", False), *[column(c) for c in columns])
 
 
-def set_excluded(columns: Iterable[str], key: Iterable[str]) -> str:
+def compile_sql(stmt) -> str:
+    return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def staged_insert(tbl: Table, columns: tuple[str, ...]):
+    """INSERT INTO tbl (columns) SELECT columns FROM {stage}, as a Core statement."""
+    stage = _stage(columns)
+    return insert(tbl).from_select(columns, select(*[stage.c[c] for c in columns]))
+
+
+def upsert(tbl: Table, columns: tuple[str, ...], set_: Callable | None = None,
+           where: Callable | None = None) -> str:  # fmt: skip
+    """The staged upsert on the table's primary key: DO NOTHING, or DO UPDATE SET
+    `set_(table, excluded)` WHERE `where(table, excluded)`."""
+    stmt = staged_insert(tbl, columns)
+    if set_ is None:
+        return compile_sql(stmt.on_conflict_do_nothing(index_elements=key_of(tbl)))
+    ex = stmt.excluded
+    return compile_sql(
+        stmt.on_conflict_do_update(
+            index_elements=key_of(tbl),
+            set_=set_(tbl, ex),
+            where=where(tbl, ex) if where else None,
+        )
+    )
+
+
+def set_excluded(columns: Iterable[str], key: Iterable[str]) -> Callable:
     keys = set(key)
-    return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
+    return lambda tbl, ex: {c: ex[c] for c in columns if c not in keys}
 
 
-def insert_only(name: str, table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> Target:
+def insert_only(name: str, tbl: Table) -> Target:
     """Append-style tables keyed by a natural id: a replay is a no-op."""
-    return Target(name, table, columns, key, keep_first, (upsert(table, columns, key, "DO NOTHING"),))
+    columns = columns_of(tbl)
+    return Target(name, tbl.name, columns, key_of(tbl), keep_first, (upsert(tbl, columns),), source=tbl)
 
 
-def latest_wins(name: str, table: str, columns: tuple[str, ...], key: tuple[str, ...], col: str) -> Target:
+def latest_wins(name: str, tbl: Table, col: str) -> Target:
     """Current-state tables: never go backwards in `col` (e.g. processed_at)."""
-    tail = (
-        f"DO UPDATE SET {set_excluded(columns, key)} "
-        f"WHERE {table}.{col} IS NULL OR EXCLUDED.{col} >= {table}.{col}"
+    columns, key = columns_of(tbl), key_of(tbl)
+    statement = upsert(tbl, columns, set_excluded(columns, key),
+                       lambda t, ex: or_(t.c[col].is_(None), ex[col] >= t.c[col]))  # fmt: skip
+    return Target(name, tbl.name, columns, key, latest_by(col), (statement,), source=tbl)
+
+
+def _newer_in_sequence(t: Table, ex) -> ColumnElement:
+    return case(
+        (ex.sequence.is_not(None) & t.c.sequence.is_not(None), ex.sequence >= t.c.sequence),
+        else_=ex.updated_at >= t.c.updated_at,
     )
-    return Target(name, table, columns, key, latest_by(col), (upsert(table, columns, key, tail),))
 
 
-def in_sequence(table: str, columns: tuple[str, ...], key: tuple[str, ...] = ("customer_id",)) -> Target:
+def in_sequence(tbl: Table) -> Target:
     """Per-customer state: the greatest processor `sequence` wins (see latest_in_sequence)."""
-    newer = (
-        f"CASE WHEN EXCLUDED.sequence IS NOT NULL AND {table}.sequence IS NOT NULL "
-        f"THEN EXCLUDED.sequence >= {table}.sequence "
-        f"ELSE EXCLUDED.updated_at >= {table}.updated_at END"
-    )
-    tail = f"DO UPDATE SET {set_excluded(columns, key)} WHERE {newer}"
-    return Target(table, table, columns, key, latest_in_sequence, (upsert(table, columns, key, tail),))
+    columns, key = columns_of(tbl), key_of(tbl)
+    statement = upsert(tbl, columns, set_excluded(columns, key), _newer_in_sequence)
+    return Target(tbl.name, tbl.name, columns, key, latest_in_sequence, (statement,), source=tbl)
 
 
-EVENT_COLS = (
-    "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status",
-    "properties", "tags", "metadata", "fulfilled", "target_event_id", "issued_at", "received_at",
-    "sends",
-)  # fmt: skip
+events = schema.events
 # an event's lifecycle times (schemas/event_times.py), kept once known
 TIME_COLS = ("processing_at", "resolved_at", "cancelled_at", "expired_at", "reversed_at")
-RESULT_COLS = (
-    "id", "customer_id", "type", "kind", "path", "reference", "brand_id", "status", "reason",
-    "points", "result", "properties", "target_event_id", "issued_at", "received_at",
-    "processed_at", "config_version", *TIME_COLS,
-)  # fmt: skip
+# what an event record stages, and what its result stages (the rest of each is the other's)
+EVENT_COLS = columns_of(events, without=("reason", "points", "result", "processed_at",
+                                         "config_version", *TIME_COLS))  # fmt: skip
+RESULT_COLS = columns_of(events, without=("tags", "metadata", "fulfilled", "sends"))
 _FROM_EVENT = set(EVENT_COLS) - {"id", "status", "sends"}
 _KEEP_FROM_EVENT = ("reference", "brand_id", "properties", "target_event_id", "issued_at",
                     "received_at")  # fmt: skip
+
+
+def _event_sets(t: Table, ex) -> dict:
+    """A row so far written only by its result (sends = 0) takes the event's fields; a repeat
+    keeps the first send's (the applied one) and is only counted."""
+    first = t.c.sends == 0
+    sets: dict = {c: case((first, ex[c]), else_=t.c[c]) for c in EVENT_COLS if c in _FROM_EVENT}
+    sets["status"] = case((t.c.processed_at.is_(None) & first, ex.status), else_=t.c.status)
+    sets["sends"] = t.c.sends + ex.sends
+    return sets
+
 
 EVENTS_FROM_EVENT = Target(
     "events_from_event",
     "events",
     EVENT_COLS,
-    ("id",),
+    key_of(events),
     fold_sends,
-    (
-        upsert(
-            "events",
-            EVENT_COLS,
-            ("id",),
-            # a row so far written only by its result (sends = 0) takes the event's fields;
-            # a repeat keeps the first send's (the applied one) and is only counted
-            "DO UPDATE SET "
-            + ", ".join(
-                f"{c} = CASE WHEN events.sends = 0 THEN EXCLUDED.{c} ELSE events.{c} END"
-                for c in EVENT_COLS
-                if c in _FROM_EVENT
-            )
-            + ", status = CASE WHEN events.processed_at IS NULL AND events.sends = 0"
-            " THEN EXCLUDED.status ELSE events.status END"
-            ", sends = events.sends + EXCLUDED.sends",
-        ),
-    ),
+    (upsert(events, EVENT_COLS, _event_sets),),
 )
+
+
 def latest_result(old: Row, new: Row) -> Row:
     """The latest result of an event wins (as the SQL's WHERE), keeping a time the other one
     knows and it does not (a result written before the processor kept every time)."""
@@ -182,25 +241,26 @@ def latest_result(old: Row, new: Row) -> Row:
     return {**kept, **{c: kept[c] or other[c] for c in TIME_COLS}}
 
 
+_RESULT_SETS = ("status", "reason", "points", "result", "processed_at", "config_version")
+
+
+def _result_sets(t: Table, ex) -> dict:
+    # the result names the event as applied: its fields win over a repeat's
+    sets: dict = {c: ex[c] for c in _RESULT_SETS}
+    sets.update({c: func_coalesce(ex[c], t.c[c]) for c in _KEEP_FROM_EVENT + TIME_COLS})
+    return sets
+
+
 EVENTS_FROM_RESULT = Target(
     "events_from_result",
     "events",
     RESULT_COLS,
-    ("id",),
+    key_of(events),
     latest_result,
     (
-        upsert(
-            "events",
-            RESULT_COLS,
-            ("id",),
-            "DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason, "
-            "points = EXCLUDED.points, result = EXCLUDED.result, "
-            "processed_at = EXCLUDED.processed_at, config_version = EXCLUDED.config_version, "
-            # the result names the event as applied: its fields win over a repeat's
-            + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, events.{c})" for c in _KEEP_FROM_EVENT + TIME_COLS)
-            + " WHERE events.processed_at IS NULL OR EXCLUDED.processed_at >= events.processed_at",
-        ),
-    ),
+        upsert(events, RESULT_COLS, _result_sets,
+               lambda t, ex: or_(t.c.processed_at.is_(None), ex.processed_at >= t.c.processed_at)),
+    ),  # fmt: skip
     counted="events",
 )
 
@@ -212,85 +272,40 @@ EVENTS_FROM_RESULT = Target(
 # two upserts (RETURNING tells which ids went in).
 MERGED_STAGE = "_stage_events_merged"
 MERGED_STAGE_COLUMNS = EVENT_COLS + tuple(f"r_{c}" for c in RESULT_COLS)
-_RESULT_SETS = ("status", "reason", "points", "result", "processed_at", "config_version", *TIME_COLS)
 
 
-def _merged_value(col: str) -> str:
+def _merged_value(stage, col: str) -> ColumnElement:
     if col in _KEEP_FROM_EVENT:
-        return f"COALESCE(r_{col}, {col})"
-    return f"r_{col}" if col in _RESULT_SETS else col
+        return func_coalesce(stage.c[f"r_{col}"], stage.c[col])
+    if col in _RESULT_SETS or col in TIME_COLS:
+        return stage.c[f"r_{col}"]
+    return stage.c[col]
 
 
-_MERGED_COLS = EVENT_COLS + tuple(c for c in RESULT_COLS if c not in EVENT_COLS)
+def _merged_insert() -> str:
+    stage = table(MERGED_STAGE, *[column(c) for c in MERGED_STAGE_COLUMNS])
+    cols = EVENT_COLS + tuple(c for c in RESULT_COLS if c not in EVENT_COLS)
+    stmt = insert(events).from_select(cols, select(*[_merged_value(stage, c) for c in cols]))
+    return compile_sql(stmt.on_conflict_do_nothing(index_elements=key_of(events)).returning(events.c.id))
+
+
 MERGED_STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {MERGED_STAGE} ON COMMIT DELETE ROWS AS SELECT "
     + ", ".join([f"e.{c}" for c in EVENT_COLS] + [f"r.{c} AS r_{c}" for c in RESULT_COLS])
     + " FROM events e, events r WITH NO DATA"
 )
-MERGED_INSERT = (
-    f"INSERT INTO events ({', '.join(_MERGED_COLS)}) "
-    f"SELECT {', '.join(_merged_value(c) for c in _MERGED_COLS)} FROM {MERGED_STAGE} "
-    "ON CONFLICT (id) DO NOTHING RETURNING id"
-)
-RESULT_NOT_NULL = ("customer_id", "type", "kind", "status")  # checked by the upsert's insert
+MERGED_INSERT = _merged_insert()
+# NOT NULL columns a result must carry for the merged insert, which gives every value and so
+# takes no server default (the upserts' insert checks the same)
+RESULT_NOT_NULL = tuple(c for c in RESULT_COLS if not events.c[c].nullable and not events.c[c].primary_key)
 
-
-LEDGER_COLS = (
-    "id", "customer_id", "event_id", "kind", "reward_id", "campaign_id", "rule", "amount",
-    "issued_at", "expiration_date", "processed_at", "line",
-)  # fmt: skip
-WALLET_COLS = (
-    "customer_id", "points", "lifetime", "pending", "balance", "wallet", "tier", "event_id",
-    "updated_at", "sequence",
-)  # fmt: skip
-CUSTOMER_COLS = (
-    "customer_id", "anonymous", "identified", "tier", "tags", "consent", "purchase_count",
-    "total_spend", "last_purchase_at", "event_count", "last_event_at", "first_seen",
-    "lifetime_points", "points", "birthday", "registered_at", "rfm_recency", "rfm_frequency",
-    "rfm_monetary", "rfm_score", "events_by_type", "traits", "profile", "config_version",
-    "updated_at", "sequence", "merged_into",
-)  # fmt: skip
-WALLET_LINE_COLS = (
-    "id", "customer_id", "kind", "reward_id", "campaign_id", "event_id", "amount", "issued_at",
-    "expiration_date", "line", "sequence", "updated_at",
-)  # fmt: skip
-BADGE_COLS = (
-    "customer_id", "badge_id", "badge_name", "count", "first_awarded_at", "awarded_at",
-    "revoked_at", "trigger_event_id", "trigger_event_type", "achievement_id", "campaign_id",
-    "sequence", "updated_at",
-)  # fmt: skip
-TIER_COLS = ("id", "customer_id", "direction", "from_tier", "to_tier", "changed_at", "data")
-NOTIFICATION_COLS = ("id", "event", "customer_id", "data", "created_at", "config_version")
-MEMBER_COLS = ("audience_id", "customer_id", "entered_at", "reason", "config_version")
-MEMBERSHIP_EVENT_COLS = (
-    "id", "audience_id", "customer_id", "action", "reason", "at", "config_version",
-)  # fmt: skip
-INSTANCE_COLS = (
-    "instance_id", "journey_id", "customer_id", "status", "current_node", "trigger_event_id",
-    "entered_at", "ended_at", "updated_at",
-)  # fmt: skip
-TRANSITION_COLS = (
-    "id", "journey_id", "instance_id", "customer_id", "kind", "from_node", "to_node", "action",
-    "trigger_event_id", "at", "config_version", "data",
-)  # fmt: skip
-DELIVERY_COLS = (
-    "webhook_id", "endpoint_id", "attempt", "event", "customer_id", "status_code", "latency_ms",
-    "outcome", "error", "at",
-)  # fmt: skip
-DLQ_COLS = (
-    "id", "endpoint_id", "event", "customer_id", "data", "created_at", "attempt", "last_error",
-    "config_version", "dead_at",
-)  # fmt: skip
-AUDIT_COLS = (
-    "id", "at", "actor", "action", "resource", "version_before", "version_after", "summary", "changes",
-)  # fmt: skip
-
+MEMBER_COLS = columns_of(schema.audience_members)
 _MEMBER_LIST = ", ".join(MEMBER_COLS)
 AUDIENCE_MEMBERS = Target(
     "audience_members",
     "audience_members",
     MEMBER_COLS,
-    ("audience_id", "customer_id"),
+    key_of(schema.audience_members),
     latest_by("entered_at"),
     (
         "DELETE FROM audience_members m USING {stage} s WHERE s.action = 'LEAVE' "
@@ -302,6 +317,7 @@ AUDIENCE_MEMBERS = Target(
     extra_stage_columns=(("action", "text"),),
 )
 
+INSTANCE_COLS = columns_of(schema.journey_instances)
 _INSTANCE_LIST = ", ".join(INSTANCE_COLS)
 # an instance first seen through a TRANSITION or ACTION (status NULL) is ACTIVE
 _INSTANCE_SELECT = _INSTANCE_LIST.replace("status", "COALESCE(status, 'ACTIVE')", 1)
@@ -309,7 +325,7 @@ JOURNEY_INSTANCES = Target(
     "journey_instances",
     "journey_instances",
     INSTANCE_COLS,
-    ("instance_id",),
+    key_of(schema.journey_instances),
     merge_journey,
     (
         f"INSERT INTO journey_instances AS j ({_INSTANCE_LIST}) SELECT {_INSTANCE_SELECT} "
@@ -335,10 +351,7 @@ def then(target: Target, *statements: str) -> Target:
     return replace(target, statements=target.statements + statements)
 
 
-LEADERBOARD_COLS = (
-    "board_id", "period_start", "customer_id", "score", "audience_id", "consent_purpose",
-    "updated_at",
-)  # fmt: skip
+LEADERBOARD_COLS = columns_of(schema.leaderboard_scores, without=("eligible",))  # computed
 _ELIGIBLE = "leaderboard_eligible({t}customer_id, {t}audience_id, {t}consent_purpose)"
 _LB_LIST = ", ".join(LEADERBOARD_COLS)
 # scores add up; eligibility is computed against the customers and audience_members rows
@@ -347,7 +360,7 @@ LEADERBOARD_SCORES = Target(
     "leaderboard_scores",
     "leaderboard_scores",
     LEADERBOARD_COLS,
-    ("board_id", "period_start", "customer_id"),
+    key_of(schema.leaderboard_scores),
     sum_scores,
     (
         f"INSERT INTO leaderboard_scores AS l ({_LB_LIST}, eligible) "
@@ -371,9 +384,7 @@ def refresh_eligibility(audience_only: bool) -> str:
     )
 
 
-CAMPAIGN_BUDGET_COLS = (
-    "campaign_id", "reward_id", "budget", "spent", "remaining", "exhausted_at", "updated_at",
-)  # fmt: skip
+CAMPAIGN_BUDGET_COLS = columns_of(schema.campaign_budgets)
 
 
 def most_spent(old: Row, new: Row) -> Row:
@@ -387,24 +398,23 @@ def most_spent(old: Row, new: Row) -> Row:
     return {**kept, "reward_id": kept["reward_id"] or other["reward_id"]}
 
 
+def _budget_sets(t: Table, ex) -> dict:
+    sets: dict = {c: ex[c] for c in CAMPAIGN_BUDGET_COLS if c != "campaign_id"}
+    sets["reward_id"] = func_coalesce(ex.reward_id, t.c.reward_id)
+    return sets
+
+
 CAMPAIGN_BUDGETS = Target(
     "campaign_budgets",
     "campaign_budgets",
     CAMPAIGN_BUDGET_COLS,
-    ("campaign_id",),
+    key_of(schema.campaign_budgets),
     most_spent,
     (
-        upsert(
-            "campaign_budgets AS b",
-            CAMPAIGN_BUDGET_COLS,
-            ("campaign_id",),
-            "DO UPDATE SET reward_id = COALESCE(EXCLUDED.reward_id, b.reward_id), "
-            "budget = EXCLUDED.budget, spent = EXCLUDED.spent, remaining = EXCLUDED.remaining, "
-            "exhausted_at = EXCLUDED.exhausted_at, updated_at = EXCLUDED.updated_at "
-            "WHERE EXCLUDED.spent > b.spent "
-            "OR (EXCLUDED.spent = b.spent AND EXCLUDED.updated_at >= b.updated_at)",
-        ),
-    ),
+        upsert(schema.campaign_budgets, CAMPAIGN_BUDGET_COLS, _budget_sets,
+               lambda t, ex: or_(ex.spent > t.c.spent,
+                                 (ex.spent == t.c.spent) & (ex.updated_at >= t.c.updated_at))),
+    ),  # fmt: skip
 )
 
 
@@ -413,30 +423,20 @@ TARGETS: dict[str, Target] = {
     for t in [
         EVENTS_FROM_EVENT,
         EVENTS_FROM_RESULT,
-        latest_wins("ledger_lines", "ledger_lines", LEDGER_COLS, ("id",), "processed_at"),
-        in_sequence("wallets", WALLET_COLS),
-        in_sequence("wallet_lines", WALLET_LINE_COLS, ("id",)),
-        then(in_sequence("customers", CUSTOMER_COLS), refresh_eligibility(audience_only=False)),
-        insert_only("tier_changes", "tier_changes", TIER_COLS, ("id",)),
-        in_sequence("customer_badges", BADGE_COLS, ("customer_id", "badge_id")),
-        insert_only("notifications", "notifications", NOTIFICATION_COLS, ("id",)),
+        latest_wins("ledger_lines", schema.ledger_lines, "processed_at"),
+        in_sequence(schema.wallets),
+        in_sequence(schema.wallet_lines),
+        then(in_sequence(schema.customers), refresh_eligibility(audience_only=False)),
+        insert_only("tier_changes", schema.tier_changes),
+        in_sequence(schema.customer_badges),
+        insert_only("notifications", schema.notifications),
         then(AUDIENCE_MEMBERS, refresh_eligibility(audience_only=True)),
-        insert_only(
-            "audience_membership_events",
-            "audience_membership_events",
-            MEMBERSHIP_EVENT_COLS,
-            ("id",),
-        ),  # fmt: skip
+        insert_only("audience_membership_events", schema.audience_membership_events),
         JOURNEY_INSTANCES,
-        insert_only("journey_transitions", "journey_transitions", TRANSITION_COLS, ("id",)),
-        insert_only(
-            "webhook_deliveries",
-            "webhook_deliveries",
-            DELIVERY_COLS,
-            ("webhook_id", "endpoint_id", "attempt"),
-        ),  # fmt: skip
-        insert_only("dlq", "dlq", DLQ_COLS, ("id", "endpoint_id")),
-        insert_only("admin_audit", "admin_audit", AUDIT_COLS, ("id",)),
+        insert_only("journey_transitions", schema.journey_transitions),
+        insert_only("webhook_deliveries", schema.webhook_deliveries),
+        insert_only("dlq", schema.dlq),
+        insert_only("admin_audit", schema.admin_audit),
         LEADERBOARD_SCORES,  # after customers and audience_members: eligibility reads them
         CAMPAIGN_BUDGETS,
     ]
