@@ -53,9 +53,18 @@ JSON_SCHEMAS = {
 }
 
 
+def schema_ref(name: str) -> dict[str, Any]:
+    """A mark for a dict field that /openapi.json shows as the component `name` (a model the
+    spec holds anyway), for a body validated by hand where pydantic would need the model."""
+    return {"type": "object", "x-schema-ref": name}
+
+
 def with_json_refs(node: Any) -> Any:
-    """The spec with every JSON_OBJECT_MARK replaced by a reference to JsonObject."""
+    """The spec with every JSON_OBJECT_MARK replaced by a reference to JsonObject, and every
+    schema_ref mark by a reference to its component."""
     if isinstance(node, dict):
+        if name := node.get("x-schema-ref"):
+            return {"$ref": f"#/components/schemas/{name}"}
         if node.get("x-json-object"):
             extra = {k: v for k, v in node.items() if k not in JSON_OBJECT_MARK}
             return {"allOf": [JSON_OBJECT_REF], **extra} if extra else dict(JSON_OBJECT_REF)

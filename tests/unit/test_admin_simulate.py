@@ -258,6 +258,9 @@ def test_simulate_is_in_the_openapi_spec(h):
     spec = h.client.get("/openapi.json").json()
     assert "post" in spec["paths"]["/admin/simulate"]
     assert {"StartingState", "SimulateIn"} <= set(spec["components"]["schemas"])
+    # The events are documented as POST /behavior/events' own body, so fuzzers draw real ones.
+    events = spec["components"]["schemas"]["SimulateIn"]["properties"]["events"]
+    assert events["items"] == {"$ref": "#/components/schemas/EventIn"}
     params = [p["name"] for p in spec["paths"]["/admin/campaigns"]["post"]["parameters"]]
     assert "dry_run" in params and "dry_run" in str(spec["paths"]["/admin/program"]["put"])
 
