@@ -171,11 +171,10 @@ def _identify_anonymous(step: Step, cmd: dict) -> Output:
         return _sealed_finish(step, into) if into else step.finish()
     step.expire()  # expired lines are not moved
     merge_id = uid("merge", step.cid, new_id)
-    moved = [{k: v for k, v in b.items()} for b in step.state["buckets"]]
+    open_lines = wallet.open_lines(step.state)
+    moved = [{k: v for k, v in b.items()} for b in open_lines]
     out_lines = [transfer("MERGE_OUT", b, cmd["id"], i, step.now, -1) for i, b in enumerate(moved)]
-    for b in step.state["buckets"]:  # closed here: the sink's wallet_lines show amount 0
-        b["remaining"] = 0.0
-        step.touched[b["id"]] = b
+    wallet.close_all(step.state, open_lines, step.touched)  # the sink's wallet_lines show 0
     reservations = step.state["reservations"]
     records = {eid: step.lookup(eid) for eid in reservations}
     records = {eid: rehomed(r, new_id) for eid, r in records.items() if r is not None}

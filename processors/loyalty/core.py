@@ -258,4 +258,4 @@ def _touched_at_start(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if state.get("lines_v") == LINES_V:
         return {}
     state["lines_v"] = LINES_V
-    return {b["id"]: b for b in state["buckets"]}
+    return {b["id"]: b for b in wallet.open_lines(state)}

@@ -43,10 +43,10 @@ def budget_decision(step: Step, cmd: dict) -> Output:
 
 def _release_held(step: Step, key: str, entry: dict[str, Any]) -> Output:
     event = entry["event"]
-    buckets = {b["id"]: b for b in step.state["buckets"]}
     for bucket_id in entry.get("touched", []):  # the held result's wallet shows them now
-        if bucket_id in buckets:
-            step.touched.setdefault(bucket_id, buckets[bucket_id])
+        bucket = wallet.find(step.state, bucket_id)
+        if bucket is not None:
+            step.touched.setdefault(bucket_id, bucket)
     step.changed()
     applied, lines = [], []
     act = step.activation(event, as_json(event.get("properties")))

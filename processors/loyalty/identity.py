@@ -31,8 +31,9 @@ from processors.loyalty.records import applied
 MERGED_INTO = "merged_into"  # state of a sealed anonymous customer: the id it moved to
 MERGED_FROM = "merged_from"  # state of a known customer: anonymous id -> merge command id
 CARRIED = "merged_record"  # payload key of a forwarded command: its target's record
-# what a sealed state keeps (the rest moved): identity, sequence, registration data
-KEPT = ("customer_id", "sequence", "lines_v", "customer", "registered_at", "tags")
+# what a sealed state keeps (the rest moved): identity, sequence, registration data, and its
+# lines (all closed by the seal; the ledger view writes their tombstones to the `ledger` store)
+KEPT = ("customer_id", "sequence", "lines_v", "customer", "registered_at", "tags", "buckets")
 # what the MERGE carries of the anonymous state besides its lines and reservations
 MOVED = (
     "lifetime",

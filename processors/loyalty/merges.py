@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from processors.loyalty import notifications as n
-from processors.loyalty import profile, tiering, tiers
+from processors.loyalty import profile, tiering, tiers, wallet
 from processors.loyalty.core import Step
 from processors.loyalty.envelope import as_json
 from processors.loyalty.identity import MERGED_FROM, transfer
@@ -34,8 +34,7 @@ def merge(step: Step, cmd: dict) -> Output:
     for i, b in enumerate(p.get("buckets") or []):
         line = transfer("MERGE_IN", b, cmd["id"], i, step.now, +1)
         bucket = {**b, "id": line["id"], "source_line_id": b["id"], "merged_from": source}
-        step.state["buckets"].append(bucket)
-        step.touched[bucket["id"]] = bucket
+        wallet.add(step.state, bucket, step.touched)
         in_lines.append(line)
     step.state["lifetime"] = step.state.get("lifetime", 0.0) + p.get("lifetime", 0.0)
     _merge_reservations(step, p)

@@ -65,12 +65,14 @@ def expiring_target(state: dict[str, Any], program: Program, now: int) -> dict[s
     sent = set(state_of(state).get("expiring_sent", ()))
     kinds = points_rewards(program)
     first: int | None = None
-    for b in state["buckets"]:
-        exp = b["expiration_date"]
-        if exp is None or exp <= now or b["remaining"] <= wallet.EPS:
-            continue
-        if b["reward_id"] in kinds and exp // DAY_MS not in sent and (first is None or exp < first):
-            first = exp
+    for reward_id in kinds.intersection(wallet.rewards(state)):
+        for b in wallet.ordered(state, reward_id):  # soonest first: the first match is its earliest
+            exp = b["expiration_date"]
+            if exp is None or (first is not None and exp >= first):
+                break
+            if exp > now and b["remaining"] > wallet.EPS and exp // DAY_MS not in sent:
+                first = exp
+                break
     if first is None:
         return None
     return {"at": first - days * DAY_MS, "day": first // DAY_MS}

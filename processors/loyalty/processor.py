@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import dry_run, engine, identity, metrics, retention
+from processors.loyalty import dry_run, engine, identity, ledger, metrics, retention
 from processors.loyalty.bounds import Refused
 from processors.loyalty.budgets import Budgets
 from processors.loyalty.campaigns import Budget, exhausted_key
@@ -34,6 +34,7 @@ from schemas.topics import (
 
 log = logging.getLogger(__name__)
 CUSTOMERS, EVENTS, CODES, BUDGETS = "customers", "events", "codes", "budgets"
+LEDGER = "ledger"  # a customer's open lines, one key each (ledger.py); `customers` holds a summary
 TYPES = TypeRegistry()  # event types compiled per program version, as ingest compiles them
 
 
@@ -50,7 +51,7 @@ class LoyaltyProcessor(Processor):
         CAMPAIGN_BUDGETS,
         LOYALTY_DRY_RUN_REPLIES,
     ]
-    stores = [CUSTOMERS, EVENTS, CODES, BUDGETS]
+    stores = [CUSTOMERS, EVENTS, CODES, BUDGETS, LEDGER]
 
     def __init__(self, partitions: int | None = None) -> None:
         self.partitions = partitions or Settings.from_env().partitions
@@ -82,6 +83,7 @@ class LoyaltyProcessor(Processor):
             return
         budget = self._budget(ctx)
         lookup = identity.lookup_with(events.get, event)
+        state = ledger.attach(state, ctx.store(LEDGER))
         try:
             out = engine.apply(state, event, ctx.config, ctx.now(), lookup, budget)
         except Refused as exc:
@@ -102,6 +104,7 @@ class LoyaltyProcessor(Processor):
             return
         budget = self._budget(ctx)
         lookup = ctx.store(EVENTS).get
+        state = ledger.attach(state, ctx.store(LEDGER))
         try:
             out = engine.fire(state, timer.key, timer.payload, ctx.config, ctx.now(), lookup, budget)
         except Refused as exc:
@@ -120,7 +123,7 @@ class LoyaltyProcessor(Processor):
         """Apply nothing of a refused input: the store hands out copies, so reading the state
         again undoes what the engine had changed before it refused."""
         assert exc.event is not None  # `apply` and `fire` name what they refuse
-        state = ctx.store(CUSTOMERS).get(customer_id)
+        state = ledger.attach(ctx.store(CUSTOMERS).get(customer_id), ctx.store(LEDGER))
         lookup = ctx.store(EVENTS).get
         out = engine.refuse(state, exc.event, exc.reason, ctx.config, ctx.now(), lookup)
         return out, self._budget(ctx)
@@ -131,7 +134,7 @@ class LoyaltyProcessor(Processor):
         return Budget(ctx.store(BUDGETS).get)
 
     def _write(self, ctx: Context, out: engine.Output, customer_id: str, budget: Budget) -> None:
-        ctx.store(CUSTOMERS).put(customer_id, out.state)
+        ctx.store(CUSTOMERS).put(customer_id, ledger.flush(out.state, ctx.store(LEDGER)))
         events, now = ctx.store(EVENTS), ctx.now()
         for event_id, rec in out.records.items():
             events.put(event_id, rec)

@@ -127,11 +127,13 @@ def _notice_expiring(step: Step, day: int) -> None:
     """POINTS_EXPIRING for each points reward with open lines expiring on `day` (UTC)."""
     kinds = points_rewards(step.program)
     by_reward: dict[str, list[dict[str, Any]]] = {}
-    for b in step.state["buckets"]:
-        exp = b["expiration_date"]
-        if exp is not None and exp // DAY_MS == day and exp > step.now and b["remaining"] > wallet.EPS:
-            if b["reward_id"] in kinds:
-                by_reward.setdefault(b["reward_id"], []).append(b)
+    for reward_id in kinds.intersection(wallet.rewards(step.state)):
+        for b in wallet.ordered(step.state, reward_id):  # soonest first: stop after the day
+            exp = b["expiration_date"]
+            if exp is None or exp // DAY_MS > day:
+                break
+            if exp // DAY_MS == day and exp > step.now and b["remaining"] > wallet.EPS:
+                by_reward.setdefault(reward_id, []).append(b)
     state_of(step.state).setdefault("expiring_sent", []).append(day)
     if not by_reward:
         return

@@ -1,15 +1,19 @@
 """The wallet: a ledger of lines per customer, consumed oldest-expiring first.
 
-A customer's wallet lives in their state dict as open `buckets` (accumulations with what is left
-of them) plus `reservations` (lines taken out but not yet redeemed). Every ledger line names the
-campaign and rule that produced it, so a balance can always be explained line by line.
+A customer's wallet is their open lines, `buckets` (accumulations with what is left of them),
+read and changed through `ledger.py` (a list in the state, or the processor's `ledger` store),
+plus `reservations` in the state (lines taken out but not yet redeemed). Every ledger line
+names the campaign and rule that produced it, so a balance can always be explained line by
+line. Spending, expiry and the wallet record read the lines in consumption order and stop as
+soon as they have what they need, so their cost follows what they touch, not the history.
 """
 
 from __future__ import annotations
 
-import heapq
+from collections.abc import Iterator
 from typing import Any
 
+from processors.loyalty import ledger
 from processors.loyalty.bounds import redemption_error
 
 Line = dict[str, Any]
@@ -63,7 +67,7 @@ def line(
 def accumulate(state: dict[str, Any], entry: Line, touched: Touched = None) -> Line:
     """Add an ACCUMULATION line as a new open bucket."""
     bucket = {**entry, "remaining": entry["amount"]}
-    state["buckets"].append(bucket)
+    ledger.of(state).add(bucket)
     _touch(touched, bucket)
     if entry["reward_id"] == POINTS:
         state["lifetime"] += entry["amount"]
@@ -71,10 +75,41 @@ def accumulate(state: dict[str, Any], entry: Line, touched: Touched = None) -> L
 
 
 def balance(state: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for b in state["buckets"]:
-        out[b["reward_id"]] = out.get(b["reward_id"], 0.0) + b["remaining"]
-    return out
+    return ledger.of(state).balance()
+
+
+def ordered(state: dict[str, Any], reward_id: str) -> Iterator[Line]:
+    """The reward's open lines in consumption order (lazily: stop reading when done)."""
+    return ledger.of(state).ordered(reward_id)
+
+
+def rewards(state: dict[str, Any]) -> list[str]:
+    """The rewards with open lines, sorted."""
+    return sorted(ledger.of(state).rewards())
+
+
+def find(state: dict[str, Any], line_id: str) -> Line | None:
+    return ledger.of(state).find(line_id)
+
+
+def open_lines(state: dict[str, Any]) -> list[Line]:
+    """Every open line (reads them all: a merge, a record's first bounded wallet)."""
+    return ledger.of(state).lines()
+
+
+def add(state: dict[str, Any], bucket: Line, touched: Touched = None) -> None:
+    """Open a line as it is (a merged-in line keeps its amounts and dates)."""
+    ledger.of(state).add(bucket)
+    _touch(touched, bucket)
+
+
+def close_all(state: dict[str, Any], buckets: list[Line], touched: Touched = None) -> None:
+    """Nothing left of these lines here (they moved away): they leave the open lines."""
+    view = ledger.of(state)
+    for bucket in buckets:
+        view.set(bucket, 0.0)
+        _touch(touched, bucket)
+    view.tidy()
 
 
 def pending(state: dict[str, Any]) -> float:
@@ -89,12 +124,8 @@ def pending(state: dict[str, Any]) -> float:
     )
 
 
-def _fifo(state: dict[str, Any], reward_id: str) -> list[dict[str, Any]]:
-    open_ = [b for b in state["buckets"] if b["reward_id"] == reward_id and b["remaining"] > EPS]
-    return sorted(
-        open_,
-        key=lambda b: (b["expiration_date"] is None, b["expiration_date"] or 0, b["issued_at"]),
-    )
+def _fifo(state: dict[str, Any], reward_id: str) -> Iterator[Line]:
+    return (b for b in ordered(state, reward_id) if b["remaining"] > EPS)
 
 
 def shortfall(state: dict[str, Any], wanted: list[dict[str, Any]]) -> str | None:
@@ -129,11 +160,10 @@ def consume(
     """Take `amount` out of the open buckets, oldest-expiring first; one line per bucket."""
     lines: list[Line] = []
     left = amount
-    for bucket in _fifo(state, reward_id):
-        if left <= EPS:
-            break
+    view = ledger.of(state)
+    for bucket in _fifo(state, reward_id) if left > EPS else ():
         take = min(bucket["remaining"], left)
-        bucket["remaining"] -= take
+        view.set(bucket, bucket["remaining"] - take)
         left -= take
         _touch(touched, bucket)
         entry = line(
@@ -149,33 +179,44 @@ def consume(
         )
         entry["source_line_id"] = bucket["id"]
         lines.append(entry)
-    _drop_empty(state)
+        if left <= EPS:  # read no further line than needed
+            break
+    view.tidy()
     return lines
 
 
 def restore(state: dict[str, Any], lines: list[Line], touched: Touched = None) -> None:
     """Put consumed lines back into their buckets (cancelled reservation, reversed redemption)."""
-    by_id = {b["id"]: b for b in state["buckets"]}
+    view = ledger.of(state)
     for entry in lines:
-        bucket = by_id.get(entry.get("source_line_id", ""))
+        bucket = view.find(entry["source_line_id"]) if entry.get("source_line_id") else None
         if bucket is not None:
-            bucket["remaining"] += entry["amount"]
+            view.set(bucket, bucket["remaining"] + entry["amount"])
             _touch(touched, bucket)
             continue
         source = {**entry, "id": entry.get("source_line_id") or entry["id"]}
         source["kind"] = "ACCUMULATION"
         source["remaining"] = entry["amount"]
-        state["buckets"].append(source)
-        by_id[source["id"]] = source
+        view.add(source)
         _touch(touched, source)
+    view.tidy()
 
 
 def expire(state: dict[str, Any], now: int, touched: Touched = None) -> list[Line]:
-    """Close every bucket whose expiration date has passed; one EXPIRY line each."""
+    """Close every bucket whose expiration date has passed; one EXPIRY line each (per reward,
+    soonest first: only the due lines and the first one not due are read)."""
     lines = []
-    for bucket in state["buckets"]:
+    view = ledger.of(state)
+    due = []
+    for reward_id in rewards(state):
+        for bucket in view.ordered(reward_id):
+            exp = bucket["expiration_date"]
+            if exp is None or exp > now:
+                break
+            due.append(bucket)
+    for bucket in due:
         exp = bucket["expiration_date"]
-        if exp is not None and exp <= now and bucket["remaining"] > EPS:
+        if bucket["remaining"] > EPS:
             entry = line(
                 "EXPIRY",
                 bucket["remaining"],
@@ -189,15 +230,19 @@ def expire(state: dict[str, Any], now: int, touched: Touched = None) -> list[Lin
             )
             entry["source_line_id"] = bucket["id"]
             lines.append(entry)
-            bucket["remaining"] = 0.0
+            view.set(bucket, 0.0)
             _touch(touched, bucket)
     if lines:
-        _drop_empty(state)
+        view.tidy()
     return lines
 
 
 def next_expiry(state: dict[str, Any]) -> int | None:
-    dates = [b["expiration_date"] for b in state["buckets"] if b["expiration_date"] is not None]
+    dates = []
+    for reward_id in rewards(state):
+        first = next(ordered(state, reward_id), None)
+        if first is not None and first["expiration_date"] is not None:
+            dates.append(first["expiration_date"])
     return min(dates) if dates else None
 
 
@@ -206,19 +251,20 @@ def reverse_accumulation(
 ) -> Line:
     """Take back an accumulation: its own bucket first, then FIFO; a rest is owed (negative)."""
     left = entry["amount"]
-    bucket = next((b for b in state["buckets"] if b["id"] == entry["id"]), None)
+    view = ledger.of(state)
+    bucket = view.find(entry["id"])
     if bucket is not None:
         take = min(bucket["remaining"], left)
-        bucket["remaining"] -= take
+        view.set(bucket, bucket["remaining"] - take)
         left -= take
         _touch(touched, bucket)
-    for other in _fifo(state, entry["reward_id"]):
-        if left <= EPS:
-            break
+    for other in _fifo(state, entry["reward_id"]) if left > EPS else ():
         take = min(other["remaining"], left)
-        other["remaining"] -= take
+        view.set(other, other["remaining"] - take)
         left -= take
         _touch(touched, other)
+        if left <= EPS:
+            break
     reversal = line(
         "REVERSAL",
         -entry["amount"],
@@ -231,16 +277,12 @@ def reverse_accumulation(
     )
     if left > EPS:  # already spent: the customer owes it
         owed = {**reversal, "amount": -left, "remaining": -left}
-        state["buckets"].append(owed)
+        view.add(owed)
         _touch(touched, owed)
     if entry["reward_id"] == POINTS:
         state["lifetime"] -= entry["amount"]
-    _drop_empty(state)
+    view.tidy()
     return reversal
-
-
-def _drop_empty(state: dict[str, Any]) -> None:
-    state["buckets"] = [b for b in state["buckets"] if abs(b["remaining"]) > EPS]
 
 
 def summary(state: dict[str, Any], customer_id: str, touched: Touched = None) -> dict[str, Any]:
@@ -248,7 +290,7 @@ def summary(state: dict[str, Any], customer_id: str, touched: Touched = None) ->
     (docs/loyalty.md, "The wallet"): totals per reward and the next expirations, not every open
     line; `lines` are only the open lines this call changed (`touched`), amount = what is left
     (0: closed)."""
-    bal, totals = _totals(state["buckets"])
+    bal, totals = _totals(state)
     reserved = _reserved(state)
     return {
         "customer_id": customer_id,
@@ -262,26 +304,25 @@ def summary(state: dict[str, Any], customer_id: str, touched: Touched = None) ->
     }
 
 
-def _totals(buckets: list[Line]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _totals(state: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Balance per reward, and per reward its next EXPIRATIONS_SHOWN expiration dates with the
-    amount expiring then, plus what never expires (expiration_date null): one pass."""
-    bal: dict[str, float] = {}
-    dated: dict[str, dict[int | None, float]] = {}
-    for b in buckets:
-        reward, left = b["reward_id"], b["remaining"]
-        bal[reward] = bal.get(reward, 0.0) + left
-        by_date = dated.setdefault(reward, {})
-        by_date[b["expiration_date"]] = by_date.get(b["expiration_date"], 0.0) + left
+    amount expiring then (the first lines in expiry order: no more are read), plus what never
+    expires (expiration_date null)."""
+    view = ledger.of(state)
     totals: list[dict[str, Any]] = []
-    for reward in sorted(dated):
-        by_date = dated[reward]
-        never = by_date.pop(None, 0.0)
-        soonest = sorted(by_date) if len(by_date) <= 64 else heapq.nsmallest(EXPIRATIONS_SHOWN, by_date)
-        for at in soonest[:EXPIRATIONS_SHOWN]:
-            totals.append({"total": by_date[at], "reward_id": reward, "expiration_date": at})
+    for reward in rewards(state):
+        by_date: dict[int, float] = {}
+        for b in view.ordered(reward):
+            at = b["expiration_date"]
+            if at is None or (at not in by_date and len(by_date) == EXPIRATIONS_SHOWN):
+                break
+            by_date[at] = by_date.get(at, 0.0) + b["remaining"]
+        for at, total in by_date.items():
+            totals.append({"total": total, "reward_id": reward, "expiration_date": at})
+        never = view.undated(reward)
         if abs(never) > EPS:
             totals.append({"total": never, "reward_id": reward, "expiration_date": None})
-    return bal, totals
+    return view.balance(), totals
 
 
 def _reserved(state: dict[str, Any]) -> dict[str, float]:

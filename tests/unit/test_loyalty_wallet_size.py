@@ -4,6 +4,7 @@ is (issue 19): totals and the next expirations, not every open line."""
 from __future__ import annotations
 
 from processors.delivery.routing import request_body
+from processors.loyalty.ledger import customer_lines
 from schemas.codec import encode
 from tests.unit.test_loyalty_engine import DAY, Shop, program, result
 
@@ -62,7 +63,7 @@ def test_lines_are_the_open_lines_the_event_changed_with_what_is_left() -> None:
     assert wallet["totals"] == [
         {"total": 10.0, "reward_id": "POINTS", "expiration_date": second["expiration_date"]}
     ]
-    assert [b["id"] for b in shop.driver.store("customers")["ann"]["buckets"]] == [second["id"]]
+    assert [b["id"] for b in customer_lines(shop.driver.store("ledger"), "ann")] == [second["id"]]
 
 
 def test_a_reservation_shows_as_reserved_per_reward() -> None:

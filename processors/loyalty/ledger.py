@@ -1,0 +1,301 @@
+"""A customer's open ledger lines ("buckets": accumulations with what is left of them).
+
+Two views with one interface, chosen by the state's shape:
+
+- `ListLedger`: the lines in the state itself (`state["buckets"]`, a list). What the pure
+  engine's callers use (replays, simulations, unit tests), what a new customer starts with, and
+  the shape customer records had before the `ledger` store (issue 19).
+- `StoreLedger`: the lines in the processor's `ledger` store, one key per line, so an event
+  reads and writes only the lines it touches: the customer record keeps a bounded summary
+  (`state["ledger"]`: per reward the balance, what never expires and the line count, and the
+  next line sequence number) instead of every line, and is no longer rewritten whole, with
+  every line, at each event.
+
+Keys of the `ledger` store (`\\x00` and `\\x01` sort below any character of an id, so one
+customer's keys never interleave with another's):
+
+    <customer>\\x00<reward>\\x00<expiration ms, 15 digits | ~>\\x00<issued ms, 15 digits>\\x00<seq>  -> line
+    <customer>\\x01<line id>                                                             -> its key
+
+A range scan of `<customer>\\x00<reward>\\x00` returns a reward's lines in consumption order
+(oldest-expiring first, non-expiring last, then oldest issued, then the order they were
+opened: `seq`), so spending, expiry and the wallet's next expirations read only the first few
+lines. The second key finds a line by id (restore, reversal). A line closed (nothing left) is
+deleted with its id key: tombstones in the changelog, so compaction frees them.
+
+The processor `attach`es the store to the record it read and `flush`es the call's line
+changes into the store before writing the record. A record of the old shape (its lines in
+`buckets`) runs that call as a ListLedger, and `flush` moves its lines into the store: old
+state migrates on first touch (restore from an old changelog included).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from processors.runtime.api import Store
+
+Line = dict[str, Any]
+EPS = 1e-9
+SUMMARY = "ledger"  # the customer record's summary of a StoreLedger
+BUCKETS = "buckets"  # the state key of the lines (a list, or a StoreLedger while attached)
+
+
+def fifo_key(b: Line) -> tuple[bool, int, int]:
+    """Consumption order: oldest-expiring first, non-expiring last, then oldest issued."""
+    return (b["expiration_date"] is None, b["expiration_date"] or 0, b["issued_at"])
+
+
+class Ledger(Protocol):
+    def ordered(self, reward_id: str) -> Iterator[Line]:
+        """The reward's open lines (negative ones too) in consumption order, lazily."""
+        ...
+
+    def find(self, line_id: str) -> Line | None: ...
+
+    def add(self, bucket: Line) -> None: ...
+
+    def set(self, bucket: Line, remaining: float) -> None:
+        """What is left of an open line; nothing left closes it (at `tidy`)."""
+        ...
+
+    def tidy(self) -> None: ...
+
+    def rewards(self) -> list[str]: ...
+
+    def balance(self) -> dict[str, float]: ...
+
+    def undated(self, reward_id: str) -> float:
+        """What is left of the reward's lines that never expire."""
+        ...
+
+    def lines(self) -> list[Line]:
+        """Every open line (a merge moves them all; a record's first bounded wallet)."""
+        ...
+
+
+class ListLedger:
+    """The lines as a list in the state (the engine's original layout)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def ordered(self, reward_id: str) -> Iterator[Line]:
+        return iter(sorted((b for b in self.state[BUCKETS] if b["reward_id"] == reward_id), key=fifo_key))
+
+    def find(self, line_id: str) -> Line | None:
+        return next((b for b in self.state[BUCKETS] if b["id"] == line_id), None)
+
+    def add(self, bucket: Line) -> None:
+        self.state[BUCKETS].append(bucket)
+
+    def set(self, bucket: Line, remaining: float) -> None:
+        bucket["remaining"] = remaining
+
+    def tidy(self) -> None:
+        self.state[BUCKETS] = [b for b in self.state[BUCKETS] if abs(b["remaining"]) > EPS]
+
+    def rewards(self) -> list[str]:
+        return list(dict.fromkeys(b["reward_id"] for b in self.state[BUCKETS]))
+
+    def balance(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for b in self.state[BUCKETS]:
+            out[b["reward_id"]] = out.get(b["reward_id"], 0.0) + b["remaining"]
+        return out
+
+    def undated(self, reward_id: str) -> float:
+        lines = [b for b in self.state[BUCKETS] if b["reward_id"] == reward_id]
+        return sum((b["remaining"] for b in lines if b["expiration_date"] is None), 0.0)
+
+    def lines(self) -> list[Line]:
+        return list(self.state[BUCKETS])
+
+
+def _ms(value: int | None) -> str:
+    return "~" if value is None else f"{int(value):015d}"
+
+
+class StoreLedger:
+    """The lines in the `ledger` store; this call's changes are kept here until `flush`, so an
+    input refused half-way (the processor re-reads the record) leaves the store as it was."""
+
+    def __init__(self, store: Store, customer_id: str, summary: dict[str, Any]) -> None:
+        self.store, self.cid, self.summary = store, customer_id, summary
+        summary.setdefault("seq", 0)
+        summary.setdefault("rewards", {})
+        self.cache: dict[str, Line | None] = {}  # order key -> line read or changed (None: closed)
+        self.keys: dict[str, str | None] = {}  # line id -> order key (None: closed)
+        self.dirty: set[str] = set()  # order keys to write (or delete) at flush
+        self.new_ids: set[str] = set()  # line ids whose id key is to be written
+        self.stored: set[str] = set()  # order keys read from the store (a delete needs a tombstone)
+        self.closed_ids: set[str] = set()  # ids of stored lines closed by this call
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StoreLedger:
+        """A copy to try changes on (the tier warning's "as it will be then"): it reads the
+        same store and never writes to it."""
+        other = StoreLedger(self.store, self.cid, copy.deepcopy(self.summary, memo))
+        other.cache = copy.deepcopy(self.cache, memo)
+        other.keys, other.dirty, other.new_ids = dict(self.keys), set(self.dirty), set(self.new_ids)
+        other.stored, other.closed_ids = set(self.stored), set(self.closed_ids)
+        return other
+
+    # -- keys ---------------------------------------------------------------------------------
+    def _prefix(self, reward_id: str) -> str:
+        return f"{self.cid}\x00{reward_id}\x00"
+
+    def _key(self, b: Line, seq: int) -> str:
+        when = f"{_ms(b['expiration_date'])}\x00{_ms(b['issued_at'])}"
+        return f"{self._prefix(b['reward_id'])}{when}\x00{seq:012d}"
+
+    def _id_key(self, line_id: str) -> str:
+        return f"{self.cid}\x01{line_id}"
+
+    def _key_of(self, line_id: str) -> str | None:
+        if line_id in self.keys:
+            return self.keys[line_id]
+        key = self.store.get(self._id_key(line_id))
+        self.keys[line_id] = key
+        return key
+
+    def _load(self, key: str, value: Line | None = None) -> Line | None:
+        if key in self.cache:
+            return self.cache[key]
+        line = value if value is not None else self.store.get(key)
+        self.cache[key] = line
+        if line is not None:
+            self.stored.add(key)
+            self.keys.setdefault(line["id"], key)
+        return line
+
+    # -- the interface --------------------------------------------------------------------------
+    def ordered(self, reward_id: str) -> Iterator[Line]:
+        prefix = self._prefix(reward_id)
+        added = sorted(k for k in self.cache if k.startswith(prefix) and k in self.dirty)
+        i = 0
+        for key, value in self.store.range(prefix, prefix[:-1] + "\x01"):
+            while i < len(added) and added[i] < key:
+                line = self.cache[added[i]]
+                i += 1
+                if line is not None:
+                    yield line
+            if i < len(added) and added[i] == key:
+                i += 1
+            line = self._load(key, value)
+            if line is not None:
+                yield line
+        for key in added[i:]:
+            line = self.cache[key]
+            if line is not None:
+                yield line
+
+    def find(self, line_id: str) -> Line | None:
+        key = self._key_of(line_id)
+        return None if key is None else self._load(key)
+
+    def add(self, bucket: Line) -> None:
+        seq = self.summary["seq"]
+        self.summary["seq"] = seq + 1
+        key = self._key(bucket, seq)
+        self.cache[key], self.keys[bucket["id"]] = bucket, key
+        self.dirty.add(key)
+        self.new_ids.add(bucket["id"])
+        empty = {"balance": 0.0, "undated": 0.0, "lines": 0}
+        totals = self.summary["rewards"].setdefault(bucket["reward_id"], empty)
+        totals["lines"] += 1
+        bucket_left = bucket["remaining"]
+        bucket["remaining"] = 0.0
+        self.set(bucket, bucket_left)
+
+    def set(self, bucket: Line, remaining: float) -> None:
+        key = self.keys[bucket["id"]]
+        assert key is not None and self.cache.get(key) is bucket, "a line not read through the ledger"
+        totals = self.summary["rewards"][bucket["reward_id"]]
+        delta = remaining - bucket["remaining"]
+        bucket["remaining"] = remaining
+        totals["balance"] += delta
+        if bucket["expiration_date"] is None:
+            totals["undated"] += delta
+        self.dirty.add(key)
+        if abs(remaining) <= EPS:  # closed: gone from the store (and from every view) at once
+            self.cache[key] = None
+            self.keys[bucket["id"]] = None
+            if key in self.stored:
+                self.closed_ids.add(bucket["id"])
+            self.new_ids.discard(bucket["id"])
+            totals["lines"] -= 1
+            if totals["lines"] <= 0:  # no line left: exactly nothing (no rounding left over)
+                del self.summary["rewards"][bucket["reward_id"]]
+
+    def tidy(self) -> None:
+        """Closed lines left at once (`set`)."""
+
+    def rewards(self) -> list[str]:
+        return list(self.summary["rewards"])
+
+    def balance(self) -> dict[str, float]:
+        return {r: t["balance"] for r, t in self.summary["rewards"].items()}
+
+    def undated(self, reward_id: str) -> float:
+        return self.summary["rewards"].get(reward_id, {}).get("undated", 0.0)
+
+    def lines(self) -> list[Line]:
+        return [b for r in self.rewards() for b in self.ordered(r)]
+
+    # -- writing ----------------------------------------------------------------------------------
+    def write(self) -> None:
+        """This call's changes into the store: changed lines, new id keys, closed lines and
+        their id keys deleted (a line opened and closed within the call never reaches it)."""
+        for key in sorted(self.dirty):
+            if self.cache[key] is None and key in self.stored:
+                self.store.delete(key)
+        for line_id in sorted(self.closed_ids - self.new_ids):
+            self.store.delete(self._id_key(line_id))
+        for key in sorted(self.dirty):
+            line = self.cache[key]
+            if line is not None:
+                self.store.put(key, line)
+                if line["id"] in self.new_ids:
+                    self.store.put(self._id_key(line["id"]), key)
+        self.dirty, self.new_ids, self.closed_ids = set(), set(), set()
+
+
+def of(state: dict[str, Any]) -> Ledger:
+    """The ledger of a state: its list, or the store view `attach` put there."""
+    lines = state[BUCKETS]
+    return ListLedger(state) if isinstance(lines, list) else lines
+
+
+def attach(state: dict[str, Any] | None, store: Store) -> dict[str, Any] | None:
+    """The record as read from the `customers` store, with its lines readable: a record of
+    the store layout gets a StoreLedger; an old record (lines in `buckets`) keeps them as a
+    list for this call and moves them into the store at `flush`."""
+    if state is not None and SUMMARY in state and BUCKETS not in state:
+        state[BUCKETS] = StoreLedger(store, state["customer_id"], state.pop(SUMMARY))
+    return state
+
+
+def flush(state: dict[str, Any], store: Store) -> dict[str, Any]:
+    """The record to write to the `customers` store, the call's line changes written to the
+    `ledger` store. A state holding its lines as a list (a new customer, an old record) moves
+    them into the store here, in their order."""
+    lines = state.pop(BUCKETS, None)
+    if isinstance(lines, StoreLedger):
+        lines.write()
+        state[SUMMARY] = lines.summary
+        return state
+    view = StoreLedger(store, state["customer_id"], {})
+    for b in lines or []:
+        view.add(b)
+    view.write()
+    state[SUMMARY] = view.summary
+    return state
+
+
+def customer_lines(items: Mapping[str, Any], customer_id: str) -> list[Line]:
+    """A customer's open lines among a `ledger` store's items (key -> value), in key order
+    (per reward, consumption order): what tests and tools read."""
+    lo, hi = f"{customer_id}\x00", f"{customer_id}\x01"
+    return [items[k] for k in sorted(items) if lo <= k < hi]
