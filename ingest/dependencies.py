@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -43,6 +43,7 @@ class IngestState:
     clock: Callable[[], int] = wall_clock_ms
     history: ProgramHistory | None = None  # program.history (versions, rollback)
     audit: AuditStore | None = None  # the admin_audit table
+    dry_runs: Any = None  # ingest/dry_run.DryRuns, made by the worker's first event dry run
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 

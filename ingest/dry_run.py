@@ -1,113 +1,168 @@
 """POST /behavior/events?dry_run=true: what an event would do to its customer as they are now,
-without publishing or storing anything.
+asked of the partition that owns the customer, without changing anything.
 
-The customer's starting state is built from what the sink has written to PostgreSQL (their
-profile in `customers`, lifetime points and tier in `wallets`, the open ledger lines of
-`wallet_lines`, and how often each campaign rewarded them from the `events` table), then the
-event runs through the real LoyaltyProcessor in memory under the current program, the same
-replay code as POST /admin/simulate (processors/loyalty/replay.py). PostgreSQL lags the
-processor's own state, so the answer carries a note of what the read can miss (NOTE).
+Ingest validates the event as a real send, then publishes a `DRY_RUN` command carrying it on
+events.loyalty, keyed by the customer id: it lands on the partition that owns the customer,
+behind that customer's earlier events. The loyalty processor runs the event through its real
+step against the customer's real state on a throwaway overlay of its stores
+(processors/loyalty/dry_run.py) and answers with one record on `loyalty.dry_run.replies` (key =
+request id, `reply_to` = this worker). Each worker tails that topic from the end with one
+consumer, started on its first dry run, and completes the request waiting on that id; no answer
+within the timeout is a 504.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import logging
+import threading
+import uuid
 from typing import Any
 
+import orjson
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from starlette.concurrency import run_in_threadpool
+
+from ingest.errors import ApiError
+from ingest.replies import ReplyHub
 from ingest.simulate import iso, notification_view, result_view
-from processors.loyalty import campaigns, engine
-from processors.loyalty.replay import Replay
-from processors.loyalty.tiers import find, info
-from schemas.program import Program
+from plumbing.producer import EventProducer, Unavailable
+from processors.loyalty.dry_run import command
+from schemas.settings import Settings
+from schemas.topics import EVENTS_LOYALTY, LOYALTY_DRY_RUN_REPLIES, topic_name
 
-NOTE = (
-    "The starting state is what PostgreSQL held when the dry run read it: events accepted but "
-    "not yet processed and stored (in flight on Kafka, or still in the sink's batch) are not "
-    "in it, nor are open reservations (unfulfilled events), achievement progress, the tier's "
-    "requalification period, or campaign budgets spent by other customers (budgets are "
-    "taken as not exhausted). A live event is processed against the processor's own state, "
-    "so its result can differ when those matter."
-)
-# the profile fields the engine keeps as metrics (processors/loyalty/profile.py `metrics`)
-METRICS = (
-    "purchase_count", "total_spend", "last_purchase_at", "events_by_type", "event_count",
-    "last_event_at", "first_seen", "period_purchases", "period_spend", "period_points",
-)  # fmt: skip
-TIMES = ("last_purchase_at", "last_event_at", "first_seen", "registered_at")
+log = logging.getLogger(__name__)
 
 
-def _ms(value: Any) -> Any:
-    """An ISO time (as the lookup returns timestamps) as epoch ms, other values as they are."""
-    if isinstance(value, str):
+class ReplyListener:
+    """Tails every partition of loyalty.dry_run.replies from the end (no group, no commits)
+    and hands the replies addressed to this worker to the hub, by request id."""
+
+    def __init__(self, settings: Settings, instance_id: str, hub: ReplyHub) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.hub = hub
+        self._running = False
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"ingest-dry-runs-{instance_id}-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",  # a reply counts once its transaction commits
+            "fetch.wait.max.ms": 10,
+        })  # fmt: skip
+        self._thread = threading.Thread(target=self._loop, name="ingest-dry-runs", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> ReplyListener:
+        """Assign every partition at its current end before the first command is sent."""
+        topic = topic_name(LOYALTY_DRY_RUN_REPLIES, self.settings)
+        meta = self._consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if meta.error is not None:
+            raise RuntimeError(f"topic {topic}: {meta.error}")
+        assignment = []
+        for p in sorted(meta.partitions):
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            assignment.append(TopicPartition(topic, p, high))
+        self._consumer.assign(assignment)
+        self._running = True
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._running = False
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._consumer.close()
+
+    def _loop(self) -> None:
+        while self._running:
+            for msg in self._consumer.consume(100, 0.1):
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("dry-run replies consumer error", extra={"kafka_error": str(msg.error())})
+                    continue
+                try:
+                    reply = orjson.loads(msg.value() or b"null")
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(reply, dict) and reply.get("reply_to") == self.instance_id:
+                    self.hub.complete(str(reply.get("request_id")), reply)
+
+
+class DryRuns:
+    """A worker's dry runs: the futures waiting by request id and, once the first dry run asks
+    for it, the one reply listener of the process (`listen=False`: replies are completed on
+    `hub` by the caller, as unit tests do)."""
+
+    def __init__(self, settings: Settings, instance_id: str, listen: bool = True) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.hub = ReplyHub()
+        self.listen = listen
+        self.listener: ReplyListener | None = None
+        self._lock = asyncio.Lock()
+
+    async def started(self) -> None:
+        async with self._lock:
+            if self.listen and self.listener is None:
+                listener = ReplyListener(self.settings, self.instance_id, self.hub)
+                try:
+                    self.listener = await run_in_threadpool(listener.start)
+                except Exception as exc:  # no broker or no topic: asked again next time
+                    raise Unavailable(f"cannot read the dry-run replies: {exc}") from None
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+    async def ask(self, producer: EventProducer, encode: Any, record: dict[str, Any], timeout: float) -> dict:
+        """Send the DRY_RUN for `record` and wait for its reply: 503 when Kafka does not take
+        the command, 504 when no reply comes within `timeout` seconds."""
+        await self.started()  # inside the caller's 503 on Unavailable
+        request_id = str(uuid.uuid4())
+        future = self.hub.register(request_id)
         try:
-            return int(datetime.fromisoformat(value).timestamp() * 1000)
-        except ValueError:
-            return value
-    return value
+            value = encode(command(request_id, record, self.instance_id))
+            await producer.send(EVENTS_LOYALTY, record["customer_id"], value)
+        except Unavailable:
+            self.hub.forget(request_id, future)
+            raise
+        reply = await self.hub.wait(future, request_id, timeout)
+        if reply is None:
+            raise ApiError(504, f"dry run: no answer from the loyalty processor within {timeout:g} s "
+                                "(is it running, and caught up with the customer's partition?)")  # fmt: skip
+        return reply
 
 
-def starting_state(program: Program, customer_id: str, stored: dict[str, Any]) -> dict[str, Any] | None:
-    """The engine state of a customer from the sink's rows (`Lookup.customer_state`), or None
-    when PostgreSQL knows nothing of them (the event then meets a new customer, as it would)."""
-    profile, wallet_row = stored.get("profile"), stored.get("wallet")
-    lines, uses = stored.get("lines") or [], stored.get("uses") or []
-    if not profile and not wallet_row and not lines:
-        return None
-    profile = profile or {}
-    state = engine.new_state(customer_id)
-    for name in METRICS:
-        if profile.get(name) is not None:
-            state["metrics"][name] = _ms(profile[name]) if name in TIMES else profile[name]
-    for line in lines:  # each open line with what is left of it
-        state["buckets"].append({**line, "remaining": float(line.get("amount") or 0.0)})
-    state["lifetime"] = float((wallet_row or {}).get("lifetime") or profile.get("lifetime_points") or 0.0)
-    tier = (wallet_row or {}).get("tier") or profile.get("tier")
-    if isinstance(tier, str) and find(program, tier) is not None:
-        state["tier"] = tier
-    state["anonymous"] = bool(profile.get("anonymous", False))
-    for key in ("consent", "tags"):
-        if profile.get(key):
-            state[key] = profile[key]
-    if profile.get("birthday") is not None:
-        state["customer"] = {"birthday": profile["birthday"]}
-    if profile.get("registered_at") is not None:
-        state["registered_at"] = _ms(profile["registered_at"])
-    state["badges"] = {b: {"count": 1} for b in profile.get("badges") or [] if isinstance(b, str)}
-    for at, campaign_id in uses:  # per-customer limits and per-period caps count these
-        campaigns.counted(state, program, campaign_id, {"issued_at": _ms(at)}, +1)
-    return state
-
-
-def evaluate(program: Program, record: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
-    """Run `record` (an event as ingest built it) for its customer from `stored`."""
-    cid = record["customer_id"]
-    state = starting_state(program, cid, stored)
-    before = info(find(program, state.get("tier"))) if state else None
-    context = {"found": state is not None, "already_processed": bool(stored.get("processed")), "note": NOTE}
-    answer: dict[str, Any] = {
+def answer(record: dict[str, Any], reply: dict[str, Any] | None) -> dict[str, Any]:
+    """The HTTP answer: the event's own result on top, everything it would emit below. `reply`
+    None: a tracking-only event, which the loyalty processor never sees."""
+    head: dict[str, Any] = {
         "event_id": record["id"],
-        "customer_id": cid,
+        "customer_id": record["customer_id"],
         "type": record["type"],
         "at": iso(record["received_at"]),
-        "program_version": program.version,
     }
-    if record["path"] == "tracking":  # the loyalty processor never sees it
-        return {**answer, "tracking_only": True, "results": [], "notifications": [], "state": context}
-    replay = Replay(program, record["received_at"])
-    if state is not None:
-        replay.seed(cid, state)
-    _, step = replay.run(record)
-    results = [result_view(r) for r in step.results]
+    if reply is None:
+        return {**head, "program_version": None, "tracking_only": True, "results": [], "notifications": []}
+    results = [result_view(r) for r in reply["results"]]
     own = next((r for r in results if r["event_id"] == record["id"]), results[0] if results else {})
-    after = replay.state(cid)
     return {
-        **answer,
+        **head,
+        "customer_id": reply["customer_id"],  # merged into another id: that customer's answer
+        "program_version": reply["program_version"],
         "tracking_only": False,
         **{k: own.get(k) for k in ("status", "reason", "points", "rules_applied", "rules_skipped")},
         **{k: own.get(k, []) for k in ("accumulations", "redemptions")},
-        "tier": {"before": before, "after": info(find(program, after.get("tier"))) if after else before},
+        "tier": reply["tier"],
         "wallet": own.get("wallet", {}),
         "results": results,
-        "notifications": [notification_view(n) for n in step.notifications],
-        "state": context,
+        "notifications": [notification_view(n) for n in reply["notifications"]],
+        "budgets": reply["budgets"],
+        "pending": reply["pending"],
+        "state": {
+            "found": reply["found"],
+            "already_processed": reply["already_processed"],
+            "partition": reply["partition"],
+        },
     }

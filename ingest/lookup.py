@@ -58,11 +58,6 @@ class Lookup(Protocol):
         """{score, rank} of an eligible customer on the board, else None."""
         ...
 
-    async def customer_state(self, customer_id: str) -> dict[str, Any]:
-        """What the sink holds of a customer for a dry run (ingest/dry_run.py): `profile`,
-        `wallet` (None when absent), open `lines`, campaign `uses` [(issued_at, campaign id)]."""
-        ...
-
 
 EVENT_SQL = """
 SELECT id, customer_id, type, kind, path, reference, status, reason, points, result,
@@ -83,17 +78,6 @@ SELECT badge_id, badge_name, count, first_awarded_at, awarded_at, revoked_at, tr
        trigger_event_type, achievement_id, campaign_id
 FROM customer_badges WHERE customer_id = %(customer_id)s AND (count > 0 OR %(revoked)s)
 ORDER BY awarded_at DESC NULLS LAST, badge_id
-"""
-# a dry run's starting state (ingest/dry_run.py): the profile and the campaigns that rewarded
-# each stored event still counted (RESOLVED, or PENDING: a hold counts)
-PROFILE_SQL = "SELECT profile FROM customers WHERE customer_id = %s"
-USES_SQL = """
-SELECT e.issued_at, r->>'campaign_id' AS campaign_id
-FROM events e CROSS JOIN LATERAL jsonb_array_elements(CASE
-    WHEN jsonb_typeof(e.result->'rules_applied') = 'array' THEN e.result->'rules_applied'
-    ELSE '[]'::jsonb END) r
-WHERE e.customer_id = %s AND e.status IN ('RESOLVED', 'PENDING') AND r->>'campaign_id' IS NOT NULL
-ORDER BY e.issued_at
 """
 Shape = Callable[[dict[str, Any]], dict[str, Any]]
 # kind -> (the page's SQL, the row's time column for the cursor, the row as the API shows it)
@@ -197,15 +181,6 @@ class PgLookup:
         args = {"board": board_id, "period": period, "customer": customer_id}
         rows = await self._rows(lb.RANK_SQL, args)
         return rows[0] if rows else None
-
-    async def customer_state(self, customer_id: str) -> dict[str, Any]:
-        profile = await self._one(PROFILE_SQL, customer_id)
-        return {
-            "profile": profile["profile"] if profile else None,
-            "wallet": await self.wallet(customer_id),
-            "lines": await self.open_lines(customer_id),
-            "uses": [(r["issued_at"], r["campaign_id"]) for r in await self._all(USES_SQL, customer_id)],
-        }
 
     async def badges(self, customer_id: str, revoked: bool = False) -> list[dict[str, Any]]:
         rows = await self._rows(BADGES_SQL, {"customer_id": customer_id, "revoked": revoked})

@@ -123,7 +123,10 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
 
 
 def loyalty_event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
-    """An events.loyalty record; a BUDGET_DECISION also gives its campaign's budget use."""
+    """An events.loyalty record; a BUDGET_DECISION also gives its campaign's budget use. A
+    DRY_RUN (processors/loyalty/dry_run.py) is a question, not an event: no row."""
+    if ev.get("kind") == "DRY_RUN":
+        return []
     out = event_rows(ev, src)
     budget = _campaign_budget(ev) if ev.get("kind") == "BUDGET_DECISION" else None
     if budget is not None:

@@ -7,10 +7,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from ingest.dependencies import Ingest, IngestState
-from ingest.dry_run import evaluate
+from ingest.dry_run import DryRuns, answer
 from ingest.errors import ApiError, safe
 from ingest.events import SCREENED, command, topic_for
 from ingest.inputs import exact, suspect
@@ -24,11 +23,11 @@ from ingest.models import (
     ProcessedResponse,
 )
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, read_json
-from ingest.submit import masivo_fields, submit, unavailable
-from plumbing.producer import Delivered
+from ingest.submit import masivo_fields, submit, unavailable, wait_timeout
+from plumbing.producer import Delivered, Unavailable
 
 router = APIRouter(prefix="/behavior/events", tags=["events"])
-DRY_RUN = "Answer what the event would do to the customer as stored now; publish and store nothing."
+DRY_RUN = "Answer what the event would do to the customer now (asked of their partition); change nothing."
 DryRunEvent = Annotated[bool, Query(description=DRY_RUN)]
 EVENT_BODY = {
     "required": True,
@@ -52,30 +51,33 @@ async def post_event(
     dry_run: DryRunEvent = False,
 ) -> JSONResponse:
     """Enqueue one event; 202 once Kafka acknowledged it (or 200 with the result if wait=true).
-    With dry_run=true: 200 with what the event would do to the customer as PostgreSQL holds
-    them, under the current program; nothing is published or stored (ingest/dry_run.py).
+    With dry_run=true: 200 with what the event would do to the customer as the partition that
+    owns them holds them now; nothing is changed or sent but the question (ingest/dry_run.py).
 
     The body is parsed here (orjson + EventIn) rather than by the framework: same rules,
     a fraction of the per-request cost on the hottest endpoint. Without query parameters the
     request does not even get here: ingest/fastpath.py calls accept_event directly."""
     if dry_run:
-        return await dry_run_event(request, state)
+        return await dry_run_event(request, state, timeout)
     return await accept_event(request, state, wait, timeout)
 
 
-async def dry_run_event(request: Request, state: IngestState) -> JSONResponse:
-    """Validate as the real request is (the same 422s), read the customer, run the engine."""
+async def dry_run_event(request: Request, state: IngestState, timeout: float | None) -> JSONResponse:
+    """Validate as the real request is (the same 422s), then ask the customer's partition."""
     raw = await request.body()
     record = state.builder.event(read_json(raw), state.clock(), exact(raw) if suspect(raw) else SCREENED)
     state.builder.encode(record)  # text Avro cannot carry is the same 422 as a real send
-    try:
-        stored = await state.lookup.customer_state(record["customer_id"])
-        processed = await state.lookup.event(record["id"]) is not None
-    except StoreUnavailable:
-        raise unavailable(state, "customer store unavailable") from None
-    program = state.programs.current()
-    answer = await run_in_threadpool(evaluate, program, record, {**stored, "processed": processed})
-    body = {"data": answer, "dry_run": True, "message": "Dry run: nothing was published or stored"}
+    seconds = wait_timeout(state, timeout)
+    reply = None
+    if record["path"] == "loyalty":  # a tracking event never reaches the loyalty processor
+        if state.dry_runs is None:
+            state.dry_runs = DryRuns(state.settings, state.instance_id)
+            state.closers.append(state.dry_runs.close)
+        try:  # the listener cannot start or Kafka does not take the command: 503
+            reply = await state.dry_runs.ask(state.producer, state.builder.encode, record, seconds)
+        except Unavailable as exc:
+            raise unavailable(state, str(exc)) from None
+    body = {"data": answer(record, reply), "dry_run": True, "message": "Dry run: nothing was changed or sent"}
     return JSONResponse(body)
 
 

@@ -62,7 +62,6 @@ class FakeLookup:
         self.pages: dict[str, list[dict[str, Any]]] = {}  # history kind -> the rows of one page
         self.asked: list[tuple[str, str, Any]] = []  # (kind, customer id, Page) per history read
         self.badge_rows: dict[str, list[dict[str, Any]]] = {}  # customer id -> customer_badges rows
-        self.states: dict[str, dict[str, Any]] = {}  # customer id -> customer_state answer
         self.down = False
 
     async def event(self, event_id: str):
@@ -79,11 +78,6 @@ class FakeLookup:
         if self.down:
             raise StoreUnavailable("down")
         return self.customers.get(customer_id)
-
-    async def customer_state(self, customer_id: str):
-        if self.down:
-            raise StoreUnavailable("down")
-        return self.states.get(customer_id, {"profile": None, "wallet": None, "lines": [], "uses": []})
 
     async def badges(self, customer_id: str, revoked: bool = False):
         if self.down:
