@@ -53,6 +53,14 @@ class Ledger(Protocol):
         """The reward's open lines (negative ones too) in consumption order, lazily."""
         ...
 
+    def first(self, reward_id: str) -> Line | None:
+        """The reward's first line in consumption order (the soonest to expire)."""
+        ...
+
+    def expiring(self, reward_id: str, dates: int) -> dict[int, float]:
+        """The reward's first `dates` expiration dates with what is left of their lines."""
+        ...
+
     def find(self, line_id: str) -> Line | None: ...
 
     def add(self, bucket: Line) -> None: ...
@@ -85,6 +93,12 @@ class ListLedger:
     def ordered(self, reward_id: str) -> Iterator[Line]:
         return iter(sorted((b for b in self.state[BUCKETS] if b["reward_id"] == reward_id), key=fifo_key))
 
+    def first(self, reward_id: str) -> Line | None:
+        return next(self.ordered(reward_id), None)
+
+    def expiring(self, reward_id: str, dates: int) -> dict[int, float]:
+        return _expiring(self.ordered(reward_id), dates)
+
     def find(self, line_id: str) -> Line | None:
         return next((b for b in self.state[BUCKETS] if b["id"] == line_id), None)
 
@@ -114,6 +128,16 @@ class ListLedger:
         return list(self.state[BUCKETS])
 
 
+def _expiring(lines: Iterator[Line], dates: int) -> dict[int, float]:
+    by_date: dict[int, float] = {}
+    for b in lines:
+        at = b["expiration_date"]
+        if at is None or (at not in by_date and len(by_date) == dates):
+            break
+        by_date[at] = by_date.get(at, 0.0) + b["remaining"]
+    return by_date
+
+
 def _ms(value: int | None) -> str:
     return "~" if value is None else f"{int(value):015d}"
 
@@ -132,6 +156,8 @@ class StoreLedger:
         self.new_ids: set[str] = set()  # line ids whose id key is to be written
         self.stored: set[str] = set()  # order keys read from the store (a delete needs a tombstone)
         self.closed_ids: set[str] = set()  # ids of stored lines closed by this call
+        self.version: dict[str, int] = {}  # reward -> changes so far (the memos below follow it)
+        self.memo: dict[tuple[str, str, int], tuple[int, Any]] = {}  # first / expiring per reward
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StoreLedger:
         """A copy to try changes on (the tier warning's "as it will be then"): it reads the
@@ -140,6 +166,7 @@ class StoreLedger:
         other.cache = copy.deepcopy(self.cache, memo)
         other.keys, other.dirty, other.new_ids = dict(self.keys), set(self.dirty), set(self.new_ids)
         other.stored, other.closed_ids = set(self.stored), set(self.closed_ids)
+        other.version = {r: v + 1 for r, v in self.version.items()}  # memos hold this view's lines
         return other
 
     # -- keys ---------------------------------------------------------------------------------
@@ -191,6 +218,24 @@ class StoreLedger:
             if line is not None:
                 yield line
 
+    def _memo(self, name: str, reward_id: str, arg: int, compute: Any) -> Any:
+        """A scan's answer until the reward's lines change: the wallet record, the expiry and
+        the notices of one call read the same first lines several times."""
+        version = self.version.get(reward_id, 0)
+        hit = self.memo.get((name, reward_id, arg))
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        self.memo[(name, reward_id, arg)] = (version, value)
+        return value
+
+    def first(self, reward_id: str) -> Line | None:
+        return self._memo("first", reward_id, 0, lambda: next(self.ordered(reward_id), None))
+
+    def expiring(self, reward_id: str, dates: int) -> dict[int, float]:
+        found = self._memo("expiring", reward_id, dates, lambda: _expiring(self.ordered(reward_id), dates))
+        return dict(found)
+
     def find(self, line_id: str) -> Line | None:
         key = self._key_of(line_id)
         return None if key is None else self._load(key)
@@ -213,6 +258,7 @@ class StoreLedger:
         key = self.keys[bucket["id"]]
         assert key is not None and self.cache.get(key) is bucket, "a line not read through the ledger"
         totals = self.summary["rewards"][bucket["reward_id"]]
+        self.version[bucket["reward_id"]] = self.version.get(bucket["reward_id"], 0) + 1
         delta = remaining - bucket["remaining"]
         bucket["remaining"] = remaining
         totals["balance"] += delta

@@ -209,6 +209,9 @@ def expire(state: dict[str, Any], now: int, touched: Touched = None) -> list[Lin
     view = ledger.of(state)
     due = []
     for reward_id in rewards(state):
+        first = view.first(reward_id)
+        if first is None or first["expiration_date"] is None or first["expiration_date"] > now:
+            continue  # nothing due: one (remembered) read
         for bucket in view.ordered(reward_id):
             exp = bucket["expiration_date"]
             if exp is None or exp > now:
@@ -239,8 +242,9 @@ def expire(state: dict[str, Any], now: int, touched: Touched = None) -> list[Lin
 
 def next_expiry(state: dict[str, Any]) -> int | None:
     dates = []
+    view = ledger.of(state)
     for reward_id in rewards(state):
-        first = next(ordered(state, reward_id), None)
+        first = view.first(reward_id)
         if first is not None and first["expiration_date"] is not None:
             dates.append(first["expiration_date"])
     return min(dates) if dates else None
@@ -311,13 +315,7 @@ def _totals(state: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any
     view = ledger.of(state)
     totals: list[dict[str, Any]] = []
     for reward in rewards(state):
-        by_date: dict[int, float] = {}
-        for b in view.ordered(reward):
-            at = b["expiration_date"]
-            if at is None or (at not in by_date and len(by_date) == EXPIRATIONS_SHOWN):
-                break
-            by_date[at] = by_date.get(at, 0.0) + b["remaining"]
-        for at, total in by_date.items():
+        for at, total in view.expiring(reward, EXPIRATIONS_SHOWN).items():
             totals.append({"total": total, "reward_id": reward, "expiration_date": at})
         never = view.undated(reward)
         if abs(never) > EPS:
