@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, case, column, or_, select, table
@@ -133,8 +134,21 @@ class Target:
     def all_columns(self) -> tuple[str, ...]:
         return self.columns + tuple(col for col, _ in self.extra_stage_columns)
 
+    @cached_property
+    def stage_types(self) -> tuple[str, ...]:
+        """The PostgreSQL type of each staged column (all_columns), from the schema: what a
+        binary COPY into the stage encodes each value as."""
+        tbl = self.source if self.source is not None else schema.metadata.tables[self.table]
+        return type_names(tbl, self.columns) + tuple(typ for _, typ in self.extra_stage_columns)
+
     def sql(self) -> list[str]:
         return [s.format(stage=self.stage) for s in self.statements]
+
+
+def type_names(tbl: Table, columns: Iterable[str]) -> tuple[str, ...]:
+    """PostgreSQL type names of `columns` of `tbl` (e.g. "timestamp with time zone")."""
+    dialect = postgresql.dialect()
+    return tuple(tbl.c[c].type.compile(dialect=dialect).lower() for c in columns)
 
 
 def _stage(columns: Iterable[str]):
@@ -295,6 +309,7 @@ MERGED_STAGE_DDL = (
     + " FROM events e, events r WITH NO DATA"
 )
 MERGED_INSERT = _merged_insert()
+MERGED_STAGE_TYPES = type_names(events, EVENT_COLS) + type_names(events, RESULT_COLS)
 # NOT NULL columns a result must carry for the merged insert, which gives every value and so
 # takes no server default (the upserts' insert checks the same)
 RESULT_NOT_NULL = tuple(c for c in RESULT_COLS if not events.c[c].nullable and not events.c[c].primary_key)

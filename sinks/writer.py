@@ -8,11 +8,15 @@ upserts, makes each record's effect land exactly once.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+import orjson
 import psycopg
+from psycopg.copy import Copy, FileWriter
+from psycopg.types.json import set_json_dumps
 
 from sinks.batch import Batch, Entry, Rows, put, reduce_entries
 from sinks.rejects import Reject, is_data_error, write_rejects
@@ -24,6 +28,7 @@ from sinks.tables import (
     MERGED_STAGE,
     MERGED_STAGE_COLUMNS,
     MERGED_STAGE_DDL,
+    MERGED_STAGE_TYPES,
     RESULT_COLS,
     RESULT_NOT_NULL,
     TARGETS,
@@ -129,9 +134,7 @@ def _insert_merged_events(conn: psycopg.Connection, rows: Rows, clear: bool) -> 
         return set()
     with conn.cursor() as cur:
         cur.execute(MERGED_STAGE_DDL)
-        with cur.copy(f"COPY {MERGED_STAGE} ({', '.join(MERGED_STAGE_COLUMNS)}) FROM STDIN") as copy:
-            for values in both:
-                copy.write_row(values)
+        copy_rows(conn, cur, MERGED_STAGE, MERGED_STAGE_COLUMNS, MERGED_STAGE_TYPES, both)
         cur.execute(MERGED_INSERT)
         inserted = {(found,) for (found,) in cur.fetchall()}
         if clear:
@@ -209,14 +212,52 @@ def _check_and_store_offsets(conn: psycopg.Connection, offsets: Offsets, committ
 def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], clear: bool = False) -> None:
     """COPY `rows` into the target's stage and move them; `clear` empties the stage after
     (needed when one transaction writes the same target more than once)."""
-    cols = target.all_columns
-    values = itemgetter(*cols)
     with conn.cursor() as cur:
         cur.execute(target.stage_ddl())
-        with cur.copy(f"COPY {target.stage} ({', '.join(cols)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(values(row))
+        copy_rows(conn, cur, target.stage, target.all_columns, target.stage_types, rows)
         for sql in target.sql():
             cur.execute(sql)
         if clear:
             cur.execute(f"DELETE FROM {target.stage}")
+
+
+def _json_text(value: object) -> str:
+    """jsonb values are JSON text already (sinks/mapping.py): sent as they are."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def encode_binary(conn: psycopg.Connection, types: tuple[str, ...], rows: list[tuple]) -> bytes | None:
+    """`rows` in binary COPY format for columns of `types`, or None when a value does not fit
+    its column's binary form (a str for a number, a naive datetime...): the text COPY then
+    sends them as before and PostgreSQL judges them (a refused row is quarantined).
+
+    Binary is about half the client CPU of text per row (no float, timestamp and escaping
+    text formatting) and cheaper for PostgreSQL to read (no timestamptz / float parsing).
+    psycopg's FileWriter formats the rows with the connection's adapters, no COPY running."""
+    out = io.BytesIO()
+    with conn.cursor() as fmt:
+        set_json_dumps(_json_text, fmt)
+        try:
+            with Copy(fmt, binary=True, writer=FileWriter(out)) as copy:
+                copy.set_types(list(types))
+                for values in rows:
+                    copy.write_row(values)
+        except (TypeError, ValueError, OverflowError, psycopg.DataError):
+            return None
+    return out.getvalue()
+
+
+def copy_rows(conn: psycopg.Connection, cur: psycopg.Cursor, stage: str, columns: tuple[str, ...],
+              types: tuple[str, ...], rows: list[dict]) -> None:  # fmt: skip
+    """COPY the `columns` of `rows` into `stage`: binary when every value fits, else text."""
+    values = itemgetter(*columns)
+    tuples = [values(row) for row in rows]
+    data = encode_binary(conn, types, tuples)
+    cols = ", ".join(columns)
+    if data is not None:
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(data)
+        return
+    with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+        for row in tuples:
+            copy.write_row(row)
