@@ -86,8 +86,8 @@ class Run:
 
     def __post_init__(self) -> None:
         self.replays = (
-            Replay(self.current, self.start_ms, self.partitions),
-            Replay(self.proposed, self.start_ms, self.partitions),
+            Replay(self.current, self.start_ms, self.partitions, checked=False),
+            Replay(self.proposed, self.start_ms, self.partitions, checked=False),
         )
         self.outcomes = (Outcome(), Outcome())
 
