@@ -140,3 +140,19 @@ def test_overlay_reads_through_and_keeps_writes_to_itself():
     assert list(view.range("b", "d")) == [("b", 2)]
     assert base.get("a") == {"n": 1} and base.get("c") == 3 and base.get("d") is None
     assert base.dirty() == {b"b": b"2"}  # the real store's open writes are untouched
+
+
+def test_a_merged_customer_is_answered_by_the_customer_it_was_merged_into():
+    loyalty = Loyalty()
+    loyalty.send("known", purchase("known", 60))
+    anon = loyalty.driver.partition_for("anon-1")
+    task = loyalty.driver.tasks[anon]
+    task.stores["customers"].put("anon-1", {"customer_id": "anon-1", "merged_into": "known"})
+    task.commit({})
+    before = loyalty.stores()
+    reply, out = loyalty.dry_run(purchase("anon-1", 10))
+    assert loyalty.stores() == before
+    kinds = [(t, v.get("kind")) for t, _, v in out]
+    assert kinds == [("events.loyalty", "DRY_RUN"), (REPLIES, None)]  # re-asked on known's partition
+    assert reply["customer_id"] == "known" and reply["partition"] == loyalty.driver.partition_for("known")
+    assert reply["results"][0]["points"] == 10 and reply["found"] is True
