@@ -2,7 +2,8 @@
 
 Used by the docs (docs/runtime.md), the reliability tests and the runtime benchmark.
 Input `counter.input` carries JSON {"amount": number} (and an optional "ts", passed through
-for latency measurements); every record updates the key's
+for latency measurements, and "seq", passed through so a test can tell which input an output
+came from); every record updates the key's
 {"count", "sum"} and emits it to `counter.output`. A record with {"remind_in_ms": N} also
 schedules a timer that emits {"reminder": true} for that key once.
 """
@@ -15,6 +16,7 @@ from schemas.topics import TopicSpec
 INPUT = "counter.input"
 OUTPUT = "counter.output"
 TOPICS = [TopicSpec(INPUT, None), TopicSpec(OUTPUT, None)]
+PASSTHROUGH = ("ts", "seq")  # input fields copied to the output
 
 
 class CounterProcessor(Processor):
@@ -29,7 +31,7 @@ class CounterProcessor(Processor):
         state["count"] += 1
         state["sum"] += record.value.get("amount", 0)
         totals.put(record.key, state)
-        passthrough = {"ts": record.value["ts"]} if "ts" in record.value else {}
+        passthrough = {k: record.value[k] for k in PASSTHROUGH if k in record.value}
         ctx.emit(OUTPUT, record.key, {"key": record.key, **state, **passthrough})
         if "remind_in_ms" in record.value:
             ctx.schedule(ctx.now() + record.value["remind_in_ms"], record.key, {}, f"remind-{record.key}")

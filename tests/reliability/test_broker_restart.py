@@ -31,6 +31,7 @@ from tests.reliability.harness import (
     Outputs,
     ProcessorProcess,
     assert_exactly_once,
+    explain,
     healthz,
     latest_metrics_port,
 )
@@ -56,17 +57,23 @@ def own_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BrokerProcess,
 
 class DeliveredLoad(threading.Thread):
     """`rate` records/s over `keys` keys for `seconds`, counting only delivered records (the
-    broker goes away meanwhile: a record counts once the broker acknowledged it)."""
+    broker goes away meanwhile: a record counts once the broker acknowledged it). Each record
+    carries a unique "seq" (the counter passes it through to its output), and every
+    acknowledgement is kept as (seq, partition, offset), so a failure can be told apart:
+    one send stored twice, or one input processed twice."""
 
     def __init__(self, settings: Settings, seconds: float, keys: int, rate: int) -> None:
         super().__init__(daemon=True)
         self.settings, self.seconds, self.keys, self.rate = settings, seconds, keys, rate
         self.sent: dict[str, int] = defaultdict(int)
+        self.acked: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         self.errors: list[str] = []
 
     def _delivered(self, err, msg) -> None:
         if err is None:
-            self.sent[msg.key().decode()] += 1
+            key = msg.key().decode()
+            self.sent[key] += 1
+            self.acked[key].append((orjson.loads(msg.value())["seq"], msg.partition(), msg.offset()))
         else:
             self.errors.append(str(err))
 
@@ -79,8 +86,8 @@ class DeliveredLoad(threading.Thread):
         i = 0
         while (elapsed := time.monotonic() - started) < self.seconds:
             for _ in range(max(0, int(elapsed * self.rate) - i)):
-                producer.produce(topic, orjson.dumps({"amount": 1}), f"key-{i % self.keys}".encode(),
-                                 on_delivery=self._delivered)  # fmt: skip
+                value = orjson.dumps({"amount": 1, "seq": i})
+                producer.produce(topic, value, f"key-{i % self.keys}".encode(), on_delivery=self._delivered)
                 i += 1
             producer.poll(0.05)  # serves delivery reports; paces the loop
         assert producer.flush(240) == 0
@@ -106,7 +113,11 @@ def test_broker_kill_and_restart_under_load_is_survived_exactly_once(own_broker,
     assert not load.errors, load.errors[:5]
     outputs = Outputs(settings)  # read only now: a reader's rebalance mid-outage would re-read
     try:
-        outputs.wait_for(load.sent, timeout=120)
+        complete = outputs.wait_for(load.sent, timeout=120)
+        exact = all(outputs.counts.get(k) == list(range(1, n + 1)) for k, n in load.sent.items())
+        warnings = [line[:300] for line in proc.log().splitlines() if '"level":"warning"' in line
+                    or '"level":"error"' in line or "restarting" in line]  # fmt: skip
+        assert complete and exact, explain(settings, outputs, load.acked) + "\n" + "\n".join(warnings[-60:])
         assert_exactly_once(outputs, load.sent)
     finally:
         outputs.close()
