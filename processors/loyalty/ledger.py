@@ -158,6 +158,7 @@ class StoreLedger:
         self.closed_ids: set[str] = set()  # ids of stored lines closed by this call
         self.version: dict[str, int] = {}  # reward -> changes so far (the memos below follow it)
         self.memo: dict[tuple[str, str, int], tuple[int, Any]] = {}  # first / expiring per reward
+        self.reads: dict[str, tuple[int, list[tuple[str, Line]], Iterator[tuple[str, Line]]]] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StoreLedger:
         """A copy to try changes on (the tier warning's "as it will be then"): it reads the
@@ -199,24 +200,51 @@ class StoreLedger:
 
     # -- the interface --------------------------------------------------------------------------
     def ordered(self, reward_id: str) -> Iterator[Line]:
+        return (line for _, line in self._scan(reward_id))
+
+    def _scan(self, reward_id: str) -> Iterator[tuple[str, Line]]:
+        """(key, line) in key order, reading the store only past what an earlier scan of this
+        call read while the reward's lines are unchanged (one seek, not one per reader)."""
+        version = self.version.get(reward_id, 0)
+        read = self.reads.get(reward_id)
+        if read is None or read[0] != version:
+            read = (version, [], self._read(reward_id))
+            self.reads[reward_id] = read
+        _, lines, source = read
+        i = 0
+        while True:
+            if i < len(lines):
+                yield lines[i]
+                i += 1
+                continue
+            item = next(source, None)
+            if item is None:
+                return
+            lines.append(item)
+
+    def _read(self, reward_id: str) -> Iterator[tuple[str, Line]]:
+        """(key, line) in key order: the store's lines from the reward's first open key (the
+        summary's `from`: spent and expired lines are tombstones below it, which a scan from
+        the prefix would step over in RocksDB until compaction), this call's changes over them."""
         prefix = self._prefix(reward_id)
+        start = prefix + self.summary["rewards"].get(reward_id, {}).get("from", "")
         added = sorted(k for k in self.cache if k.startswith(prefix) and k in self.dirty)
         i = 0
-        for key, value in self.store.range(prefix, prefix[:-1] + "\x01"):
+        for key, value in self.store.range(start, prefix[:-1] + "\x01"):
             while i < len(added) and added[i] < key:
                 line = self.cache[added[i]]
                 i += 1
                 if line is not None:
-                    yield line
+                    yield added[i - 1], line
             if i < len(added) and added[i] == key:
                 i += 1
             line = self._load(key, value)
             if line is not None:
-                yield line
+                yield key, line
         for key in added[i:]:
             line = self.cache[key]
             if line is not None:
-                yield line
+                yield key, line
 
     def _memo(self, name: str, reward_id: str, arg: int, compute: Any) -> Any:
         """A scan's answer until the reward's lines change: the wallet record, the expiry and
@@ -230,7 +258,10 @@ class StoreLedger:
         return value
 
     def first(self, reward_id: str) -> Line | None:
-        return self._memo("first", reward_id, 0, lambda: next(self.ordered(reward_id), None))
+        return self._first(reward_id)[1]
+
+    def _first(self, reward_id: str) -> tuple[str, Line] | tuple[None, None]:
+        return self._memo("first", reward_id, 0, lambda: next(self._scan(reward_id), (None, None)))
 
     def expiring(self, reward_id: str, dates: int) -> dict[int, float]:
         found = self._memo("expiring", reward_id, dates, lambda: _expiring(self.ordered(reward_id), dates))
@@ -294,6 +325,11 @@ class StoreLedger:
     def write(self) -> None:
         """This call's changes into the store: changed lines, new id keys, closed lines and
         their id keys deleted (a line opened and closed within the call never reaches it)."""
+        for reward_id in self.version:  # where the next scans start (see `_scan`)
+            totals = self.summary["rewards"].get(reward_id)
+            key = self._first(reward_id)[0] if totals is not None else None
+            if key is not None:
+                totals["from"] = key[len(self._prefix(reward_id)) :]
         for key in sorted(self.dirty):
             if self.cache[key] is None and key in self.stored:
                 self.store.delete(key)
