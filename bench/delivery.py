@@ -23,8 +23,8 @@ import aiohttp
 import httpx
 
 from plumbing.topic_admin import ensure_topics
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.receiver import RemoteReceiver
-from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.delivery.verify import signature_header
 from processors.runtime.testing import wait_for

@@ -4,7 +4,6 @@ committed only after each message's work is finished, so delivery is at-least-on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -12,24 +11,24 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from plumbing.producer import AsyncProducer
+from processors.delivery.policy import tier_of
 from schemas.codec import encode
 from schemas.settings import Settings
 from schemas.topics import DELIVERIES, base_name, schema_for
 
 log = logging.getLogger(__name__)
-RETRY_PREFIX = "delivery.retry."
 
 
 def value_schema(base: str) -> str:
     """Avro record of a logical topic; custom retry tiers carry Notification too."""
-    return "Notification" if base.startswith(RETRY_PREFIX) else (schema_for(base) or "")
+    return "Notification" if tier_of(base) is not None else (schema_for(base) or "")
 
 
 class KafkaOutbox:
     """Delivery's writes: retry and DLQ messages (awaited until acked: their offset commits only
     after) and attempt records (fire and forget), on the shared AsyncProducer."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = AsyncProducer(settings, linger_ms=5, name="delivery-producer").start()
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from schemas.program import Delivery
 from schemas.topics import retry_topic
 
+RETRY_PREFIX = retry_topic("")  # every tier's topic is RETRY_PREFIX + its name ("delivery.retry.5s")
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
@@ -37,6 +39,12 @@ class Tier:
 def tiers(delivery: Delivery) -> list[Tier]:
     """The configured tiers in order; the tier name is its duration text (topic suffix)."""
     return [Tier(name, parse_duration(name)) for name in delivery.retry_tiers]
+
+
+def tier_of(topic: str) -> str | None:
+    """The tier name of a logical retry topic (`delivery.retry.5s` -> `5s`); None for any other
+    topic. A tier no longer configured keeps its name: its records are still delivered."""
+    return topic[len(RETRY_PREFIX) :] if topic.startswith(RETRY_PREFIX) else None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

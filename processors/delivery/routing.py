@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from processors.delivery.policy import tier_of
 from schemas.program import Program
 from schemas.topics import (
     AUDIENCES_MEMBERSHIP,
@@ -21,6 +22,14 @@ from schemas.wallet import as_json as wallet_json
 
 BATCH_EVENT = "DESTINATION_BATCH"  # Notification.event of a destination batch (body = data)
 JOURNEY_EVENT = "JOURNEY_ACTION"  # default webhook event type of a journey action
+
+INPUT_TOPICS = (  # what delivery reads besides the retry tiers (their topics: policy.tiers)
+    NOTIFICATIONS,
+    JOURNEYS_ACTIVITY,
+    EVENTS_LOYALTY,
+    EVENTS_TRACKING,
+    AUDIENCES_MEMBERSHIP,
+)
 
 Kind = Literal["webhook", "destination"]
 
@@ -212,10 +221,48 @@ def request_body(note: dict[str, Any]) -> bytes:
     return json.dumps({"event": note["event"], "data": data}).encode()
 
 
-INPUT_TOPICS = (
-    NOTIFICATIONS,
-    JOURNEYS_ACTIVITY,
-    EVENTS_LOYALTY,
-    EVENTS_TRACKING,
-    AUDIENCES_MEMBERSHIP,
-)
+Job = tuple[str, dict[str, Any]]  # (endpoint key, its fanned-out Notification)
+Item = tuple[Endpoint, dict[str, Any]]  # (destination, the item it batches)
+
+
+def targets(program: Program, topic: str, value: dict[str, Any]) -> tuple[list[Job], list[Item]]:
+    """What a decoded record on logical `topic` becomes: webhook jobs and destination items.
+
+    Raises on a record that cannot be routed (a notification whose `data` is not JSON, a journey
+    action with bad `data`), so the caller dead-letters it before anything is queued."""
+    if topic == NOTIFICATIONS or tier_of(topic) is not None:
+        return _notification_jobs(program, value, retried=tier_of(topic) is not None), []
+    if topic == JOURNEYS_ACTIVITY:
+        return _journey_targets(program, value)
+    found = destination_item(topic, value)
+    if not found:
+        return [], []
+    names, item = found
+    return [], [(ep, item) for ep in destination_targets(program, names)]
+
+
+def _notification_jobs(program: Program, note: dict[str, Any], retried: bool) -> list[Job]:
+    """A retry is already fanned out and pinned to its endpoint (webhook or destination batch),
+    which may since have been disabled or removed: the sender decides. A new notification goes
+    to its pinned webhook (a campaign's webhook reaction) or to every enabled one wanting it."""
+    check_notification(note)
+    key = endpoint_key(note)
+    if key and retried:
+        return [(key, note)]
+    return [(ep.key, fan_out(note, ep)) for ep in webhook_targets(program, note)]
+
+
+def _journey_targets(program: Program, activity: dict[str, Any]) -> tuple[list[Job], list[Item]]:
+    found = journey_notification(activity)
+    if not found:
+        return [], []
+    kind, note = found
+    if kind == "webhook":
+        return [(ep.key, fan_out(note, ep)) for ep in webhook_targets(program, note)], []
+    item = {"id": note["id"], "type": "journey", "event": note["event"]}
+    item |= {"customer_id": note["customer_id"], "data": note["data"]}
+    dests = destination_targets(program, {note["event"]})
+    if note["endpoint_id"]:
+        pinned = endpoints(program).get(f"destination:{note['endpoint_id']}")
+        dests = [pinned] if pinned and pinned.enabled else []
+    return [], [(ep, item) for ep in dests]

@@ -17,9 +17,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
 from processors.delivery.kafka_io import partitions
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.policy import tiers
 from processors.delivery.receiver import Receiver
-from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.runtime.testing import wait_for
 from schemas.codec import encode

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.replay import replay
-from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Destination, Program, Webhook

@@ -13,8 +13,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.delivery.disabled import DisabledTable
 from processors.delivery.kafka_io import partitions
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.routing import Endpoint
-from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook

@@ -10,7 +10,8 @@ import pytest
 from confluent_kafka import Producer
 
 from plumbing.kafka_util import committed_reader
-from processors.delivery.service import INPUT_DLQ, DeliveryService, Options
+from processors.delivery.input_dlq import INPUT_DLQ
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.testing import notification, produce
 from processors.runtime.dead_letters import parse_headers
 from processors.runtime.testing import wait_for

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from plumbing.config_table import publish_program
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.receiver import Receiver
-from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import notification, produce
 from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook

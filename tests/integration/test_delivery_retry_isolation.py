@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from processors.delivery.service import DeliveryService, Options
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook

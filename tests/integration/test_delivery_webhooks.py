@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from plumbing.config_table import publish_program
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.receiver import Receiver
-from processors.delivery.service import DeliveryService, Options
 from processors.delivery.testing import TopicReader, notification, produce
 from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook

@@ -14,8 +14,8 @@ import pytest
 from confluent_kafka import Producer
 
 from plumbing.config_table import publish_program
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.receiver import Receiver
-from processors.delivery.service import DeliveryService, Options
 from processors.runtime.testing import wait_for
 from schemas import topics as t
 from schemas.codec import encode

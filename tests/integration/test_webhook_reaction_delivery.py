@@ -8,7 +8,7 @@ import base64
 
 import pytest
 
-from processors.delivery.service import DeliveryService, Options
+from processors.delivery.loop import DeliveryService, Options
 from processors.delivery.testing import TopicReader, produce
 from processors.runtime.testing import wait_for
 from schemas.program import Delivery, Program, Webhook

@@ -10,15 +10,17 @@ import time
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
+from processors.delivery.holds import due_ms
 from processors.delivery.offsets import OffsetTracker
 from processors.delivery.policy import next_step, parse_duration, parse_retry_after, shed_step, tiers
 from processors.delivery.routing import (
+    BATCH_EVENT,
     destination_item,
     journey_notification,
     request_body,
+    targets,
     webhook_targets,
 )
-from processors.delivery.service import _due_ms
 from processors.delivery.urlguard import RefusedTarget, UrlGuard
 from processors.delivery.verify import VerificationError, sign, signature_header, verify
 from schemas.program import Delivery, Program, Webhook
@@ -222,6 +224,18 @@ def test_destination_items_skip_commands() -> None:
     assert destination_item("events.loyalty", {**event, "kind": "FULFILL"}) is None
 
 
+def test_each_input_topic_is_routed_to_its_endpoints() -> None:
+    note = {"id": "n1", "event": "CUSTOMER_ACCUMULATION", "data": "{}", "endpoint_id": None}
+    jobs, items = targets(_program(), "notifications", note)
+    assert [(key, job["endpoint_id"]) for key, job in jobs] == [("webhook:a", "a"), ("webhook:b", "b")]
+    assert items == []
+    batch = {"id": "b1", "event": BATCH_EVENT, "data": '{"events": []}', "endpoint_id": "gone"}
+    for tier_topic in ("delivery.retry.5s", "delivery.retry.90s"):  # a tier no longer configured too
+        assert targets(_program(), tier_topic, batch) == ([("destination:gone", batch)], [])
+    with pytest.raises(ValueError):  # not JSON: dead-lettered before anything is queued
+        targets(_program(), "notifications", {**note, "data": "{oops"})
+
+
 class _Msg:
     def __init__(self, written_ms: int) -> None:
         self.written_ms = written_ms
@@ -232,5 +246,5 @@ class _Msg:
 
 def test_a_retry_record_is_due_at_the_latest_its_tier_delay_after_it_was_written() -> None:
     legacy = {"not_before": 3_601_000}  # an uncapped Retry-After written by an older version
-    assert _due_ms(_Msg(1_000), legacy, "delivery.retry.5s") == 6_000
-    assert _due_ms(_Msg(1_000), {"not_before": 3_000}, "delivery.retry.5s") == 3_000
+    assert due_ms(_Msg(1_000), legacy, "5s") == 6_000
+    assert due_ms(_Msg(1_000), {"not_before": 3_000}, "5s") == 3_000
