@@ -1,1 +1,2 @@
-"""The compose stack (compose.yaml) and its demo webhook receiver (`python -m deploy.compose.receiver`)."""
+"""The compose stack (compose.yaml) and its program job (program.py); its webhook receiver is the
+one of processors/delivery/receiver.py."""

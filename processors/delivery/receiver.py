@@ -1,4 +1,5 @@
-"""The webhook receiver: the one the tests, the benchmarks, the local stack and the demo use.
+"""The webhook receiver: the one the tests, the benchmarks, the local stack, the compose stack
+and the demo use.
 
 asyncio (uvloop) with httptools parsing, keep-alive, so it is never the bottleneck of what it
 measures (about 2,000 requests/s would cost a thread and an http.server parse each otherwise).
@@ -10,12 +11,16 @@ measures (about 2,000 requests/s would cost a thread and an http.server parse ea
   and the demo show); `body` is the parsed JSON, or the text when it is not JSON.
 - `GET /stats` -> {"calls", "unique", "bad_signatures", "by_event", "cpu_s"};
   `GET /arrivals` -> {webhook_id: epoch ms of its first 200}; `GET /healthz` -> 200;
+  `GET /received[?after=N]` -> the last `--recent` POSTs, whatever their answer, from index N:
+  {"count", "requests": [{"index", "received_at", "path", "headers", "body", "status",
+  "verified", "error"}]}, `body` the raw text (what the compose stack's test and its demo read);
   `GET <other path>` -> {path: {"calls", "unique"}}.
 
 In a test: `Receiver()` serves on a thread of its own and keeps every request (`routes`,
-`bodies`, `requests`); `python -m processors.delivery.receiver [--port N] [--out F.jsonl]
-[--secret S] [--delay-ms MS]` serves in its own process (it must not share the GIL with what
-it measures) and prints its port on the first line; `RemoteReceiver` starts that process.
+`bodies`, `requests`); `python -m processors.delivery.receiver [--host H] [--port N]
+[--out F.jsonl] [--secret S] [--delay-ms MS] [--recent N]` serves in its own process (it must
+not share the GIL with what it measures) and prints its port on the first line, until SIGTERM;
+`RemoteReceiver` starts that process.
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ import argparse
 import asyncio
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httptools
 import httpx
@@ -80,7 +86,8 @@ class Receiver:
     """Serves on `host`:`port` (0 = any free port) from construction until `close()`.
 
     `keep` (the default in a test) remembers every request in `requests` and `Route.received`;
-    the CLI keeps only counts, so a benchmark's million requests cost no memory.
+    the CLI keeps only counts, so a benchmark's million requests cost no memory. `recent` keeps
+    the last that many POSTs, answered or refused, for `GET /received` (0: none).
     """
 
     def __init__(
@@ -92,9 +99,12 @@ class Receiver:
         delay_s: float = 0.0,
         host: str = "127.0.0.1",
         keep: bool = True,
+        recent: int = 0,
         background: bool = True,
     ) -> None:
         self.keep = keep
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self.posts = 0  # POSTs ever answered: /received indexes stay stable as old ones drop
         self.routes: defaultdict[str, Route] = defaultdict(
             lambda: Route(secret=list(secrets), delay_s=delay_s)
         )
@@ -138,13 +148,17 @@ class Receiver:
             extra = dict(route.headers)
             if route.retry_after:
                 extra["retry-after"] = route.retry_after
-            return _reply(route.always if route.always is not None else route.fail_status, extra)
+            status = route.always if route.always is not None else route.fail_status
+            self._remember(path, headers, body, status, None)
+            return _reply(status, extra)
         try:
             payload = verify(body, headers, route.secret) if route.secret else _parse(body)
-        except VerificationError:
+        except (VerificationError, ValueError) as exc:  # ValueError: signed, but not JSON
             route.bad_signatures += 1
             self.bad_signatures += 1
+            self._remember(path, headers, body, 401, str(exc))
             return UNAUTHORIZED
+        self._remember(path, headers, body, 200, None, verified=bool(route.secret))
         webhook_id = headers.get("webhook-id", "")
         route.unique.setdefault(webhook_id, payload if self.keep else True)
         if webhook_id not in self.arrivals:
@@ -164,10 +178,26 @@ class Receiver:
                 self._out.write(orjson.dumps(entry).decode() + "\n")
         return OK
 
+    def _remember(self, path: str, headers: dict[str, str], body: bytes, status: int,
+                  error: str | None, verified: bool = False) -> None:  # fmt: skip
+        """Keep the POST for `GET /received` (when `recent`): what a person or a test inspects."""
+        self.posts += 1
+        if self.recent.maxlen:
+            self.recent.append({"index": self.posts - 1, "received_at": int(time.time() * 1000),
+                                "path": path, "headers": headers, "body": body.decode(errors="replace"),
+                                "status": status, "verified": verified, "error": error})  # fmt: skip
+
+    def received(self, after: int = 0) -> dict[str, Any]:
+        """The kept POSTs from index `after` on, and how many POSTs came in all."""
+        return {"count": self.posts, "requests": [r for r in self.recent if r["index"] >= after]}
+
     def get(self, url: bytes) -> bytes:
-        path = urlsplit(url.decode()).path
+        parts = urlsplit(url.decode())
+        path = parts.path
         if path == "/healthz":
             return _json({"status": "ok"})
+        if path == "/received":
+            return self._received(parts.query)
         if path == "/arrivals":
             return _json(self.arrivals)
         if path == "/stats":
@@ -177,6 +207,13 @@ class Receiver:
                           "by_event": self.by_event, "cpu_s": cpu.user + cpu.system})  # fmt: skip
         return _json(self.stats())
 
+    def _received(self, query: str) -> bytes:
+        after = parse_qs(query).get("after", ["0"])[0]
+        if not after.isdigit():
+            return _reply(400, {"content-type": "application/json"},
+                          orjson.dumps({"error": "after: a request index (0 or more)"}))  # fmt: skip
+        return _json(self.received(int(after)))
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Per path: calls and unique webhook ids answered 200."""
         return {p: {"calls": r.calls, "unique": len(r.unique)} for p, r in list(self.routes.items())}
@@ -184,7 +221,8 @@ class Receiver:
     # lifecycle
 
     def serve_forever(self) -> None:
-        """Serve on this thread (the CLI) until the loop is stopped."""
+        """Serve on this thread (the CLI) until SIGTERM (a container's stop) or the loop stops."""
+        self.loop.add_signal_handler(signal.SIGTERM, self.loop.stop)
         self.loop.run_forever()
 
     def close(self) -> None:
@@ -310,21 +348,30 @@ class RemoteReceiver:
         self.proc.wait(30)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m processors.delivery.receiver", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
     parser.add_argument("--out", type=Path, help="append each webhook answered 200 as a JSON line")
     parser.add_argument("--secret", action="append", default=[], help="verify with these secrets")
     parser.add_argument(
         "--delay-ms", type=float, default=0.0, help="answer each POST this late (a slow receiver)"
     )
+    parser.add_argument("--recent", type=int, default=0, metavar="N",
+                        help="list the last N POSTs at GET /received (default 0: none)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.recent < 0:
+        parser.error("--recent: 0 or more")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(args.out, args.port, secrets=args.secret, delay_s=args.delay_ms / 1000,
-                        host=args.host, keep=False, background=False)  # fmt: skip
+                        host=args.host, keep=False, recent=args.recent, background=False)  # fmt: skip
     print(receiver.port, flush=True)
     print(f"receiver listening on {receiver.url()}" + (f", writing {args.out}" if args.out else ""),
           file=sys.stderr, flush=True)  # fmt: skip
@@ -332,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         receiver.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        receiver.close()
     return 0
 
 
