@@ -184,6 +184,9 @@ class Runner:
         self._last_commit = time.monotonic()  # or the last moment nothing was pending
         self._failing = False  # a transaction failed since the last commit
         self._renewals = 0  # producers replaced since the last commit
+        # since when the consumer has had no assignment (it subscribed, or a rebalance revoked
+        # or lost its partitions); None once the group assigned it (an empty list counts)
+        self._unassigned_since: float | None = time.monotonic()
         # timers wait for the backlog: per input (topic, partition), the timestamp of the last
         # record processed, and the offset the consumer was last sought to
         self._stream_ts: dict[tuple[str, int], int] = {}
@@ -217,7 +220,8 @@ class Runner:
         """Liveness: the loop turns (it does while restoring too), nothing failed, and it
         commits what it processes (not stalled for half the watchdog's limit)."""
         now = time.monotonic()
-        stalled = self._pending() and now - self._last_commit > self.options.stall_timeout_s / 2
+        half = self.options.stall_timeout_s / 2
+        stalled = self._pending() and now - self._last_commit > half or self._unassigned_for() > half
         return self.error is None and now - self._last_loop < 30 and not stalled
 
     def last_turn(self) -> float:
@@ -229,6 +233,10 @@ class Runner:
 
     def _pending(self) -> bool:
         return self.in_txn or self._failing
+
+    def _unassigned_for(self) -> float:
+        """Seconds the consumer has waited for the group to assign it (0 when assigned)."""
+        return 0.0 if self._unassigned_since is None else time.monotonic() - self._unassigned_since
 
     def readiness(self) -> dict[str, Any]:
         """Readiness (/readyz): healthy, and every assigned partition restored and resumed."""
@@ -267,7 +275,7 @@ class Runner:
             "processor started",
             extra={"processor": self.group, "instance": self.options.instance_id},
         )
-        self._last_commit = time.monotonic()
+        self._last_commit = self._unassigned_since = time.monotonic()
         try:
             self._loop()
             self._commit()
@@ -388,6 +396,10 @@ class Runner:
         stalled = time.monotonic() - self._last_commit
         if self._pending() and stalled > self.options.stall_timeout_s:
             raise FatalError(f"no transaction committed for {stalled:.0f}s with records pending")
+        if (unassigned := self._unassigned_for()) > self.options.stall_timeout_s:
+            # a join that never completes (seen when a broker SIGKILL landed during the join:
+            # librdkafka never joined again, no error, the group empty, for good)
+            raise FatalError(f"no partitions assigned for {unassigned:.0f}s: not in the consumer group")
 
     def _stall_deadline(self) -> float:
         """When the watchdog gives up: the deadline of every recovery call."""
@@ -794,6 +806,7 @@ class Runner:
 
     def _assign(self, partitions: list[TopicPartition]) -> None:
         """Take the new partitions paused: the loop restores them (no broker call here)."""
+        self._unassigned_since = None
         self.consumer.assign(partitions)
         new = [tp for tp in partitions if tp.partition not in self.tasks]
         if new:
@@ -848,12 +861,14 @@ class Runner:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was processed within `revoke_timeout_s` (else abort), then let go."""
         self.ready.clear()
+        self._unassigned_since = time.monotonic()  # until the rebalance assigns again
         if self.in_txn:
             self._commit(self.options.revoke_timeout_s)
         self._release({tp.partition for tp in partitions})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready.clear()
+        self._unassigned_since = time.monotonic()
         if self.in_txn:
             self._end_transaction(time.monotonic() + self.options.revoke_timeout_s)
             for task in self.tasks.values():
