@@ -20,6 +20,7 @@ from ingest import errors
 from ingest.audit import AuditStore, PgAudit
 from ingest.config import IngestConfig
 from ingest.dependencies import SECURITY, SECURITY_SCHEMES, IngestState, wall_clock_ms
+from ingest.dry_run import DryRuns
 from ingest.events import EventBuilder
 from ingest.fastpath import FastEvents
 from ingest.history import KafkaHistory, ProgramHistory
@@ -92,6 +93,9 @@ def create_app(
         if listen:
             listener = ResultListener(settings, state.instance_id, state.hub).start()
             state.closers.append(listener.close)
+        # event dry runs: their reply consumer starts with the first one (listen: as for results)
+        state.dry_runs = DryRuns(settings, state.instance_id, listen=listen)
+        state.closers.append(state.dry_runs.close)
         await aopen(state.lookup)  # the read pool belongs to this loop
         app.state.ingest = state
         log.info("ingest ready", extra={"instance_id": state.instance_id})

@@ -43,7 +43,7 @@ class IngestState:
     clock: Callable[[], int] = wall_clock_ms
     history: ProgramHistory | None = None  # program.history (versions, rollback)
     audit: AuditStore | None = None  # the admin_audit table
-    dry_runs: Any = None  # ingest/dry_run.DryRuns, made by the worker's first event dry run
+    dry_runs: Any = None  # ingest/dry_run.DryRuns (create_app's lifespan makes it)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 

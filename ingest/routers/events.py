@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ingest.dependencies import Ingest, IngestState
-from ingest.dry_run import DryRuns, answer
+from ingest.dry_run import answer
 from ingest.errors import ApiError, safe
 from ingest.events import SCREENED, command, topic_for
 from ingest.inputs import exact, suspect
@@ -20,6 +20,7 @@ from ingest.models import (
     BulkResponse,
     CommandIn,
     DataResponse,
+    ErrorResponse,
     ProcessedResponse,
 )
 from ingest.routers.common import ERRORS, NOT_FOUND, PathId, Timeout, Wait, clean_body, read_json
@@ -40,7 +41,9 @@ EVENT_BODY = {
     status_code=202,
     response_model=AcceptedResponse,
     responses={**ERRORS, 200: {"model": ProcessedResponse, "description": "Processed (wait=true), or "
-                                "what the event would do (dry_run=true: `dry_run` true, nothing sent)"}},
+                                "what the event would do (dry_run=true: `dry_run` true, nothing sent)"},
+               504: {"model": ErrorResponse, "description": "dry_run=true: the loyalty processor did not "
+                                                            "answer within the timeout"}},
     openapi_extra={"requestBody": EVENT_BODY},
 )  # fmt: skip
 async def post_event(
@@ -70,9 +73,6 @@ async def dry_run_event(request: Request, state: IngestState, timeout: float | N
     seconds = wait_timeout(state, timeout)
     reply = None
     if record["path"] == "loyalty":  # a tracking event never reaches the loyalty processor
-        if state.dry_runs is None:
-            state.dry_runs = DryRuns(state.settings, state.instance_id)
-            state.closers.append(state.dry_runs.close)
         try:  # the listener cannot start or Kafka does not take the command: 503
             reply = await state.dry_runs.ask(state.producer, state.builder.encode, record, seconds)
         except Unavailable as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.dry_run import DryRuns
 from processors.loyalty.processor import LoyaltyProcessor
 from processors.runtime.testing import TestDriver
 from schemas.program import Program
@@ -58,8 +57,7 @@ def h():
     harness.programs.program = Program.model_validate(body)
     with TestClient(harness.app) as client:
         harness.client = client
-        state = harness.app.state.ingest
-        state.dry_runs = DryRuns(state.settings, state.instance_id, listen=False)
+        assert harness.app.state.ingest.dry_runs.listen is False  # a test producer: no Kafka
         yield harness
 
 

@@ -240,7 +240,9 @@ def test_bulk_over_1000_is_refused(h):
 
 def play_processor(h, points=10.0):
     def on_send(record):
-        if record["reply_to"]:
+        if record["kind"] == "DRY_RUN":  # ?dry_run=true: the partition's reply
+            h.app.state.ingest.dry_runs.hub.complete(record["id"], dry_run_reply(record, points))
+        elif record["reply_to"]:
             detail = {
                 "rules_applied": ["spend"],
                 "rules_skipped": [{"campaign_id": "card", "reason": "punch recorded", "punches": 1, "of": 3}],
@@ -269,6 +271,19 @@ def play_processor(h, points=10.0):
             )
 
     h.producer.on_send = on_send
+
+
+def dry_run_reply(command, points):
+    """What the loyalty processor answers a DRY_RUN (processors/loyalty/dry_run.py), in short."""
+    event = json.loads(command["payload"])["event"]
+    result = {"event_id": event["id"], "customer_id": event["customer_id"], "type": event["type"],
+              "kind": event["kind"], "status": "RESOLVED", "reason": None, "points": points,
+              "detail": json.dumps({"rules_applied": [], "accumulations": [], "redemptions": []}),
+              "wallet": {"points": points}}  # fmt: skip
+    return {"request_id": command["id"], "reply_to": command["reply_to"], "customer_id": event["customer_id"],
+            "event_id": event["id"], "partition": 0, "program_version": 3, "processed_at": 1, "found": False,
+            "already_processed": False, "tier": {"before": None, "after": None}, "results": [result],
+            "notifications": [], "budgets": [], "pending": []}  # fmt: skip
 
 
 def test_sync_wait_returns_the_processed_result(h):
