@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import Receive, Scope, Send
 
 from ingest import errors
 from ingest.audit import AuditStore, PgAudit
@@ -60,6 +61,19 @@ STOREFRONT_PREFIX = "/api/storefront/v1"
 STOREFRONT_ROUTERS = (events, customers, identity, coupons)
 
 
+class IngestApp(FastAPI):
+    """FastAPI, with single events answered ahead of its middleware (ingest/fastpath.py)."""
+
+    fast: FastEvents | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast
+        if fast is not None and fast.handles(scope):
+            await fast(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def new_instance_id() -> str:
     """Unique per worker process: results come back to the instance that waits for them."""
     return f"ingest-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -97,7 +111,7 @@ def create_app(
         state.dry_runs = DryRuns(settings, state.instance_id, listen=listen)
         state.closers.append(state.dry_runs.close)
         await aopen(state.lookup)  # the read pool belongs to this loop
-        app.state.ingest = state
+        app.state.ingest = app.fast.state = state
         log.info("ingest ready", extra={"instance_id": state.instance_id})
         try:
             yield
@@ -106,7 +120,7 @@ def create_app(
             for close in reversed(state.closers):
                 close()
 
-    app = FastAPI(
+    app = IngestApp(
         title="Loyalty ingest API",
         version="1.0.0",
         description="Front door of the loyalty engine: behaviour events, commands, customers.",
@@ -119,11 +133,9 @@ def create_app(
     for module in STOREFRONT_ROUTERS:  # Masivo's base path: only the base URL changes
         app.include_router(module.router, prefix=STOREFRONT_PREFIX)
     app.add_middleware(
-        IngestMiddleware,
-        max_body=config.max_body_bytes,
-        max_bulk_body=config.max_bulk_body_bytes,
-        fast=FastEvents(("", STOREFRONT_PREFIX)),
+        IngestMiddleware, max_body=config.max_body_bytes, max_bulk_body=config.max_bulk_body_bytes
     )
+    app.fast = FastEvents(config.max_body_bytes, ("", STOREFRONT_PREFIX))
     app.openapi = lambda: _openapi_with_security(app)
     return app
 

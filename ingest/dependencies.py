@@ -16,7 +16,7 @@ from ingest.events import EventBuilder
 from ingest.history import ProgramHistory
 from ingest.lookup import Lookup
 from ingest.programs import ProgramPublisher, ProgramSource
-from ingest.ratelimit import RateLimiter
+from ingest.ratelimit import Decision, RateLimiter
 from ingest.replies import ReplyHub
 from plumbing.producer import EventProducer
 from schemas.settings import Settings
@@ -48,19 +48,40 @@ class IngestState:
 
 
 def api_key(request: Request) -> str | None:
-    """The key from X-API-Key or Authorization: Bearer (documented as security schemes).
+    """The key from X-API-Key or Authorization: Bearer (documented as security schemes)."""
+    headers = request.headers
+    return key_of(headers.get("authorization"), headers.get("x-api-key"))
+
+
+def key_of(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The API key of a request given its two headers (the first of each, as sent).
 
     An Authorization header that is not `Bearer <token>` is refused even beside a valid
     X-API-Key: the spec declares it a bearer token, so a malformed one is a client error."""
-    headers = request.headers
-    authorization = headers.get("authorization")
     token = None
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "Authorization must be 'Bearer <API key>'")
-    return headers.get("x-api-key") or token
+    return x_api_key or token
+
+
+def authorize(state: IngestState, key: str | None, scope: str) -> Decision:
+    """Authenticate, authorise and rate-limit one request: its rate-limit decision, or the
+    ApiError (401, 403, 429) to answer. Shared by `require` and ingest/fastpath.py."""
+    if not key:
+        raise ApiError(401, "missing API key (X-API-Key or Authorization: Bearer)")
+    scopes = state.config.api_keys.get(key)
+    if scopes is None:
+        raise ApiError(401, "unknown API key")
+    if scope not in scopes:
+        raise ApiError(403, f"API key lacks the {scope!r} scope")
+    decision = state.limiter.take(key)
+    if not decision.allowed:
+        headers = decision.headers() | {"Retry-After": str(state.limiter.retry_after())}
+        raise ApiError(429, "rate limit exceeded", headers=headers)
+    return decision
 
 
 def require(scope: str):
@@ -74,19 +95,9 @@ def require(scope: str):
     async def check(request: Request) -> IngestState:
         state: IngestState = request.app.state.ingest
         key = api_key(request)
-        if not key:
-            raise ApiError(401, "missing API key (X-API-Key or Authorization: Bearer)")
-        scopes = state.config.api_keys.get(key)
-        if scopes is None:
-            raise ApiError(401, "unknown API key")
-        if scope not in scopes:
-            raise ApiError(403, f"API key lacks the {scope!r} scope")
+        decision = authorize(state, key, scope)
         if scope == "admin":  # who, in versions and audit entries: the key's name, never the key
             request.state.actor = state.config.key_name(key)
-        decision = state.limiter.take(key)
-        if not decision.allowed:
-            headers = decision.headers() | {"Retry-After": str(state.limiter.retry_after())}
-            raise ApiError(429, "rate limit exceeded", headers=headers)
         request.state.rate_headers = decision.headers()  # added to any response by middleware
         return state
 

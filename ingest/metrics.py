@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -32,6 +33,18 @@ EVENTS = Counter("ingest_events_total", "Events by outcome", ["outcome", "path"]
 SYNC_WAITS = Counter("ingest_sync_waits_total", "?wait=true requests by outcome", ["outcome"])
 # livesum: the sum over the workers alive now (a dead worker's value is dropped)
 WORKERS = Gauge("ingest_workers", "Worker processes serving", multiprocess_mode="livesum")
+
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once per process: labels() converts, locks and
+    hashes on every call, a cost the single-event path paid three times per request."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
 
 
 def scrape() -> bytes:

@@ -15,14 +15,13 @@ class BodyTooLarge(Exception):
 
 
 class IngestMiddleware:
-    """Answers 413 for bodies over the limit (Content-Length or streamed) and records metrics;
-    hands single events to `fast` (ingest/fastpath.py) instead of the framework."""
+    """Answers 413 for bodies over the limit (Content-Length or streamed) and records metrics.
+    (Single events do not come through here: ingest/fastpath.py does the same for them.)"""
 
-    def __init__(self, app, max_body: int, max_bulk_body: int, fast=None) -> None:
+    def __init__(self, app, max_body: int, max_bulk_body: int) -> None:
         self.app = app
         self.max_body = max_body
         self.max_bulk_body = max_bulk_body
-        self.fast = fast
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -46,11 +45,10 @@ class IngestMiddleware:
         try:
             if _declared_length(scope) > limit:
                 raise BodyTooLarge
-            inner = self.fast if self.fast is not None and self.fast.handles(scope) else self.app
-            await inner(scope, _limited(receive, limit), send_wrapper)
+            await self.app(scope, _limited(receive, limit), send_wrapper)
         except BodyTooLarge:
             if status[0] == 0:
-                await _too_large(send_wrapper, limit)
+                await too_large(send_wrapper, limit)
         route = scope.get("route")
         label = getattr(route, "path", "unmatched")
         REQUESTS.labels(label, str(status[0])).inc()
@@ -81,7 +79,7 @@ def _limited(receive, limit: int):
     return wrapped
 
 
-async def _too_large(send, limit: int) -> None:
+async def too_large(send, limit: int) -> None:
     body = orjson.dumps(error_body("payload_too_large", f"request body over {limit} bytes"))
     await send(
         {

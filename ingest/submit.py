@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from ingest.dependencies import IngestState
 from ingest.errors import ApiError
 from ingest.events import topic_for
-from ingest.metrics import EVENTS, SYNC_WAITS
+from ingest.metrics import EVENTS, SYNC_WAITS, child
 from plumbing.producer import Delivered, Unavailable
 from schemas import event_times
 from schemas.wallet import as_json as wallet_json
@@ -39,26 +39,42 @@ async def submit(
 ) -> JSONResponse:
     """Produce one record; 202 after the ack, or 200 with the result when waiting succeeds."""
     wait = wait and record["path"] == "loyalty"  # tracking events never get a loyalty result
-    seconds = wait_timeout(state, timeout) if wait else 0.0
-    if wait:
-        record["reply_to"] = state.instance_id
+    if not wait:
+        return JSONResponse(accepted_body(await enqueue(state, record)), status_code=202)
+    seconds = wait_timeout(state, timeout)
+    record["reply_to"] = state.instance_id
     value = state.builder.encode(record)
-    future = state.hub.register(record["id"]) if wait else None
+    future = state.hub.register(record["id"])
+    try:
+        accepted = await _produce(state, record, value)
+    except ApiError:
+        state.hub.forget(record["id"], future)
+        raise
+    result = await state.hub.wait(future, record["id"], seconds)
+    child(SYNC_WAITS, "result" if result else "timeout").inc()
+    if result is not None:
+        return JSONResponse({"data": processed_data(result, accepted), "message": "Event processed"})
+    return JSONResponse(accepted_body(accepted), status_code=202)
+
+
+async def enqueue(state: IngestState, record: dict[str, Any]) -> dict[str, Any]:
+    """Encode and produce one record without waiting for its result: the 202's `data`."""
+    return await _produce(state, record, state.builder.encode(record))
+
+
+async def _produce(state: IngestState, record: dict[str, Any], value: bytes) -> dict[str, Any]:
     try:
         delivered = await state.producer.send(topic_for(record), record["customer_id"], value)
     except Unavailable as exc:
-        if future is not None:
-            state.hub.forget(record["id"], future)
-        EVENTS.labels("unavailable", record["path"]).inc()
+        child(EVENTS, "unavailable", record["path"]).inc()
         raise unavailable(state, str(exc)) from None
-    EVENTS.labels("accepted", record["path"]).inc()
-    accepted = accepted_data(record, delivered)
-    if future is not None:
-        result = await state.hub.wait(future, record["id"], seconds)
-        SYNC_WAITS.labels("result" if result else "timeout").inc()
-        if result is not None:
-            return JSONResponse({"data": processed_data(result, accepted), "message": "Event processed"})
-    return JSONResponse({"data": accepted, "message": "Event enqueued for processing"}, status_code=202)
+    child(EVENTS, "accepted", record["path"]).inc()
+    return accepted_data(record, delivered)
+
+
+def accepted_body(accepted: dict[str, Any]) -> dict[str, Any]:
+    """The 202 answer around `accepted_data`."""
+    return {"data": accepted, "message": "Event enqueued for processing"}
 
 
 def accepted_data(record: dict[str, Any], delivered: Delivered) -> dict[str, Any]:

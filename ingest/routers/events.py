@@ -14,7 +14,7 @@ from ingest.errors import ApiError, safe
 from ingest.events import SCREENED, command, topic_for
 from ingest.inputs import exact, suspect
 from ingest.lookup import StoreUnavailable
-from ingest.metrics import EVENTS
+from ingest.metrics import EVENTS, child
 from ingest.models import (
     AcceptedResponse,
     BulkResponse,
@@ -59,7 +59,7 @@ async def post_event(
 
     The body is parsed here (orjson + EventIn) rather than by the framework: same rules,
     a fraction of the per-request cost on the hottest endpoint. Without query parameters the
-    request does not even get here: ingest/fastpath.py calls accept_event directly."""
+    request does not even get here: ingest/fastpath.py answers it (event_record, enqueue)."""
     if dry_run:
         return await dry_run_event(request, state, timeout)
     return await accept_event(request, state, wait, timeout)
@@ -85,14 +85,16 @@ async def accept_event(
     request: Request, state: IngestState, wait: bool = False, timeout: float | None = None
 ) -> JSONResponse:
     """POST /behavior/events once authenticated: parse, build, produce, answer."""
+    return await submit(state, event_record(state, await request.body()), wait, timeout)
+
+
+def event_record(state: IngestState, raw: bytes) -> dict[str, Any]:
+    """The Event record of a single-event body, or the ApiError (400, 422) naming the field."""
     try:
-        raw = await request.body()
-        parsed = read_json(raw)
-        record = state.builder.event(parsed, state.clock(), exact(raw) if suspect(raw) else SCREENED)
+        return state.builder.event(read_json(raw), state.clock(), exact(raw) if suspect(raw) else SCREENED)
     except ApiError:
-        EVENTS.labels("rejected", "unknown").inc()
+        child(EVENTS, "rejected", "unknown").inc()
         raise
-    return await submit(state, record, wait, timeout)
 
 
 BULK_BODY = {
