@@ -194,7 +194,11 @@ def test_broker_restarts_survived_by_every_processor_with_exact_wallets(own_brok
         assert dict(wallets) == dict(expected)
         for service in services:
             assert service.alive(), f"{service.name} exited: {service.log()[-3000:]}"
-            assert service.health() == 200, service.name
+            # awaited, not sampled: a processor whose loop got stuck in librdkafka (seen in
+            # send_offsets_to_transaction) answers 503 until its hard watchdog exits it (after
+            # stall_timeout_s + 30 s) and the supervisor has started it again
+            wait_for(lambda s=service: s.health() == 200, timeout=300,
+                     what=f"{service.name} healthy at the end")  # fmt: skip
         print("supervisor restarts:", {s.name: s.restarts() for s in services})
     finally:
         load.done.set()
