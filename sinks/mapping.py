@@ -21,9 +21,12 @@ from schemas.wallet import as_json as wallet_json
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Source:
-    """Where a record came from: the logical topic, its coordinates and its Kafka timestamp."""
+    """Where a record came from: the logical topic, its coordinates and its Kafka timestamp.
+
+    Not frozen: one is made per consumed record, and a frozen dataclass's __init__ (an
+    object.__setattr__ per field) costs about four times as much. Nothing changes one."""
 
     topic: str
     partition: int = 0
@@ -195,7 +198,8 @@ def _event_from_result(res: Row, detail: Row, wallet: Row | None, processed: dat
     summary.pop("event", None)
     summary.pop("wallet", None)
     if isinstance(wallet, dict):
-        summary["wallet"] = {k: v for k, v in wallet.items() if k != "lines"}
+        summary["wallet"] = without_lines = dict(wallet)
+        without_lines.pop("lines", None)
     summary.update(
         status=res["status"],
         reason=res.get("reason"),

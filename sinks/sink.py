@@ -85,6 +85,7 @@ class Sink:
         self.last_loop = time.monotonic()
         self._lag_at = 0.0
         self._lag = LagReport("sink")
+        self._base_names: dict[str, str] = {}  # physical topic -> logical (per record)
         self.db_ok = False
         self.committed_records = 0
         self._programs = ScoringPrograms(settings)  # leaderboards score results with it
@@ -255,7 +256,9 @@ class Sink:
             return
         if not self._batch:
             self._batch.started = time.monotonic()
-        base = base_name(physical, self.settings)
+        base = self._base_names.get(physical)
+        if base is None:
+            base = self._base_names[physical] = base_name(physical, self.settings)
         src = Source(base, msg.partition(), msg.offset(), msg.timestamp()[1], (msg.key(), msg.value()))
         try:
             value = self._codec.decode(msg.value(), schema_for(base))
