@@ -348,6 +348,10 @@ class Runner:
             "heartbeat.interval.ms": max(500, self.options.session_timeout_ms // 6),
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
+            # librdkafka (2.16) joins only after a metadata response for the subscription; one
+            # lost to a broker SIGKILL is not asked again before the next periodic refresh
+            # (300 s by default), and the consumer waits out of its group until then
+            "topic.metadata.refresh.interval.ms": 10_000,
             **self.options.consumer_config,
         }
         if self.options.static_membership:
