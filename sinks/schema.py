@@ -3,7 +3,9 @@
 It is the one definition of each table: the writer (`sinks/tables.py`) takes its column lists
 and keys from it, Alembic's env.py names it as `target_metadata` (so `alembic revision
 --autogenerate` diffs against it), and `tests/integration/test_sink_schema.py` runs the
-migrations on a fresh database and requires an empty autogenerate diff against it. A new
+migrations on a fresh database and requires an empty autogenerate diff against it, and the
+same index and constraint definitions as this metadata's own DDL (autogenerate does not
+compare a partial index's WHERE, INCLUDE or operator classes). A new
 column or index goes here and into a new migration in the same commit.
 
 Views, the materialized view, functions and triggers stay in the migrations (Core metadata

@@ -100,3 +100,42 @@ def test_the_alembic_cli_upgrade_head(empty_db: str, monkeypatch: pytest.MonkeyP
     command.upgrade(alembic_config(), "head")
     assert current(empty_db) == {"0011_merge_heads"}
     assert diff(empty_db) == []
+
+
+def definitions(url: str) -> dict[str, set[str]]:
+    """Every index and constraint of the public tables as PostgreSQL prints it (what Alembic's
+    comparison leaves out: a partial index's WHERE, INCLUDE, operator classes, DESC)."""
+    with psycopg.connect(libpq_url(url)) as conn:
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes JOIN pg_tables USING (schemaname, tablename) "
+            "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        ).fetchall()  # tables only: the materialized view's index lives in its migration
+        constraints = conn.execute(
+            "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE connamespace = 'public'::regnamespace "
+            "AND conrelid <> 'alembic_version'::regclass"
+        ).fetchall()
+    return {"indexes": {i for (i,) in indexes}, "constraints": {c for (c,) in constraints}}
+
+
+def test_indexes_and_constraints_are_the_metadatas(empty_db: str, database_url: str) -> None:
+    """The metadata's own DDL (create_all on another empty database) and the migrations give
+    the same index and constraint definitions, down to each WHERE and INCLUDE."""
+    upgrade(empty_db, "head")
+    admin = libpq_url(database_url)
+    other = f"schema_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {other}")
+    other_url = admin.rsplit("/", 1)[0] + "/" + other
+    try:
+        engine = create_engine(sqlalchemy_url(other_url))
+        schema.metadata.create_all(engine)
+        engine.dispose()
+        with psycopg.connect(libpq_url(other_url), autocommit=True) as conn:
+            conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        ours, migrated = definitions(other_url), definitions(empty_db)
+        for kind in ("indexes", "constraints"):
+            assert (ours[kind] - migrated[kind], migrated[kind] - ours[kind]) == (set(), set()), kind
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {other} WITH (FORCE)")
