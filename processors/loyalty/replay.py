@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import engine, wallet
-from processors.loyalty.processor import CUSTOMERS, LoyaltyProcessor
+from processors.loyalty import engine, ledger, wallet
+from processors.loyalty.processor import CUSTOMERS, LEDGER, LoyaltyProcessor
 from processors.runtime.testing import Emitted, TestDriver
 from schemas.program import Program
 from schemas.topics import (
@@ -116,12 +116,14 @@ class Replay:
         task.commit({})
 
     def state(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's state, its open lines readable (`wallet.balance`) from the `ledger` store."""
         task = self.driver.tasks[self.driver.partition_for(customer_id)]
-        return task.stores[CUSTOMERS].get(customer_id)
+        return ledger.attach(task.stores[CUSTOMERS].get(customer_id), task.stores[LEDGER])
 
     def customers(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for task in self.driver.tasks.values():
-            yield from task.stores[CUSTOMERS].range()
+            for customer_id, state in task.stores[CUSTOMERS].range():
+                yield customer_id, ledger.attach(state, task.stores[LEDGER])
 
     def advance(self, to_ms: int) -> Step:
         """Move the clock to `to_ms` (never back) and fire every timer due by then."""
