@@ -4,8 +4,11 @@ Writes go to an overlay that the handler reads back immediately; they reach the 
 when the Kafka transaction that carries their changelog records has committed (`commit`), and
 vanish on abort (`abort`). The backend keeps the changelog offset it has applied (the
 checkpoint) in the same atomic write batch as the data, so data and checkpoint never disagree.
-RocksDB's own write-ahead log is off: the changelog is the log. After a crash RocksDB comes back
-at an older flushed batch, checkpoint included, and restore replays the changelog from there.
+While processing, RocksDB's write-ahead log is on (not synced: a write() per commit into the
+page cache, which a SIGKILL does not lose), so a killed process reopens at its last committed
+batch and restore replays only what came after. A restore bulk-loads without the WAL (and
+without compactions, into an unsorted memtable), then flushes and reopens for processing
+(`end_bulk`): a kill mid-restore reopens at the last flushed batch, checkpoint included.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    MemtableFactory,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
 
 from processors.runtime.limits import RecordTooLarge
 
@@ -68,13 +80,17 @@ class MemoryBackend:
 
 
 _BLOCK_CACHE_BYTES = 64 << 20
+_L0_SLOWDOWN = 20  # RocksDB's level0_slowdown_writes_trigger (default)
 _block_cache: Cache | None = None
 
 
-def _options() -> Options:
+def _options(bulk: bool) -> Options:
     """Bloom filters, because most lookups miss (an event id not seen yet: ~2 us instead of
     ~30 us once the store has files on disk), and one block cache shared by every store of the
-    process."""
+    process. `bulk` (restore, write-only): a vector memtable (an append, sorted once at flush,
+    instead of a skiplist insert per key), no compactions and uncompressed files (Snappy was a
+    tenth of a restore's CPU); once reopened for processing, the background threads compact
+    (and compress) the restored files while the processor runs."""
     global _block_cache
     if _block_cache is None:
         _block_cache = Cache(_BLOCK_CACHE_BYTES)
@@ -83,19 +99,41 @@ def _options() -> Options:
     table.set_block_cache(_block_cache)
     options = Options(raw_mode=True)
     options.set_block_based_table_factory(table)
+    if bulk:
+        options.set_allow_concurrent_memtable_write(False)  # the vector memtable cannot
+        options.set_memtable_factory(MemtableFactory.vector())
+        options.set_disable_auto_compactions(True)
+        options.set_compression_type(DBCompressionType.none())
     return options
 
 
 class RocksBackend:
-    """One RocksDB per store per partition, raw bytes keys and values."""
+    """One RocksDB per store per partition, raw bytes keys and values. `bulk` opens it for a
+    restore (see the module docstring); `end_bulk` makes it a processing store."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bulk: bool = False) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = Rdict(str(path), options=_options())
-        no_wal = WriteOptions()
-        no_wal.disable_wal = True
-        self.db.set_write_options(no_wal)
+        self._open(bulk)
+
+    def _open(self, bulk: bool) -> None:
+        self.bulk = bulk
+        options = _options(bulk)
+        # given for the column family too: else rocksdict reopens it with the options it last
+        # had (a bulk load's vector memtable) and RocksDB refuses the mix
+        self.db = Rdict(str(self.path), options=options, column_families={"default": options})
+        write = WriteOptions()
+        write.disable_wal = bulk
+        self.db.set_write_options(write)
+
+    def end_bulk(self) -> None:
+        """Flush what the restore wrote (it has no WAL) and reopen for processing, before any
+        write with the WAL: a recovery would replay those on top of unflushed restore data."""
+        if self.bulk:
+            self.close()
+            self._open(bulk=False)
+            if self.db.property_int_value("rocksdb.num-files-at-level0") >= _L0_SLOWDOWN:
+                self.db.compact_range(None, None)  # else RocksDB would slow every write down
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
@@ -109,6 +147,12 @@ class RocksBackend:
                 batch.put(key, value)
         if checkpoint is not None:
             batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
+        self.db.write(batch)
+
+    def write_restored(self, batch: WriteBatch, checkpoint: int) -> None:
+        """Apply a restore's batch of changelog records (built by the caller: no dict in
+        between) with the checkpoint, atomically."""
+        batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
         self.db.write(batch)
 
     def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
@@ -126,7 +170,8 @@ class RocksBackend:
         return int(raw) if raw is not None else None
 
     def close(self) -> None:
-        """Flush the memtable (no WAL would replay it), then close."""
+        """Flush the memtable (a bulk load has no WAL; and a reopen need not replay it), then
+        close."""
         self.db.flush(True)
         self.db.close()
 
@@ -168,6 +213,14 @@ class TransactionalStore:
         Lazy: the backend's sorted stream is merged with the overlay's, so the first key costs
         one seek, not a copy of the range (the timers' `next(range(...))` at a task's start
         and after every firing used to read all of a partition's timers: seconds at 1M)."""
+        for key, raw in self._merged(start, end):
+            yield key.decode(), orjson.loads(raw)
+
+    def count(self, start: str | None = None, end: str | None = None) -> int:
+        """How many keys range(start, end) would give, without decoding their values."""
+        return sum(1 for _ in self._merged(start, end))
+
+    def _merged(self, start: str | None, end: str | None) -> Iterator[tuple[bytes, bytes]]:
         lo = (start or "").encode() or b"\x01"
         hi = end.encode() if end is not None else None
         overlay = sorted((k, v) for k, v in self.overlay.items() if k >= lo and (hi is None or k < hi))
@@ -175,16 +228,16 @@ class TransactionalStore:
         for key, raw in self.backend.items(lo, hi):
             while i < len(overlay) and overlay[i][0] < key:
                 if overlay[i][1] is not None:
-                    yield overlay[i][0].decode(), orjson.loads(overlay[i][1])
+                    yield overlay[i]
                 i += 1
             if i < len(overlay) and overlay[i][0] == key:
                 raw = overlay[i][1]  # the overlay's write (or delete) of a stored key
                 i += 1
             if raw is not None:
-                yield key.decode(), orjson.loads(raw)
+                yield key, raw
         for key, raw in overlay[i:]:
             if raw is not None:
-                yield key.decode(), orjson.loads(raw)
+                yield key, raw
 
     def dirty(self) -> dict[bytes, bytes | None]:
         return self.overlay
@@ -196,7 +249,3 @@ class TransactionalStore:
 
     def abort(self) -> None:
         self.overlay = {}
-
-    def apply_restored(self, key: bytes, value: bytes | None, offset: int) -> None:
-        """Apply one changelog record during restore (no overlay, no new changelog)."""
-        self.backend.write({key: value}, offset)
