@@ -2,6 +2,10 @@
 worker processes on loopback, next to a raw confluent-kafka producer ceiling in the same run.
 
     python -m bench.ingest [--workers 2] [--seconds 10] [--rate 1000] [--bulk-size 1000] [--concurrency 8]
+                           [--no-floor]
+
+After the single events, the same load against bench/_ingest_floor.py (uvicorn with an empty
+ASGI app, then with only the producer's awaited send): the floor under ingest's CPU per request.
 
 Targets on a 2-core machine: bulk >= 50,000 events/s; single-event p99 < 20 ms at 1,000 req/s.
 Uses KAFKA_BOOTSTRAP_SERVERS and a fresh TOPIC_PREFIX so it never touches other data.
@@ -150,6 +154,41 @@ def start_ingest(settings: Settings, workers: int, port: int) -> subprocess.Pope
     raise RuntimeError(f"ingest did not start {workers} workers ({len(seen)} answered)")
 
 
+def start_floor(settings: Settings, mode: str, port: int) -> subprocess.Popen:
+    """bench/_ingest_floor.py: uvicorn serving a bare ASGI app (`empty`, or `kafka`: plus the
+    producer's awaited send), the floor under a single-event request."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "TOPIC_PREFIX": settings.topic_prefix}  # fmt: skip
+    cmd = [sys.executable, "-m", "bench._ingest_floor", "--port", str(port), "--mode", mode]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=1).status_code == 202:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"floor server ({mode}) did not start")
+
+
+def floor_load(settings: Settings, args: argparse.Namespace, port: int) -> None:
+    """Single events at the same rate against the floor servers: CPU per request of the
+    server alone and of the server plus Kafka, next to ingest's figure above."""
+    for mode, name in (("empty", "floor: uvicorn, empty app"), ("kafka", "floor: uvicorn + produce")):
+        proc = start_floor(settings, mode, port)
+        try:
+            asyncio.run(single_load(port, 2, args.rate, args.connections))  # warm up
+            cpu0, t0 = cpu_by_process(proc.pid), time.perf_counter()
+            rate, lat, errors = asyncio.run(single_load(port, args.seconds, args.rate, args.connections))
+            report(name, rate, lat)
+            cpu_report(proc.pid, cpu0, rate * (time.perf_counter() - t0))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
 def request_bytes(path: str, body: bytes) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nX-API-Key: {KEY}\r\n"
@@ -287,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--connections", type=int, default=64, help="single-event connections")
     parser.add_argument("--raw-count", type=int, default=300_000)
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false",
+        help="skip the single-event floor (uvicorn with an empty app, then with the producer only)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     settings = replace(Settings.from_env(), topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.")
@@ -317,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(30)
+    if args.floor:
+        floor_load(settings, args, port + 1)
     return 0
 
 
