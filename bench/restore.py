@@ -4,8 +4,9 @@ The example processor's `totals` changelog is filled with N records (transaction
 every batch ends with a commit marker) over all partitions; then the processor
 (`python -m processors.runtime.example --static-membership`, its own process) is
 1. started on an empty state dir (a cold restore of all N records),
-2. killed with SIGKILL and started again on the same state dir (RocksDB runs without a WAL, so
-   the unflushed state is replayed from the changelog),
+2. killed with SIGKILL and started again on the same state dir (restored stores are flushed
+   before processing and RocksDB's WAL keeps every commit after that, so only the changelog
+   records after the last applied commit are read),
 3. stopped with SIGTERM (the stores flush) and started again (checkpoints at the end: nothing to
    read).
 Each time is from the kill (or the spawn) to the processor's "ready" log line, and from its
