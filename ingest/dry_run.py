@@ -131,6 +131,8 @@ class DryRuns:
         if reply is None:
             raise ApiError(504, f"dry run: no answer from the loyalty processor within {timeout:g} s "
                                 "(is it running, and caught up with the customer's partition?)")  # fmt: skip
+        if reply.get("error"):
+            raise ApiError(500, f"dry run failed in the loyalty processor: {reply['error']}")
         return reply
 
 

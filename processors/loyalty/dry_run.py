@@ -21,6 +21,7 @@ in `pending`, not followed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,7 @@ from schemas.topics import (
     schema_for,
 )
 
+log = logging.getLogger(__name__)
 Emitted = tuple[str, str, dict[str, Any]]
 MAX_HOPS = 16  # budget decision rounds (one per held event); more would be a loop
 _GONE = object()
@@ -144,6 +146,12 @@ def run(processor: Any, ctx: Context, cmd: dict[str, Any]) -> None:
     try:
         processor._event(dry, event)
         budgets = _decide_budgets(processor, dry)
+    except Exception as exc:  # a bug: answer it at once (nothing real was touched), no DLQ
+        log.exception("dry run failed", extra={"event_id": event.get("id")})
+        error = f"{type(exc).__name__}: {exc}"
+        failed = {"request_id": cmd["id"], "reply_to": cmd.get("reply_to"), "error": error}
+        ctx.emit(LOYALTY_DRY_RUN_REPLIES, cmd["id"], failed)
+        return
     finally:
         processor.armed = armed
     forwarded = _forwarded(dry.emitted, event)

@@ -135,3 +135,15 @@ def test_no_answer_in_time_is_504_and_kafka_down_503(h):
     resp = h.client.post(DRY, json=purchase(), headers=H)
     assert resp.status_code == 503 and resp.headers["Retry-After"]
     assert h.client.post(DRY, json=purchase()).status_code == 401
+
+
+def test_a_dry_run_the_processor_failed_is_500_naming_the_error(h, monkeypatch):
+    partition = Partition(h, h.programs.program)
+
+    def broken(ctx, event):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(partition.driver.processor, "_event", broken)
+    resp = h.client.post(DRY, json=purchase(), headers=H)
+    assert resp.status_code == 500
+    assert error_of(resp)["message"] == "dry run failed in the loyalty processor: RuntimeError: boom"

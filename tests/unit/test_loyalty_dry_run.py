@@ -156,3 +156,18 @@ def test_a_merged_customer_is_answered_by_the_customer_it_was_merged_into():
     assert kinds == [("events.loyalty", "DRY_RUN"), (REPLIES, None)]  # re-asked on known's partition
     assert reply["customer_id"] == "known" and reply["partition"] == loyalty.driver.partition_for("known")
     assert reply["results"][0]["points"] == 10 and reply["found"] is True
+
+
+def test_a_dry_run_that_fails_answers_the_error_and_touches_nothing(monkeypatch):
+    loyalty = Loyalty()
+    loyalty.send("ann", purchase("ann", 60))
+    before = loyalty.stores()
+
+    def broken(ctx, event):
+        ctx.store("customers").put("ann", {"customer_id": "ann", "broken": True})
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(loyalty.driver.processor, "_event", broken)
+    reply, out = loyalty.dry_run(purchase("ann", 10))
+    assert reply["error"] == "RuntimeError: boom" and [t for t, _, _ in out] == [REPLIES]
+    assert loyalty.stores() == before
