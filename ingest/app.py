@@ -188,6 +188,7 @@ def _build_state(
             linger_ms=config.linger_ms,
             config={"compression.type": "lz4", "queue.buffering.max.messages": 500_000},
             name="ingest-producer",
+            poll_on_loop=True,  # no poll thread: the worker's loop polls while sends are in flight
         ).start()
         closers.append(kafka.close)
         producer = kafka

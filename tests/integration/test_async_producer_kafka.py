@@ -36,10 +36,13 @@ def test_sends_are_acknowledged_at_their_offsets(settings: Settings) -> None:
         assert producer.produce_nowait(DELIVERY_DLQ, None, b"v4")  # fire and forget
         return [one, *many]
 
-    for ack_timeout_s in (5.0, None):  # ingest's bounded wait, delivery's unbounded one
-        producer = AsyncProducer(settings, ack_timeout_s=ack_timeout_s).start()
+    # ingest's bounded wait polled on its loop, delivery's unbounded one with a poll thread, and
+    # the other two pairings; a second event loop must get its acknowledgements too
+    for ack_timeout_s, poll_on_loop in ((5.0, True), (None, False), (5.0, False), (None, True)):
+        producer = AsyncProducer(settings, ack_timeout_s=ack_timeout_s, poll_on_loop=poll_on_loop).start()
         try:
             delivered = asyncio.run(go(producer))
+            delivered.append(asyncio.run(producer.send(DELIVERY_DLQ, "c5", b"v5")))  # another loop
         finally:
             producer.close()
         assert all(isinstance(d, Delivered) for d in delivered)
@@ -48,4 +51,5 @@ def test_sends_are_acknowledged_at_their_offsets(settings: Settings) -> None:
             (b"c1", b"v1", [("reason", b"x")]),
             (b"c2", b"v2", []),
             (b"c3", b"v3", []),
+            (b"c5", b"v5", []),
         ]

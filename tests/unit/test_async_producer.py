@@ -11,9 +11,10 @@ from plumbing.producer import AsyncProducer, Unavailable
 from schemas.settings import Settings
 
 
-def test_an_unreachable_broker_gives_unavailable_within_the_ack_timeout() -> None:
+@pytest.mark.parametrize("poll_on_loop", [False, True], ids=["poll thread", "polled on the loop"])
+def test_an_unreachable_broker_gives_unavailable_within_the_ack_timeout(poll_on_loop: bool) -> None:
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", topic_prefix="u.")
-    producer = AsyncProducer(settings, ack_timeout_s=0.5).start()
+    producer = AsyncProducer(settings, ack_timeout_s=0.5, poll_on_loop=poll_on_loop).start()
 
     async def go() -> list:
         started = time.monotonic()
