@@ -6,8 +6,8 @@ reviews) spread over 30 days, written as a JSON-lines file of Event records; the
 as a user runs it (`python -m deploy.cli backtest ... --source FILE --json`, its own process)
 with examples/program.yaml as the current program and the same program with the electronics
 bonus doubled as the proposed one. The comparison is the loyalty processor's own step on
-the same kind of events (`memory`: one program, the in-memory driver with the replays' store
-backend, no clock moves or timers, no report). A backtest runs every event through two
+the same kind of events (`memory`: one program, the in-memory driver (sorted
+memory backend), no clock moves or timers, no report). A backtest runs every event through two
 programs, so `programs_per_event_vs_memory` = 2 x backtest events / memory events, per CPU
 second (which holds on a shared machine where the wall clock swings with the load): 1.0 would
 mean a backtest steps each program as fast as the bare step; the rest is the replay's clock
@@ -35,7 +35,6 @@ import orjson
 from bench._common import rate
 from bench.loyalty import workload
 from processors.loyalty.processor import LoyaltyProcessor
-from processors.loyalty.replay import SortedBackend
 from processors.runtime.testing import TestDriver
 from schemas.program import load_program
 from schemas.topics import EVENTS_LOYALTY
@@ -85,11 +84,11 @@ def _children_cpu() -> float:
 
 def in_memory(records: list) -> dict:
     """The loyalty processor's own step on the same kind of events, one program, on the
-    in-memory driver with the replays' store backend and no output round trip (as a backtest
+    in-memory driver and no output round trip (as a backtest
     runs each of its two programs), with its CPU rate."""
     program = load_program(EXAMPLE).model_copy(update={"version": 1})
     driver = TestDriver(LoyaltyProcessor(1), program, now=records[0][1]["received_at"],
-                        backend=SortedBackend, check_outputs=False)  # fmt: skip
+                        check_outputs=False)  # fmt: skip
     began, cpu = time.perf_counter(), time.process_time()
     for key, value in records:
         driver.send(EVENTS_LOYALTY, key, value)

@@ -11,7 +11,6 @@ is pending.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,46 +52,6 @@ class Step:
                 self.notifications.append(value)
 
 
-class SortedBackend:
-    """An in-memory store backend that keeps its keys sorted: a range read costs a bisect and
-    the keys it returns. The runtime's MemoryBackend sorts all its keys on every range read,
-    fine for unit tests but quadratic over a replay of thousands of customers, whose ledger
-    lines and timers are read by range on every event (most of a backtest's time)."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.keys: list[bytes] = []
-        self._checkpoint: int | None = None
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def write(self, changes: dict[bytes, bytes | None], checkpoint: int | None) -> None:
-        for key, value in changes.items():
-            if value is None:
-                if self.data.pop(key, None) is not None:
-                    del self.keys[bisect_left(self.keys, key)]
-            else:
-                if key not in self.data:
-                    insort(self.keys, key)
-                self.data[key] = value
-        if checkpoint is not None:
-            self._checkpoint = checkpoint
-
-    def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-        keys, i = self.keys, bisect_left(self.keys, start)
-        while i < len(keys) and (end is None or keys[i] < end):
-            key = keys[i]
-            yield key, self.data[key]
-            i += 1
-
-    def checkpoint(self) -> int | None:
-        return self._checkpoint
-
-    def close(self) -> None:
-        pass
-
-
 class Replay:
     """One program, a set of customers' states, a clock that moves with the events.
 
@@ -103,7 +62,7 @@ class Replay:
 
     def __init__(self, program: Program, start_ms: int, partitions: int = 1, checked: bool = True) -> None:
         self.driver = TestDriver(LoyaltyProcessor(partitions), program, now=start_ms, partitions=partitions,
-                                 backend=SortedBackend, check_outputs=checked)  # fmt: skip
+                                 check_outputs=checked)  # fmt: skip
 
     @property
     def now(self) -> int:

@@ -29,6 +29,7 @@ from rocksdict import (
     WriteBatch,
     WriteOptions,
 )
+from sortedcontainers import SortedDict
 
 from processors.runtime.limits import RecordTooLarge
 
@@ -49,10 +50,12 @@ class Backend(Protocol):
 
 
 class MemoryBackend:
-    """Backend for unit tests (processors.runtime.testing)."""
+    """Backend for unit tests (processors.runtime.testing) and in-memory replays (simulate,
+    backtests). Its keys are kept sorted: a range read costs a bisect and the keys it returns,
+    where sorting them on every read made a replay of thousands of customers quadratic."""
 
     def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+        self.data: SortedDict = SortedDict()
         self._checkpoint: int | None = None
 
     def get(self, key: bytes) -> bytes | None:
@@ -68,9 +71,8 @@ class MemoryBackend:
             self._checkpoint = checkpoint
 
     def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(self.data):
-            if key >= start and (end is None or key < end):
-                yield key, self.data[key]
+        for key in self.data.irange(start, end, inclusive=(True, False)):
+            yield key, self.data[key]
 
     def checkpoint(self) -> int | None:
         return self._checkpoint
@@ -190,7 +192,9 @@ class TransactionalStore:
         self.name = name
         self.backend = backend
         self.max_bytes = max_bytes
-        self.overlay: dict[bytes, bytes | None] = {}
+        # sorted, so a range over it costs a bisect, not a pass over every write of the open
+        # transaction (thousands while catching up: a scan per event made it quadratic)
+        self.overlay: SortedDict = SortedDict()
 
     def get(self, key: str, default: Any = None) -> Any:
         raw = self.overlay.get(k := key.encode(), _DELETED)
@@ -223,7 +227,8 @@ class TransactionalStore:
     def _merged(self, start: str | None, end: str | None) -> Iterator[tuple[bytes, bytes]]:
         lo = (start or "").encode() or b"\x01"
         hi = end.encode() if end is not None else None
-        overlay = sorted((k, v) for k, v in self.overlay.items() if k >= lo and (hi is None or k < hi))
+        keys = self.overlay.irange(lo, hi, inclusive=(True, False))
+        overlay = [(k, self.overlay[k]) for k in keys]
         i = 0
         for key, raw in self.backend.items(lo, hi):
             while i < len(overlay) and overlay[i][0] < key:
@@ -245,7 +250,7 @@ class TransactionalStore:
     def commit(self, checkpoint: int | None) -> None:
         if self.overlay or checkpoint is not None:
             self.backend.write(self.overlay, checkpoint)
-        self.overlay = {}
+        self.overlay = SortedDict()
 
     def abort(self) -> None:
-        self.overlay = {}
+        self.overlay = SortedDict()

@@ -54,7 +54,7 @@ class TestDriver:
         check_outputs: bool = True,
     ) -> None:
         self.processor = processor
-        self.backend = backend  # one per store and partition (replays pass a faster one)
+        self.backend = backend  # one per store and partition
         self.check_outputs = check_outputs  # False: outputs as emitted (a backtest's speed)
         self.program = program or Program()
         self.clock = ManualClock(now)

@@ -49,3 +49,37 @@ def test_the_first_key_of_a_large_range_does_not_read_the_whole_range():
     store.put("t/000000000000007/new", {"at": 7})
     assert next(store.range("t/", "t0")) == ("t/000000000000000/timer-0", {"at": 0})
     assert backend.read <= 2
+
+
+def committed_reference(data: dict[str, int], start: str, end: str | None) -> list[tuple[str, int]]:
+    return sorted((k, v) for k, v in data.items() if k >= start and (end is None or k < end))
+
+
+def test_range_follows_puts_deletes_commits_and_aborts_over_many_transactions():
+    """The sorted overlay and backend (bisected, never scanned whole) stay in step over many
+    transactions."""
+    rnd = random.Random(7)
+    store = TransactionalStore("s", MemoryBackend())
+    committed: dict[str, int] = {}
+    current: dict[str, int] = {}
+    keys = [f"c{n:02d}|{m}" for n in range(30) for m in range(3)]
+    for turn in range(600):
+        for _ in range(rnd.randint(1, 6)):
+            key = rnd.choice(keys)
+            if rnd.random() < 0.3:
+                store.delete(key)
+                current.pop(key, None)
+            else:
+                store.put(key, turn)
+                current[key] = turn
+        lo, hi = sorted(rnd.sample(keys, 2))
+        assert list(store.range(lo, hi)) == committed_reference(current, lo, hi)
+        assert list(store.range(lo)) == committed_reference(current, lo, None)
+        assert store.count(lo, hi) == len(committed_reference(current, lo, hi))
+        if turn % 7 == 0:
+            store.commit(turn)
+            committed = dict(current)
+        elif turn % 11 == 0:
+            store.abort()
+            current = dict(committed)
+    assert list(store.range()) == committed_reference(current, "", None)
