@@ -55,9 +55,9 @@ def test_a_commit_on_revoke_shares_one_budget_then_aborts(monkeypatch, tmp_path)
     clock = Clock()
     monkeypatch.setattr(runner_module.time, "monotonic", clock)
     runner = Runner(CounterProcessor(), Settings(), RuntimeOptions(state_dir=tmp_path, revoke_timeout_s=10))
-    runner.producer = runner.consumer = broker = SlowBroker(clock)
-    runner.in_txn = True
-    runner.positions[("t", 0)] = 5
-    runner._on_revoke(broker, [])
+    runner.txn.producer = runner.txn.consumer = runner.rebalance.consumer = broker = SlowBroker(clock)
+    runner.txn.open = True
+    runner.txn.positions[("t", 0)] = 5
+    runner.rebalance.on_revoke(broker, [])
     assert broker.calls == [("flush", 10), ("send_offsets", 6), ("commit", 2), ("abort", 5.0)]
-    assert not runner.in_txn and not runner.positions
+    assert not runner.in_txn and not runner.txn.positions

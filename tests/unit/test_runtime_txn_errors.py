@@ -97,37 +97,38 @@ class Consumer:
 
 def runner_with(monkeypatch, tmp_path, committed: dict) -> tuple[Runner, list[Producer]]:
     runner = Runner(CounterProcessor(), Settings(), RuntimeOptions(state_dir=tmp_path))
-    runner.producer = Producer(FENCED)
-    runner.consumer = Consumer(committed)
+    txn = runner.txn
+    txn.producer = Producer(FENCED)
+    txn.consumer = runner.consumer = Consumer(committed)
     renewed: list[Producer] = []
 
     def renew() -> None:  # what a new producer + init_transactions does, without a broker
         renewed.append(Producer())
-        runner.producer = renewed[-1]
+        txn.producer = renewed[-1]
 
-    monkeypatch.setattr(runner, "_renew_producer", renew)
-    runner.in_txn = True
-    runner.positions[("in", 0)] = 7
+    monkeypatch.setattr(txn, "renew_producer", renew)
+    txn.open = True
+    txn.positions[("in", 0)] = 7
     return runner, renewed
 
 
 def test_a_fatal_commit_renews_the_producer_and_keeps_a_commit_the_broker_made(monkeypatch, tmp_path):
     runner, renewed = runner_with(monkeypatch, tmp_path, committed={("in", 0): 7})
-    runner._commit()
-    assert len(renewed) == 1 and "abort" not in runner.producer.calls  # fatal: never aborted
-    assert not runner.in_txn and not runner.positions and not runner._failing  # committed
+    runner.txn.commit()
+    assert len(renewed) == 1 and "abort" not in runner.txn.producer.calls  # fatal: never aborted
+    assert not runner.in_txn and not runner.txn.positions and not runner.txn.failing  # committed
 
 
 def test_a_fatal_commit_the_broker_did_not_make_is_rewound(monkeypatch, tmp_path):
     runner, renewed = runner_with(monkeypatch, tmp_path, committed={("in", 0): 3})
-    runner._commit()
-    assert len(renewed) == 1 and not runner.in_txn and not runner.positions
-    assert runner._failing  # the watchdog counts from the last real commit
+    runner.txn.commit()
+    assert len(renewed) == 1 and not runner.in_txn and not runner.txn.positions
+    assert runner.txn.failing  # the watchdog counts from the last real commit
 
 
 def test_a_producer_error_in_a_handler_is_not_the_records_fault(tmp_path) -> None:
     runner = Runner(CounterProcessor(), Settings(), RuntimeOptions(state_dir=tmp_path))
-    runner.producer = Producer()
+    runner.txn.producer = Producer()
     with pytest.raises(TransactionBroken):  # a BaseException: handlers' `except Exception` miss it
         try:
             runner._emit("counter.output", "k", {"key": "k"})
@@ -138,9 +139,9 @@ def test_a_producer_error_in_a_handler_is_not_the_records_fault(tmp_path) -> Non
 
 def test_the_watchdog_stops_a_runner_that_cannot_commit(monkeypatch, tmp_path) -> None:
     runner = Runner(CounterProcessor(), Settings(), RuntimeOptions(state_dir=tmp_path, stall_timeout_s=60))
-    now = runner._last_commit
+    now = runner.txn.last_commit
     monkeypatch.setattr(runner_module.time, "monotonic", lambda: now + 40)
-    runner.in_txn = True
+    runner.txn.open = True
     assert not runner.healthy()  # 503 from half the limit
     runner._watchdog()  # not yet
     monkeypatch.setattr(runner_module.time, "monotonic", lambda: now + 61)
