@@ -33,6 +33,7 @@ def make_app(mode: str):
                     producer.append(AsyncProducer(
                         Settings.from_env(), ack_timeout_s=config.ack_timeout_s, linger_ms=config.linger_ms,
                         config={"compression.type": "lz4", "queue.buffering.max.messages": 500_000},
+                        poll_on_loop=True,
                     ).start())  # fmt: skip
                 await send({"type": "lifespan.startup.complete"})
             for p in producer:
