@@ -15,77 +15,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import ApiError
-from ingest.replies import ReplyHub
+from ingest.replies import ReplyHub, TopicTail
 from ingest.simulate import iso, notification_view, result_view
 from plumbing.producer import EventProducer, Unavailable
 from processors.loyalty.dry_run import command
 from schemas.settings import Settings
-from schemas.topics import EVENTS_LOYALTY, LOYALTY_DRY_RUN_REPLIES, topic_name
+from schemas.topics import EVENTS_LOYALTY, LOYALTY_DRY_RUN_REPLIES
 
 log = logging.getLogger(__name__)
 
 
-class ReplyListener:
-    """Tails every partition of loyalty.dry_run.replies from the end (no group, no commits)
-    and hands the replies addressed to this worker to the hub, by request id."""
+class ReplyListener(TopicTail):
+    """Tails loyalty.dry_run.replies and hands the replies addressed to this worker to the
+    hub, by request id."""
 
-    def __init__(self, settings: Settings, instance_id: str, hub: ReplyHub) -> None:
-        self.settings = settings
-        self.instance_id = instance_id
-        self.hub = hub
-        self._running = False
-        self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"ingest-dry-runs-{instance_id}-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",  # a reply counts once its transaction commits
-            "fetch.wait.max.ms": 10,
-        })  # fmt: skip
-        self._thread = threading.Thread(target=self._loop, name="ingest-dry-runs", daemon=True)
+    topic = LOYALTY_DRY_RUN_REPLIES
+    batch = 100
 
-    def start(self, timeout: float = 10.0) -> ReplyListener:
-        """Assign every partition at its current end before the first command is sent."""
-        topic = topic_name(LOYALTY_DRY_RUN_REPLIES, self.settings)
-        meta = self._consumer.list_topics(topic, timeout=timeout).topics[topic]
-        if meta.error is not None:
-            raise RuntimeError(f"topic {topic}: {meta.error}")
-        assignment = []
-        for p in sorted(meta.partitions):
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            assignment.append(TopicPartition(topic, p, high))
-        self._consumer.assign(assignment)
-        self._running = True
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._running = False
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self._consumer.close()
-
-    def _loop(self) -> None:
-        while self._running:
-            for msg in self._consumer.consume(100, 0.1):
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("dry-run replies consumer error", extra={"kafka_error": str(msg.error())})
-                    continue
-                try:
-                    reply = orjson.loads(msg.value() or b"null")
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(reply, dict) and reply.get("reply_to") == self.instance_id:
-                    self.hub.complete(str(reply.get("request_id")), reply)
+    def handle(self, value: bytes | None) -> None:
+        try:
+            reply = orjson.loads(value or b"null")
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(reply, dict) and reply.get("reply_to") == self.instance_id:
+            self.hub.complete(str(reply.get("request_id")), reply)
 
 
 class DryRuns:

@@ -73,30 +73,35 @@ def _command_id(result: dict[str, Any]) -> str | None:
         return None
 
 
-class ResultListener:
-    """Tails loyalty.results from the end and hands results addressed to us to the hub."""
+class TopicTail:
+    """Tails every partition of one topic from its end with a consumer of its own (no group,
+    no commits: each worker reads everything written after it started) and hands each value to
+    `handle` on its thread. A subclass picks the records addressed to this worker."""
+
+    topic = ""  # the logical topic name
+    batch = 500
 
     def __init__(self, settings: Settings, instance_id: str, hub: ReplyHub) -> None:
         self.settings = settings
         self.instance_id = instance_id
         self.hub = hub
         self._running = False
-        self._needle = instance_id.encode()
+        name = type(self).__name__
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"ingest-replies-{instance_id}-{uuid.uuid4().hex[:6]}",
+                "group.id": f"ingest-{name}-{instance_id}-{uuid.uuid4().hex[:6]}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
-                "isolation.level": "read_committed",
+                "isolation.level": "read_committed",  # a record counts once its transaction commits
                 "fetch.wait.max.ms": 10,
             }
         )
-        self._thread = threading.Thread(target=self._loop, name="ingest-replies", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"ingest-{name}", daemon=True)
 
-    def start(self, timeout: float = 10.0) -> ResultListener:
+    def start(self, timeout: float = 10.0) -> TopicTail:
         """Assign every partition at its current end before any request may wait on it."""
-        topic = topic_name(LOYALTY_RESULTS, self.settings)
+        topic = topic_name(self.topic, self.settings)
         meta = self._consumer.list_topics(topic, timeout=timeout).topics[topic]
         if meta.error is not None:
             raise RuntimeError(f"topic {topic}: {meta.error}")
@@ -116,20 +121,34 @@ class ResultListener:
         self._consumer.close()
 
     def _loop(self) -> None:
-        codec = default_codec()
         while self._running:
-            for msg in self._consumer.consume(500, 0.1):
+            for msg in self._consumer.consume(self.batch, 0.1):
                 if msg.error() is not None:
                     if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("results consumer error", extra={"kafka_error": str(msg.error())})
+                        log.warning("reply consumer error",
+                                    extra={"topic": self.topic, "kafka_error": str(msg.error())})  # fmt: skip
                     continue
-                self._handle(codec, msg.value())
+                self.handle(msg.value())
 
-    def _handle(self, codec, value: bytes | None) -> None:
+    def handle(self, value: bytes | None) -> None:
+        raise NotImplementedError
+
+
+class ResultListener(TopicTail):
+    """Tails loyalty.results and hands results addressed to us to the hub."""
+
+    topic = LOYALTY_RESULTS
+
+    def __init__(self, settings: Settings, instance_id: str, hub: ReplyHub) -> None:
+        super().__init__(settings, instance_id, hub)
+        self._needle = instance_id.encode()
+        self._codec = default_codec()
+
+    def handle(self, value: bytes | None) -> None:
         if value is None or self._needle not in value:
             return  # cheap skip: results for other instances never get decoded
         try:
-            result = codec.decode(value, "Result")
+            result = self._codec.decode(value, "Result")
         except CodecError:
             return
         if result.get("reply_to") == self.instance_id:
