@@ -89,6 +89,7 @@ class Restorer:
         )
         self._backends: dict[int, dict[str, RocksBackend]] = {}
         self._reading: dict[tuple[str, int], _Reading] = {}
+        self._handed: list[RocksBackend] = []  # taken, compactions off until all are restored
 
     @property
     def partitions(self) -> set[int]:
@@ -241,8 +242,18 @@ class Restorer:
         wrote survives a SIGKILL from now on) and reopened for processing."""
         backends = self._backends.pop(partition)
         for backend in backends.values():
-            backend.end_bulk()
+            backend.end_bulk(compactions=False)
+        self._handed.extend(backends.values())
+        self._resume_when_done()
         return backends
+
+    def _resume_when_done(self) -> None:
+        """Once nothing is restoring, the handed-over stores compact (and compress) their
+        restored files: until then that work would take the CPU the restore runs on."""
+        if not self._backends:
+            for backend in self._handed:
+                backend.resume_compactions()
+            self._handed.clear()
 
     def cancel(self, partitions: set[int]) -> None:
         """Stop restoring `partitions` (revoked): what was applied so far stays, checkpointed."""
@@ -254,6 +265,7 @@ class Restorer:
         for partition in partitions & self.partitions:
             for backend in self._backends.pop(partition).values():
                 backend.close()
+        self._resume_when_done()
 
     def close(self) -> None:
         self.cancel(self.partitions)

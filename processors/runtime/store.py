@@ -86,7 +86,7 @@ _L0_SLOWDOWN = 20  # RocksDB's level0_slowdown_writes_trigger (default)
 _block_cache: Cache | None = None
 
 
-def _options(bulk: bool) -> Options:
+def _options(bulk: bool, compactions: bool = True) -> Options:
     """Bloom filters, because most lookups miss (an event id not seen yet: ~2 us instead of
     ~30 us once the store has files on disk), and one block cache shared by every store of the
     process. `bulk` (restore, write-only): a vector memtable (an append, sorted once at flush,
@@ -104,8 +104,8 @@ def _options(bulk: bool) -> Options:
     if bulk:
         options.set_allow_concurrent_memtable_write(False)  # the vector memtable cannot
         options.set_memtable_factory(MemtableFactory.vector())
-        options.set_disable_auto_compactions(True)
         options.set_compression_type(DBCompressionType.none())
+    options.set_disable_auto_compactions(bulk or not compactions)
     return options
 
 
@@ -118,9 +118,9 @@ class RocksBackend:
         self.path = path
         self._open(bulk)
 
-    def _open(self, bulk: bool) -> None:
-        self.bulk = bulk
-        options = _options(bulk)
+    def _open(self, bulk: bool, compactions: bool = True) -> None:
+        self.bulk, self.closed = bulk, False
+        options = _options(bulk, compactions)
         # given for the column family too: else rocksdict reopens it with the options it last
         # had (a bulk load's vector memtable) and RocksDB refuses the mix
         self.db = Rdict(str(self.path), options=options, column_families={"default": options})
@@ -128,14 +128,20 @@ class RocksBackend:
         write.disable_wal = bulk
         self.db.set_write_options(write)
 
-    def end_bulk(self) -> None:
+    def end_bulk(self, compactions: bool = True) -> None:
         """Flush what the restore wrote (it has no WAL) and reopen for processing, before any
-        write with the WAL: a recovery would replay those on top of unflushed restore data."""
+        write with the WAL: a recovery would replay those on top of unflushed restore data.
+        `compactions=False` leaves them off until `resume_compactions()` (the restorer's other
+        partitions are still loading: compacting now would take CPU from them)."""
         if self.bulk:
             self.close()
-            self._open(bulk=False)
+            self._open(bulk=False, compactions=compactions)
             if self.db.property_int_value("rocksdb.num-files-at-level0") >= _L0_SLOWDOWN:
                 self.db.compact_range(None, None)  # else RocksDB would slow every write down
+
+    def resume_compactions(self) -> None:
+        if not self.closed:
+            self.db.set_options({"disable_auto_compactions": "false"})
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
@@ -176,6 +182,7 @@ class RocksBackend:
         close."""
         self.db.flush(True)
         self.db.close()
+        self.closed = True
 
     @staticmethod
     def wipe(path: Path) -> None:

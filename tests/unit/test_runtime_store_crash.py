@@ -1,6 +1,7 @@
 """What a RocksDB store holds after its process dies without closing it (SIGKILL, os._exit):
 a processing store keeps its last committed batch (WAL on), a restore's bulk load keeps what
-it flushed, and data and checkpoint always come from the same batch."""
+it flushed, and data and checkpoint always come from the same batch. And a restored store
+compacts only once the restorer lets it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from rocksdict import WriteBatch
 
 from processors.runtime.store import RocksBackend
+from processors.runtime.testing import wait_for
 
 
 def _child(work: Callable[[Path], RocksBackend], path: Path) -> None:
@@ -105,4 +107,20 @@ def test_a_bulk_loaded_store_reopens_for_processing_and_back(tmp_path):
     assert backend.checkpoint() == 8
     backend.end_bulk()
     assert backend.get(b"b") == b"2"
+    backend.close()
+
+
+def test_a_restored_store_compacts_only_once_compactions_resume(tmp_path):
+    backend = RocksBackend(tmp_path / "db", bulk=True)
+    for n in range(6):  # six level-0 files, over RocksDB's compaction trigger of 4
+        restored(backend, {f"k{n}-{i}".encode(): b"v" * 100 for i in range(100)}, n)
+        backend.db.flush(True)
+    backend.end_bulk(compactions=False)
+    backend.write({b"k": b"1"}, 6)
+    backend.db.flush(True)
+    assert backend.db.property_int_value("rocksdb.num-files-at-level0") == 7
+    backend.resume_compactions()
+    wait_for(lambda: backend.db.property_int_value("rocksdb.num-files-at-level0") < 4, 30,
+             "the level-0 files compacted")  # fmt: skip
+    assert backend.get(b"k3-7") == b"v" * 100 and backend.checkpoint() == 6
     backend.close()
