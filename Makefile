@@ -27,7 +27,7 @@ demo:
 test: install jars  ## the whole suite against real Kafka and PostgreSQL (broker restarts: below)
 	$(PYTHON) -m pytest tests -q -m "not broker_restart"
 
-test-broker-restarts: install jars  ## broker stopped 3x for 12-42 s under load (by hand: not in CI yet, see .ci/run)
+test-broker-restarts: install jars  ## broker stopped 3x for 12-42 s under load (a .ci/run stage of its own)
 	$(PYTHON) -m pytest tests -q -m broker_restart
 
 bench: install jars  ## every benchmark; faust-streaming (the runtime's comparison) comes with .[bench]

@@ -37,7 +37,7 @@ from schemas.settings import Settings
 from schemas.topics import EVENTS_INBOUND, LOYALTY_RESULTS, topic_name
 from tests.reliability.harness import healthz, latest_metrics_port
 
-# run apart (`make test-broker-restarts`, .ci/broker_restarts.sh; not in .ci/run yet): minutes of outages
+# run apart (`make test-broker-restarts`, .ci/broker_restarts.sh, a .ci/run stage): minutes of outages
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.broker_restart,
               pytest.mark.timeout(1200)]  # fmt: skip
 
