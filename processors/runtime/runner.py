@@ -61,6 +61,10 @@ __all__ = ["FatalError", "PartitionMismatch", "Runner", "RuntimeOptions", "check
 
 log = logging.getLogger(__name__)
 
+# Timers fire for at most this long per loop turn (all partitions together), so polling,
+# committing and the transaction timeout stay unaffected by a large due backlog.
+TIMER_SLICE_S = 0.5
+
 
 class Runner:
     """Runs one Processor; `run()` blocks, `start()` runs it in a thread, `stop()` ends it."""
@@ -96,6 +100,7 @@ class Runner:
         # transaction was rewound, and when the loop meets them again they are dead-lettered
         self._poison: dict[tuple[str, int, int], BaseException] = {}
         self._poison_timers: dict[str, BaseException] = {}
+        self._timer_turn = 0  # rotates which task fires timers first (_timer_order)
         self.max_record_bytes = DEFAULT_LIMIT
         # timers wait for the backlog: per input (topic, partition), the timestamp of the last
         # record processed, and the offset the consumer was last sought to
@@ -423,11 +428,13 @@ class Runner:
             return
         now = self.options.clock.now_ms()
         backlog = 0
-        for partition, task in list(self.tasks.items()):
+        deadline = time.monotonic() + TIMER_SLICE_S
+        for partition, task in self._timer_order():
             if now >= task.next_due and (until := self._timer_horizon(partition, now)) >= task.next_due:
                 self.txn.begin()
                 try:
-                    fired = task.fire_due(until, skip=self._poison_timers, dead=self._dead_letter_timer)
+                    fired = task.fire_due(until, skip=self._poison_timers, dead=self._dead_letter_timer,
+                                          deadline=deadline)  # fmt: skip
                 except TimerFailed as failed:
                     if self.options.error_policy == "fail":
                         raise failed.error from failed
@@ -441,6 +448,14 @@ class Runner:
                 self.txn.records += fired
                 backlog += task.due_count(until)
         m.TIMER_BACKLOG.labels(self.processor.name).set(backlog)
+
+    def _timer_order(self) -> list[tuple[int, PartitionTask]]:
+        """The tasks, starting one further each turn: a partition with a large due backlog
+        uses up the turn's timer slice only when its turn comes first."""
+        tasks = list(self.tasks.items())
+        self._timer_turn += 1
+        first = self._timer_turn % len(tasks)
+        return tasks[first:] + tasks[:first]
 
     def _timer_horizon(self, partition: int, now: int) -> int:
         """How far the timers of `partition` may fire: `now`, unless an input partition still

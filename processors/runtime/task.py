@@ -106,15 +106,18 @@ class PartitionTask:
         limit: int = 1000,
         skip: dict[str, BaseException] | None = None,
         dead: Callable[[Timer, BaseException], None] | None = None,
+        deadline: float | None = None,
     ) -> int:
         """Run on_timer for due timers (oldest first) inside the current transaction.
 
         A timer in `skip` (its handler raised before) is removed and handed to `dead` instead;
-        a handler that raises now surfaces as TimerFailed, naming the timer."""
+        a handler that raises now surfaces as TimerFailed, naming the timer. At `deadline`
+        (time.monotonic) it stops after the timer in hand: the rest fire on later turns, so a
+        large due backlog cannot stretch one transaction towards its timeout."""
         if now < self.next_due:
             return 0
         fired = 0
-        while fired < limit:
+        while fired < limit and not (fired and _passed(deadline)):
             # the first `limit - fired` only: range() is lazy, a list of all would decode every
             # due timer at every firing (all of a large state's after a long stop)
             due = list(islice(self.timers.range("t/", f"t/{now + 1:015d}"), limit - fired))
@@ -133,6 +136,8 @@ class PartitionTask:
                     self.processor.on_timer(self.context, timer)
                 except Exception as exc:
                     raise TimerFailed(timer, exc) from exc
+                if _passed(deadline):
+                    break
         self.reload_timers()
         self._due = max(0, self._due - fired)
         return fired
@@ -196,3 +201,7 @@ class TaskContext(Context):
 
     def count(self, counter: Any, *labels: str, amount: float = 1.0) -> None:
         self._task.pending.add(counter, labels, amount)
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline

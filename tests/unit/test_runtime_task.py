@@ -123,6 +123,30 @@ def test_the_due_count_of_a_large_backlog_follows_the_firings_down_to_zero():
     assert backend.read < 3.5 * 3_500, backend.read
 
 
+def test_timers_stop_firing_at_the_turns_deadline_and_go_on_next_turn():
+    """A large due backlog fires in slices: at the deadline fire_due stops after the timer in
+    hand (always at least one, so it makes progress), and the rest fire on later calls."""
+    import time
+
+    from processors.runtime.task import TIMERS_STORE, PartitionTask
+
+    fired: list[str] = []
+
+    class Recording(_Quiet):
+        def on_timer(self, ctx: Context, timer: Timer) -> None:
+            fired.append(timer.id)
+
+    task = PartitionTask(Recording(), 0, {TIMERS_STORE: MemoryBackend()}, emit=lambda *a: None,
+                         now=lambda: 0, config=lambda: None)  # fmt: skip
+    for i in range(50):
+        task.schedule(100 + i, f"k{i}", {}, f"t{i:02d}")
+    task.commit({})
+    assert task.fire_due(10_000, deadline=time.monotonic() - 1) == 1
+    assert fired == ["t00"] and task.due_count(10_000) == 49
+    assert task.fire_due(10_000, deadline=time.monotonic() + 60) == 49
+    assert fired == [f"t{i:02d}" for i in range(50)]
+
+
 class _CountingBackend(MemoryBackend):
     read = 0
 
