@@ -342,6 +342,9 @@ class StoreLedger:
                 if line["id"] in self.new_ids:
                     self.store.put(self._id_key(line["id"]), key)
         self.dirty, self.new_ids, self.closed_ids = set(), set(), set()
+        for _, _, source in self.reads.values():  # their store iterators pin RocksDB files
+            source.close()
+        self.reads.clear()
 
 
 def of(state: dict[str, Any]) -> Ledger:

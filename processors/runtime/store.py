@@ -14,6 +14,7 @@ without compactions, into an unsorted memtable), then flushes and reopens for pr
 from __future__ import annotations
 
 import shutil
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +117,9 @@ class RocksBackend:
     def __init__(self, path: Path, bulk: bool = False) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # range reads not yet run to their end: each holds a RocksDB iterator, which keeps the
+        # database (and its LOCK) alive past close() until the reader is collected
+        self._readers: weakref.WeakSet = weakref.WeakSet()
         self._open(bulk)
 
     def _open(self, bulk: bool, compactions: bool = True) -> None:
@@ -164,6 +168,11 @@ class RocksBackend:
         self.db.write(batch)
 
     def items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        reader = self._items(start, end)
+        self._readers.add(reader)
+        return reader
+
+    def _items(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         it = self.db.iter()
         it.seek(max(start, b"\x01"))
         while it.valid():
@@ -178,8 +187,12 @@ class RocksBackend:
         return int(raw) if raw is not None else None
 
     def close(self) -> None:
-        """Flush the memtable (a bulk load has no WAL; and a reopen need not replay it), then
-        close."""
+        """End the range reads still open (a handler's half-read scan, e.g. the ledger's), flush
+        the memtable (a bulk load has no WAL; and a reopen need not replay it), then close.
+        An open reader kept the database locked: the partition's next owner in this process
+        (a rebalance handing it back) could not open it."""
+        for reader in list(self._readers):
+            reader.close()
         self.db.flush(True)
         self.db.close()
         self.closed = True

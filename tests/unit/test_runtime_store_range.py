@@ -83,3 +83,23 @@ def test_range_follows_puts_deletes_commits_and_aborts_over_many_transactions():
             store.abort()
             current = dict(committed)
     assert list(store.range()) == committed_reference(current, "", None)
+
+
+def test_a_store_closed_with_a_half_read_range_can_be_opened_again(tmp_path):
+    """A handler may keep a range read it has not run to its end (the ledger view keeps its
+    scans for the call). Closing the store must still release RocksDB's lock: a rebalance that
+    hands the partition back to this process opens it again (seen in the compose scale test:
+    'lock hold by current process' on ledger/0, and the processor crash-looped)."""
+    from processors.runtime.store import RocksBackend
+
+    backend = RocksBackend(tmp_path / "ledger")
+    store = TransactionalStore("ledger", backend)
+    store.put("c1|a", 1)
+    store.put("c1|b", 2)
+    store.commit(5)
+    kept = store.range("c1|")
+    assert next(kept) == ("c1|a", 1)
+    backend.close()
+    again = RocksBackend(tmp_path / "ledger")
+    assert list(TransactionalStore("ledger", again).range("c1|")) == [("c1|a", 1), ("c1|b", 2)]
+    again.close()
