@@ -247,6 +247,22 @@ def print_leaderboard(client: httpx.Client, board_id: str) -> None:
     print(f"leaderboard {board_id} ({data['period']} from {data['period_start']}): {ranks or 'empty'}")
 
 
+def print_dry_run(client: httpx.Client, customer: str, amount: float) -> None:
+    """What a purchase would earn, asked of the partition that owns the customer
+    (?dry_run=true), and the wallet read again to show that nothing changed."""
+    before = client.get(f"/customers/{customer}/wallet").json().get("data", {}).get("points")
+    body = {"customer_id": customer, "type": "PURCHASE", "properties": {"amount": amount}}
+    resp = client.post("/behavior/events", params={"dry_run": "true"}, json=body)
+    if resp.status_code != 200:
+        print(f"dry run {customer}: {resp.status_code} {resp.text}")
+        return
+    data = resp.json()["data"]
+    rules = ", ".join(r["campaign_id"] for r in data.get("rules_applied") or []) or "none"
+    after = client.get(f"/customers/{customer}/wallet").json().get("data", {}).get("points")
+    print(f"dry run {customer}: a {amount:g} purchase would earn {data.get('points')} points "
+          f"(rules {rules}); points still {after} (were {before})")  # fmt: skip
+
+
 def print_summary(database_url: str, ids: list[str], found: dict[str, int], timeout: float) -> None:
     print("summary (PostgreSQL, the demo customers):")
     info = details(database_url, ids)
@@ -287,6 +303,7 @@ def run(client: httpx.Client, database_url: str | None, timeout: float) -> tuple
         held = [b["badge_name"] for b in resp.json().get("data", [])] if resp.status_code == 200 else []
         print(f"badges {customer}: {', '.join(held) or 'none'}")
     print_leaderboard(client, "top-earners")
+    print_dry_run(client, "demo-alice", 100)
     hooks = webhooks(local_dir() / "receiver.jsonl")
     print(f"webhooks received by the demo receiver: {sum(hooks.values())} {dict(sorted(hooks.items()))}")
     print_summary(database_url, accepted, found, timeout)

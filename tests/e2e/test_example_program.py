@@ -304,6 +304,10 @@ def test_demo_shows_every_part_of_the_product(stack: dict[str, str]) -> None:
     assert "events accepted: 13, rejected: 0" in out, out
     assert done.returncode == 0 and "every part worked" in out, out + done.stderr
     assert "points demo-alice: 515.0" in out, out  # 200 sign-up + 125 + 50 big order + 100 first + 40
+    # the dry run asks alice's partition what a purchase of 100 would earn and changes nothing
+    dry = re.search(r"^dry run demo-alice: a 100 purchase would earn ([\d.]+) points .*; "
+                    r"points still 515.0 \(were 515.0\)$", out, re.M)  # fmt: skip
+    assert dry and float(dry[1]) > 0, out
     parts = ("redemptions", "tier changes", "audience members", "journeys ended", "webhooks delivered")
     for part in (*parts, "badges", "webhook reactions"):
         assert f"ok       {part}" in out, out
