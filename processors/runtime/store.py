@@ -30,7 +30,7 @@ from rocksdict import (
     WriteBatch,
     WriteOptions,
 )
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedDict, SortedList
 
 from processors.runtime.limits import RecordTooLarge
 
@@ -212,9 +212,12 @@ class TransactionalStore:
         self.name = name
         self.backend = backend
         self.max_bytes = max_bytes
-        # sorted, so a range over it costs a bisect, not a pass over every write of the open
-        # transaction (thousands while catching up: a scan per event made it quadratic)
-        self.overlay: SortedDict = SortedDict()
+        self.overlay: dict[bytes, bytes | None] = {}
+        # the overlay's keys in order, kept from the transaction's first range read on, so a
+        # range costs a bisect, not a pass over every write of the open transaction (thousands
+        # while catching up: a scan per event made it quadratic). Stores never read by range
+        # (most) pay nothing for it.
+        self._ordered: SortedList | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         raw = self.overlay.get(k := key.encode(), _DELETED)
@@ -227,10 +230,15 @@ class TransactionalStore:
         if self.max_bytes is not None and len(raw) + len(data) > self.max_bytes:
             raise RecordTooLarge(f"store {self.name!r} value of key {key!r}", len(raw) + len(data),
                                  self.max_bytes)  # fmt: skip
-        self.overlay[raw] = data
+        self._write(raw, data)
 
     def delete(self, key: str) -> None:
-        self.overlay[key.encode()] = None
+        self._write(key.encode(), None)
+
+    def _write(self, raw: bytes, data: bytes | None) -> None:
+        if self._ordered is not None and raw not in self.overlay:
+            self._ordered.add(raw)
+        self.overlay[raw] = data
 
     def range(self, start: str | None = None, end: str | None = None) -> Iterator[tuple[str, Any]]:
         """Keys in [start, end) in order, the overlay's writes and deletes over the backend's.
@@ -247,7 +255,9 @@ class TransactionalStore:
     def _merged(self, start: str | None, end: str | None) -> Iterator[tuple[bytes, bytes]]:
         lo = (start or "").encode() or b"\x01"
         hi = end.encode() if end is not None else None
-        keys = self.overlay.irange(lo, hi, inclusive=(True, False))
+        if self._ordered is None:
+            self._ordered = SortedList(self.overlay)
+        keys = self._ordered.irange(lo, hi, inclusive=(True, False))
         overlay = [(k, self.overlay[k]) for k in keys]
         i = 0
         for key, raw in self.backend.items(lo, hi):
@@ -270,7 +280,8 @@ class TransactionalStore:
     def commit(self, checkpoint: int | None) -> None:
         if self.overlay or checkpoint is not None:
             self.backend.write(self.overlay, checkpoint)
-        self.overlay = SortedDict()
+        self.abort()
 
     def abort(self) -> None:
-        self.overlay = SortedDict()
+        self.overlay = {}
+        self._ordered = None
