@@ -198,7 +198,10 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(ingest):
         return health["pid"] if health and health["pid"] not in (killed, survivor) else None
 
     new = wait_for(replacement, timeout=START_TIMEOUT, what="a new worker answering")
-    assert scrape(ingest.port)[("ingest_workers", ())] == 2  # the killed one's gauge dropped
+    # the killed one's gauge dropped; the new one counts itself once uvicorn's startup is done,
+    # which can be just after its first answer
+    wait_for(lambda: scrape(ingest.port)[("ingest_workers", ())] == 2, timeout=10,
+             what="ingest_workers to count two workers")  # fmt: skip
     assert children(ingest.proc.pid) >= {survivor, new}
     assert killed not in children(ingest.proc.pid)
     exits = [entry for entry in ingest.entries() if entry["msg"] == noticed]
