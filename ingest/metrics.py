@@ -52,9 +52,15 @@ def scrape() -> bytes:
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return generate_latest()
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path)
-    return generate_latest(registry)
+    for attempt in range(3):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path)
+        try:
+            return generate_latest(registry)
+        except FileNotFoundError:  # a dead worker's file, listed, then removed by worker_exited
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def prepare_dir() -> tuple[Path, bool]:
