@@ -52,15 +52,18 @@ def scrape() -> bytes:
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return generate_latest()
-    for attempt in range(3):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path)
+    for _ in range(2):
         try:
-            return generate_latest(registry)
+            return _every_worker(path)
         except FileNotFoundError:  # a dead worker's file, listed, then removed by worker_exited
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return _every_worker(path)
+
+
+def _every_worker(path: str) -> bytes:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path)
+    return generate_latest(registry)
 
 
 def prepare_dir() -> tuple[Path, bool]:
