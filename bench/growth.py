@@ -10,12 +10,14 @@ store key and its JSON value as the runner writes it at commit). One commit per
 event, as with paced traffic (a backlog batches a customer's updates into one transaction and
 writes fewer changelog records). Bytes are key + value, without Kafka's record overhead.
 
-1. One customer, purchases a minute apart: at each history size (the Nth purchase), bytes of
-   that event on each output topic and changelog, the customer's state bytes (and its record's
-   in `customers`), the CUSTOMER_ACCUMULATION webhook body and events/s (mean of the last 50
-   events up to N, the first left out: it compiles the rules) by the wall clock, and per CPU
-   second of this process (RocksDB's threads included) from the median event of those 50,
-   which a loaded machine and a compaction or GC pause move less.
+1. One customer, purchases a minute apart, after 200 purchases of another customer that warm
+   the process up (CEL compiles, caches, RocksDB): at each history size (the Nth purchase),
+   bytes of that event on each output topic and changelog, the customer's state bytes (and its
+   record's in `customers`), the CUSTOMER_ACCUMULATION webhook body and events/s (mean of the
+   last 50 events up to N) by the wall clock, and per CPU second of this process (RocksDB's
+   threads included) from the median event of those 50, which a loaded machine and a
+   compaction or GC pause move less. The customer's state is reported, not judged: within the
+   windows it holds the customer's events and open lines by design (part 2 judges state).
 2. A population of `--customers` customers over `--days` days (default two years), a purchase
    every few days each, the injectable clock moved a day at a time (expiry, tier and retention
    timers fire as they come due): state bytes per customer every 30 days.
@@ -54,6 +56,8 @@ NOW = 1_700_000_000_000
 DAY = 86_400_000
 FLAT = 1.20  # "flat": the largest figure within 20% of the smallest
 WINDOW = 50  # events/s: the mean over this many events up to each history size (not the first)
+WARMUP = 200  # purchases of another customer first: the process's warm-up is not history
+INFORMATIVE = {"state"}  # one customer's state holds its history by design: reported, not judged
 
 
 class MeteredDriver(TestDriver):
@@ -116,8 +120,14 @@ def webhook_bytes(out: list[Emitted]) -> int:
 
 
 def one_customer(program: Program, sizes: list[int]) -> list[dict[str, Any]]:
-    """Figures of the Nth purchase of one customer, for each N in `sizes`."""
+    """Figures of the Nth purchase of one customer, for each N in `sizes`, after WARMUP purchases
+    of another customer (CEL compiles, caches and RocksDB warm up over the first few hundred
+    events, which would otherwise count against the short histories)."""
     driver, rnd, rows = MeteredDriver(LoyaltyProcessor(partitions=1), program, now=NOW), random.Random(7), []
+    for _ in range(WARMUP):
+        driver.advance(60_000)
+        purchase(driver, "warm-up", rnd)
+    baseline = driver.state_bytes()
     took: list[float] = []
     cpu: list[float] = []
     for n in range(1, max(sizes) + 1):
@@ -127,10 +137,11 @@ def one_customer(program: Program, sizes: list[int]) -> list[dict[str, Any]]:
         took.append(time.perf_counter() - began)
         cpu.append(time.process_time() - began_cpu)
         if n in sizes:
-            window = min(WINDOW, n - 1 or 1)  # the first event warms up (CEL compiles)
+            window = min(WINDOW, n)
             last, last_cpu = took[-window:], cpu[-window:]
             changelogs = {f"changelog {s}": b for s, b in driver.changelog.items()}
-            rows.append({"events": n, **topic_bytes(out), **changelogs, "state": driver.state_bytes(),
+            state = driver.state_bytes() - baseline
+            rows.append({"events": n, **topic_bytes(out), **changelogs, "state": state,
                          "customer record": driver.record_bytes("one"),
                          "webhook body": webhook_bytes(out),
                          "events/s": round(len(last) / sum(last), 1),
@@ -175,9 +186,10 @@ def report(rows: list[dict[str, Any]], samples: list[tuple[int, float]], window_
     for col in columns:
         values = [r.get(col, 0) for r in rows]
         ratio, good = flat([v for r, v in zip(rows, values, strict=True) if r["events"] >= 10])
-        ok &= good
+        verdict = "holds the history" if col in INFORMATIVE else "flat" if good else "GROWS"
+        ok &= good or col in INFORMATIVE
         cells = "".join(f"{v:>12,.0f}" for v in values)
-        print(f"  {col:22s}{cells}   {ratio:15.2f}  {'flat' if good else 'GROWS'}")
+        print(f"  {col:22s}{cells}   {ratio:15.2f}  {verdict}")
     after = [s for d, s in samples if d >= window_days]
     ratio, good = flat(after)
     print(f"\nstate per customer after day {window_days} (the longer of the retention and expiry windows): "
