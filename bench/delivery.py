@@ -2,17 +2,25 @@
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m bench.delivery [--messages 5000]
         [--endpoints 1] [--concurrency 8]
+    python -m bench.delivery --rate 600 [--seconds 20]     # paced: a trickle, as in bench/e2e.py
 
 Pre-loads `notifications` under a fresh topic prefix, then times the delivery service from
 start until the receiver has every webhook-id once (signature verified per request; the
 receiver, processors/delivery/receiver.py, runs in its own process so it does not share the GIL with the
 service, and costs a fraction of the service's CPU per request).
+
+`--rate N` instead writes the notifications at N/s while the service runs (from a child
+process, so its CPU is not counted): at a trickle each fetch, wake-up and poll is paid by a few
+messages, which the preloaded run hides. CPU per delivery is the service's (this process's CPU
+less the main thread's, which only waits); latency is from each notification's `created_at` to
+its first arrival at the receiver.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import time
 import uuid
@@ -71,6 +79,68 @@ def run(messages: int, endpoints: int, concurrency: int) -> dict[str, float]:
         "cpu_us_per_delivery": round(cpu / total * 1e6),
         "receiver_cpu_us_per_request": round(receiver_cpu / total * 1e6),
         "not_delivered_attempts": sum(n for o, n in outcomes.items() if o != "DELIVERED"),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
+    }
+
+
+def _paced_producer(settings: Settings, rate: float, seconds: float, out: Any) -> None:
+    """Child process: write rate*seconds notifications, each at its time, stamped when sent."""
+    from confluent_kafka import Producer
+
+    from schemas.codec import encode
+    from schemas.topics import schema_for, topic_name
+
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 1})
+    topic, schema = topic_name(NOTIFICATIONS, settings), schema_for(NOTIFICATIONS)
+    sent: dict[str, int] = {}
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        lag = start + i / rate - time.monotonic()
+        if lag > 0:
+            time.sleep(lag)
+        note = notification("E", {"n": i, "points": 10}, customer=f"c{i % 997}")
+        producer.produce(topic, key=note["customer_id"].encode(), value=encode(schema, note))
+        producer.poll(0)
+        sent[note["id"]] = note["created_at"]
+    assert producer.flush(30) == 0
+    out.put(sent)
+
+
+def run_paced(rate: float, seconds: float, concurrency: int) -> dict[str, float]:
+    """Notifications at `rate`/s for `seconds` into a running service; CPU per delivery and the
+    latency from created_at to the receiver."""
+    os.environ["TOPIC_PREFIX"] = f"bench{uuid.uuid4().hex[:8]}."
+    settings = Settings.from_env()
+    ensure_topics(settings)
+    receiver = RemoteReceiver([SECRET])
+    hook = Webhook(id="e0", url=receiver.url("/e0"), events=["E"], secret=SECRET)
+    program = Program(webhooks=[hook], delivery=Delivery(max_concurrency_per_endpoint=concurrency))
+    service = DeliveryService(settings, lambda: program, Options(group_id="bench")).start()
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_paced_producer, args=(settings, rate, seconds, out))
+    try:
+        wait_for(lambda: service.consumer.assignment(), timeout=60, interval=0.1)
+        cpu0, main0, started = sum(os.times()[:2]), time.thread_time(), time.monotonic()
+        child.start()
+        sent = out.get(timeout=seconds + 120)
+        child.join(30)
+        wait_for(lambda: receiver.stats()["unique"] >= len(sent), timeout=120, interval=0.2)
+        elapsed = time.monotonic() - started
+        cpu = sum(os.times()[:2]) - cpu0 - (time.thread_time() - main0)  # the service's threads
+        arrivals = receiver.arrivals()
+    finally:
+        service.stop()
+        receiver.close()
+    lat = sorted(arrivals[i] - at for i, at in sent.items())
+    return {
+        "rate": rate,
+        "deliveries": len(sent),
+        "seconds": round(elapsed, 2),
+        "p50_ms": round(lat[len(lat) // 2], 1),
+        "p99_ms": round(lat[int(len(lat) * 0.99)], 1),
+        "max_ms": round(lat[-1], 1),
+        "cpu_us_per_delivery": round(cpu / len(sent) * 1e6),
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }
 
@@ -147,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients", type=int, default=3000, help="requests per HTTP client in the side-by-side run (0: skip)"
     )
+    parser.add_argument("--rate", type=float, default=0, help="paced: notifications/s (0: preloaded)")
+    parser.add_argument("--seconds", type=float, default=20, help="paced: how long to write")
     args = parser.parse_args(argv)
+    if args.rate:
+        result = run_paced(args.rate, args.seconds, args.concurrency)
+        print(" ".join(f"{k}={v}" for k, v in result.items()))
+        return 0
     if args.clients:
         compare_clients(args.clients, args.concurrency)
     result = run(args.messages, args.endpoints, args.concurrency)
