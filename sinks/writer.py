@@ -134,7 +134,7 @@ def _insert_merged_events(conn: psycopg.Connection, rows: Rows, clear: bool) -> 
         return set()
     with conn.cursor() as cur:
         cur.execute(MERGED_STAGE_DDL)
-        copy_rows(conn, cur, MERGED_STAGE, MERGED_STAGE_COLUMNS, MERGED_STAGE_TYPES, both)
+        copy_rows(cur, MERGED_STAGE, MERGED_STAGE_COLUMNS, MERGED_STAGE_TYPES, both)
         cur.execute(MERGED_INSERT)
         inserted = {(found,) for (found,) in cur.fetchall()}
         if clear:
@@ -214,7 +214,8 @@ def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], cl
     (needed when one transaction writes the same target more than once)."""
     with conn.cursor() as cur:
         cur.execute(target.stage_ddl())
-        copy_rows(conn, cur, target.stage, target.all_columns, target.stage_types, rows)
+        values = itemgetter(*target.all_columns)
+        copy_rows(cur, target.stage, target.all_columns, target.stage_types, [values(row) for row in rows])
         for sql in target.sql():
             cur.execute(sql)
         if clear:
@@ -247,12 +248,11 @@ def encode_binary(conn: psycopg.Connection, types: tuple[str, ...], rows: list[t
     return out.getvalue()
 
 
-def copy_rows(conn: psycopg.Connection, cur: psycopg.Cursor, stage: str, columns: tuple[str, ...],
-              types: tuple[str, ...], rows: list[dict]) -> None:  # fmt: skip
-    """COPY the `columns` of `rows` into `stage`: binary when every value fits, else text."""
-    values = itemgetter(*columns)
-    tuples = [values(row) for row in rows]
-    data = encode_binary(conn, types, tuples)
+def copy_rows(cur: psycopg.Cursor, stage: str, columns: tuple[str, ...], types: tuple[str, ...],
+              tuples: list[tuple]) -> None:  # fmt: skip
+    """COPY `tuples` (values in `columns` order) into `stage`: binary when every value fits,
+    else text."""
+    data = encode_binary(cur.connection, types, tuples)
     cols = ", ".join(columns)
     if data is not None:
         with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:

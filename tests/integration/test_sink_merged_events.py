@@ -93,3 +93,23 @@ def test_one_batch_writes_the_rows_of_one_record_per_batch(two_dbs: tuple[str, s
     write(together, recs, per_batch=len(recs), offset=0)
     write(apart, recs, per_batch=1, offset=0)
     assert dump(together) == dump(apart)
+
+
+def test_new_events_with_their_results_are_inserted_and_never_updated(two_dbs: tuple[str, str]) -> None:
+    """The merged insert really runs: no events row is written twice (it used to fail on the
+    value tuples, and the batch fell back to isolating records one by one, same rows)."""
+    together, _ = two_dbs
+    codec = default_codec()
+    recs = []
+    for n in range(20):
+        ev = samples.event("newcomer", n)
+        for topic, value in ((t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, samples.result(ev, 1.0, n + 1.0))):
+            recs.append((topic, codec.decode(codec.encode(schema_for(topic), value), schema_for(topic))))
+    with psycopg.connect(together) as conn:
+        batch = Batch()
+        for offset, (topic, value) in enumerate(recs, start=1000):
+            batch.add(value, Source(topic, 0, offset), topic)
+        assert not write_batch(conn, batch, {}).rejects
+        sql = "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'events'"
+        assert conn.execute(sql).fetchone() == (20, 0)  # the transaction is still open
+        conn.rollback()
