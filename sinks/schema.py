@@ -92,7 +92,6 @@ events = Table(
     _ts("cancelled_at"),
     _ts("expired_at"),
     _ts("reversed_at"),
-    Index("events_customer_issued", "customer_id", "issued_at"),
     Index("events_customer_issued_id", "customer_id", "issued_at", "id"),
     Index("events_type_issued", "type", "issued_at"),
     Index("events_target", "target_event_id", postgresql_where=text("target_event_id IS NOT NULL")),
@@ -116,7 +115,6 @@ ledger_lines = Table(
     _ts("expiration_date"),
     _ts("processed_at"),
     _json("line"),
-    Index("ledger_lines_customer", "customer_id", "issued_at"),
     Index("ledger_lines_customer_issued_id", "customer_id", "issued_at", "id"),
     Index("ledger_lines_event", "event_id"),
     Index("ledger_lines_issued_at", "issued_at", postgresql_include=["kind", "amount", "campaign_id"]),
@@ -200,7 +198,6 @@ tier_changes = Table(
     _text("to_tier"),
     _ts("changed_at", nullable=False),
     _json("data"),
-    Index("tier_changes_customer", "customer_id", "changed_at"),
     Index("tier_changes_customer_changed_id", "customer_id", "changed_at", "id"),
     Index("tier_changes_changed_at", "changed_at"),
 )

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 # the heads before 0011_merge_heads: what `upgrade heads` left in existing databases
 OLD_HEADS = ("0005_admin_audit", "0005", "0007_customer_badges", "0010_campaign_budgets",
              "0010_customer_merged_into")  # fmt: skip
+HEAD = "0012_drop_prefix_indexes"  # the one head, after the merge
 
 
 @pytest.fixture
@@ -80,17 +81,17 @@ def test_the_comparison_sees_a_drift(empty_db: str) -> None:
 def test_one_head() -> None:
     """New revisions go off a single head, so `upgrade head` (the Alembic CLI's usual
     command) and `upgrade heads` (sinks.migrate's) reach the same schema."""
-    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0011_merge_heads"]
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
 
 
-def test_a_database_at_the_old_heads_moves_to_the_merge(empty_db: str) -> None:
+def test_a_database_at_the_old_heads_moves_through_the_merge_to_head(empty_db: str) -> None:
     for head in OLD_HEADS:
         upgrade(empty_db, head)
     assert current(empty_db) == set(OLD_HEADS)
     upgrade(empty_db)  # what the sink and ingest run at start: `heads`
-    assert current(empty_db) == {"0011_merge_heads"}
+    assert current(empty_db) == {HEAD}
     upgrade(empty_db, "head")
-    assert current(empty_db) == {"0011_merge_heads"}
+    assert current(empty_db) == {HEAD}
     assert diff(empty_db) == []
 
 
@@ -98,7 +99,7 @@ def test_the_alembic_cli_upgrade_head(empty_db: str, monkeypatch: pytest.MonkeyP
     """`DATABASE_URL=... alembic -c sinks/alembic.ini upgrade head` (env.py's own engine)."""
     monkeypatch.setenv("DATABASE_URL", empty_db)
     command.upgrade(alembic_config(), "head")
-    assert current(empty_db) == {"0011_merge_heads"}
+    assert current(empty_db) == {HEAD}
     assert diff(empty_db) == []
 
 
