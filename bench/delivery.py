@@ -12,7 +12,8 @@ service, and costs a fraction of the service's CPU per request).
 `--rate N` instead writes the notifications at N/s while the service runs (from a child
 process, so its CPU is not counted): at a trickle each fetch, wake-up and poll is paid by a few
 messages, which the preloaded run hides. CPU per delivery is the service's (this process's CPU
-less the main thread's, which only waits); latency is from each notification's `created_at` to
+less the main thread's, which only waits; `by_thread` splits it: `delivery` is the event loop,
+`rdk:broker1` librdkafka's broker threads); latency is from each notification's `created_at` to
 its first arrival at the receiver.
 """
 
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -106,6 +108,21 @@ def _paced_producer(settings: Settings, rate: float, seconds: float, out: Any) -
     out.put(sent)
 
 
+def _thread_cpu() -> dict[str, tuple[str, float]]:
+    """CPU seconds of each thread of this process by id, with its name (librdkafka's threads
+    are `rdk:...` by /proc; Python's by threading)."""
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm, open(f"/proc/self/task/{tid}/stat") as stat:
+                name, fields = comm.read().strip(), stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        out[tid] = (names.get(tid, name), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
 def run_paced(rate: float, seconds: float, concurrency: int) -> dict[str, float]:
     """Notifications at `rate`/s for `seconds` into a running service; CPU per delivery and the
     latency from created_at to the receiver."""
@@ -122,6 +139,7 @@ def run_paced(rate: float, seconds: float, concurrency: int) -> dict[str, float]
     try:
         wait_for(lambda: service.consumer.assignment(), timeout=60, interval=0.1)
         cpu0, main0, started = sum(os.times()[:2]), time.thread_time(), time.monotonic()
+        threads0 = _thread_cpu()
         child.start()
         sent = out.get(timeout=seconds + 120)
         child.join(30)
@@ -129,6 +147,9 @@ def run_paced(rate: float, seconds: float, concurrency: int) -> dict[str, float]
         elapsed = time.monotonic() - started
         cpu = sum(os.times()[:2]) - cpu0 - (time.thread_time() - main0)  # the service's threads
         arrivals = receiver.arrivals()
+        by_thread: Counter[str] = Counter()
+        for tid, (name, spent) in _thread_cpu().items():
+            by_thread[name.split("_")[0]] += spent - threads0.get(tid, (name, 0.0))[1]
     finally:
         service.stop()
         receiver.close()
@@ -141,6 +162,7 @@ def run_paced(rate: float, seconds: float, concurrency: int) -> dict[str, float]
         "p99_ms": round(lat[int(len(lat) * 0.99)], 1),
         "max_ms": round(lat[-1], 1),
         "cpu_us_per_delivery": round(cpu / len(sent) * 1e6),
+        "by_thread": ",".join(f"{name}:{round(t / len(sent) * 1e6)}" for name, t in by_thread.most_common(4)),
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }
 

@@ -59,7 +59,14 @@ def consumer(settings: Settings, group_id: str, instance_id: str | None = None) 
         "partition.assignment.strategy": "cooperative-sticky",
         "max.poll.interval.ms": 600000,
         "session.timeout.ms": 10000,  # a killed instance's partitions move within ~10 s
-        "fetch.wait.max.ms": 100,  # a released retry hold is fetched promptly
+        # a fetch answers after at most 10 ms, not as soon as one record is there: at a trickle
+        # (bench/e2e.py) a fetch per record cost 300-500 us of CPU per webhook (librdkafka's
+        # broker thread, the consume hand-off, the loop's wake-up; ~66 partitions per fetch);
+        # a few records per fetch halve it (docs/benchmarks.md#delivery). Idle, the service
+        # fetches 100 times a second (17 instead of 8 ms of CPU per second). A released retry
+        # hold is fetched within the same 10 ms.
+        "fetch.wait.max.ms": 10,
+        "fetch.min.bytes": 1_000_000,
         "topic.metadata.refresh.interval.ms": 10000,  # see retry topics made by others
     }
     if instance_id:
