@@ -56,6 +56,7 @@ class Lane:
         self.shedding = False
         self.waiters: list[Callable[[], None]] = []
         self.timer: Any = None  # the max_block_s bound of this episode (a timer handle)
+        self.depth = metrics.queued(key.split(":", 1)[1])  # delivery_queue_depth{endpoint}
         self.workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
 
     def full(self) -> bool:
@@ -77,7 +78,7 @@ class Lane:
             asyncio.create_task(self._defer(note, done, came_from))
             return
         self.queue.put_nowait((note, done))
-        metrics.QUEUED.labels(self.key.split(":", 1)[1]).set(self.queue.qsize())
+        self.depth.set(self.queue.qsize())
 
     def idle(self) -> bool:
         return self.queue.empty() and self.busy == 0
@@ -116,7 +117,7 @@ class Lane:
         while True:
             note, done = await self.queue.get()
             self.busy += 1
-            metrics.QUEUED.labels(self.key.split(":", 1)[1]).set(self.queue.qsize())
+            self.depth.set(self.queue.qsize())
             self._drained()
             try:
                 await self.deliverer.deliver(self.key, note)

@@ -98,7 +98,7 @@ class Deliverer:
         except UnresolvedSecret as exc:  # permanent until the environment is fixed: DLQ, replayable
             return await self._dlq(note, ep.id, attempt, None, str(exc))
         status, error, retry_after, latency = await self._post(ep, note, program.delivery.timeout_s, secrets)
-        metrics.LATENCY.labels(ep.id).observe(latency)
+        metrics.latency(ep.id).observe(latency)
         if is_success(status):
             return await self._finish(ep, note, attempt, "DELIVERED", status, latency, None)
         if is_redirect(status):  # permanent: the configured URL is wrong, retrying cannot help
@@ -210,7 +210,7 @@ class Deliverer:
         latency: float,
         error: str | None,
     ) -> None:
-        metrics.DELIVERIES.labels(endpoint_id, outcome).inc()
+        metrics.attempts(endpoint_id, outcome).inc()
         self.outbox.record(
             {
                 "webhook_id": note["id"],
