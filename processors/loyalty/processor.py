@@ -52,6 +52,7 @@ class LoyaltyProcessor(Processor):
         LOYALTY_DRY_RUN_REPLIES,
     ]
     stores = [CUSTOMERS, EVENTS, CODES, BUDGETS, LEDGER]
+    cached_stores = frozenset({BUDGETS})  # a few keys per campaign, read by every purchase
 
     def __init__(self, partitions: int | None = None) -> None:
         self.partitions = partitions or Settings.from_env().partitions

@@ -94,6 +94,9 @@ class Processor:
     inputs: ClassVar[list[str]]
     outputs: ClassVar[list[str]] = []
     stores: ClassVar[list[str]] = []
+    # stores of few keys that every record reads (e.g. per campaign): their committed values
+    # are kept in memory, so such a read costs no RocksDB lookup (store.TransactionalStore)
+    cached_stores: ClassVar[frozenset[str]] = frozenset()
     # inputs keyed by the id whose state a partition owns: a record on another partition than
     # murmur2(key) gives (a producer with another partitioner) is forwarded there first
     route_by_key: ClassVar[bool] = True

@@ -202,17 +202,29 @@ class RocksBackend:
         shutil.rmtree(path, ignore_errors=True)
 
 
+CACHED_KEYS = 10_000  # a cached store's committed values kept in memory, at most
+
+
 class TransactionalStore:
     """The `Store` a handler sees: JSON values, read-your-writes, commit/abort with the txn.
 
     `max_bytes` (the broker's record limit) makes put() refuse a value whose changelog record
-    the broker would refuse at commit: the handler raises, so only its event fails."""
+    the broker would refuse at commit: the handler raises, so only its event fails.
 
-    def __init__(self, name: str, backend: Backend, max_bytes: int | None = None) -> None:
+    `cached`: the backend's values read are kept in memory (up to CACHED_KEYS keys), for a
+    small store whose same few keys are read by every record (the loyalty processor's
+    `budgets`: two lookups per purchase). Sound because the backend changes only through this
+    store's `commit`, which updates the cache (a restore fills the backend before its task,
+    and so this store, exists); an abort leaves the backend, so the cache, as it was."""
+
+    def __init__(
+        self, name: str, backend: Backend, max_bytes: int | None = None, cached: bool = False
+    ) -> None:
         self.name = name
         self.backend = backend
         self.max_bytes = max_bytes
         self.overlay: dict[bytes, bytes | None] = {}
+        self._cache: dict[bytes, bytes | None] | None = {} if cached else None
         # the overlay's keys in order, kept from the transaction's first range read on, so a
         # range costs a bisect, not a pass over every write of the open transaction (thousands
         # while catching up: a scan per event made it quadratic). Stores never read by range
@@ -222,8 +234,19 @@ class TransactionalStore:
     def get(self, key: str, default: Any = None) -> Any:
         raw = self.overlay.get(k := key.encode(), _DELETED)
         if raw is _DELETED:
-            raw = self.backend.get(k)
+            raw = self._read(k)
         return default if raw is None else orjson.loads(raw)
+
+    def _read(self, key: bytes) -> bytes | None:
+        cache = self._cache
+        if cache is None:
+            return self.backend.get(key)
+        raw = cache.get(key, _DELETED)
+        if raw is _DELETED:
+            if len(cache) >= CACHED_KEYS:
+                cache.clear()
+            raw = cache[key] = self.backend.get(key)
+        return raw
 
     def put(self, key: str, value: Any) -> None:
         raw, data = key.encode(), orjson.dumps(value)
@@ -280,6 +303,10 @@ class TransactionalStore:
     def commit(self, checkpoint: int | None) -> None:
         if self.overlay or checkpoint is not None:
             self.backend.write(self.overlay, checkpoint)
+            if self._cache is not None:
+                for key, raw in self.overlay.items():
+                    if key in self._cache:
+                        self._cache[key] = raw
         self.abort()
 
     def abort(self) -> None:

@@ -55,7 +55,11 @@ class PartitionTask:
     ) -> None:
         self.processor = processor
         self.partition = partition
-        self.stores = {name: TransactionalStore(name, b, max_record_bytes) for name, b in backends.items()}
+        cached = processor.cached_stores
+        self.stores = {
+            name: TransactionalStore(name, b, max_record_bytes, cached=name in cached)
+            for name, b in backends.items()
+        }
         # the runner's (one per transaction, every task); its own when run alone
         self.pending = pending if pending is not None else PendingMetrics()
         self.context = TaskContext(self, emit, now, config)
