@@ -31,12 +31,16 @@ class NotFinite(RuleError):
 
 class Bindings:
     """The CEL variables of one evaluation moment, converted lazily into one `cel.Context`
-    shared by every rule evaluated at that moment (converting Python values is what costs)."""
+    shared by every rule evaluated at that moment (converting Python values is what costs).
+    A variable, once converted, stays as it was, so a rule gives the same value at every
+    evaluation of the moment: scalar results are kept (`results`, by source), e.g. a
+    campaign's condition that an achievement repeats (`properties.amount > 0`)."""
 
     def __init__(self, factories: dict[str, Callable[[], Any]]) -> None:
         self.factories = factories
         self.ctx = cel.Context()
         self.added: set[str] = set()
+        self.results: dict[str, Any] = {}
 
     def context(self, names: tuple[str, ...]) -> Any:
         for name in names:
@@ -63,10 +67,16 @@ class Rule:
     def evaluate(self, activation: dict[str, Any] | Bindings) -> Any:
         if self.constant is not _VARIES:
             return self.constant
-        if isinstance(activation, Bindings):
-            ctx = activation.context(self.variables)
-        else:
-            ctx = {name: activation.get(name) for name in self.variables}
+        if not isinstance(activation, Bindings):
+            return self._execute({name: activation.get(name) for name in self.variables})
+        value = activation.results.get(self.source, _VARIES)
+        if value is _VARIES:
+            value = self._execute(activation.context(self.variables))
+            if value is None or isinstance(value, bool | int | float | str):  # never shared mutables
+                activation.results[self.source] = value
+        return value
+
+    def _execute(self, ctx: Any) -> Any:
         try:
             return self.program.execute(ctx)
         except KeyError as exc:
