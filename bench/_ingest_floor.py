@@ -13,6 +13,7 @@ import argparse
 
 import uvicorn
 
+from ingest.app import ingest_producer
 from ingest.config import IngestConfig
 from plumbing.producer import AsyncProducer
 from schemas.settings import Settings
@@ -28,13 +29,8 @@ def make_app(mode: str):
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
-                if mode == "kafka":  # ingest's producer settings (ingest/app.py)
-                    config = IngestConfig.from_env()
-                    producer.append(AsyncProducer(
-                        Settings.from_env(), ack_timeout_s=config.ack_timeout_s, linger_ms=config.linger_ms,
-                        config={"compression.type": "lz4", "queue.buffering.max.messages": 500_000},
-                        poll_on_loop=True,
-                    ).start())  # fmt: skip
+                if mode == "kafka":  # ingest's own producer, with its settings
+                    producer.append(ingest_producer(Settings.from_env(), IngestConfig.from_env()).start())
                 await send({"type": "lifespan.startup.complete"})
             for p in producer:
                 p.close()

@@ -165,6 +165,19 @@ def _openapi_with_security(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+def ingest_producer(settings: Settings, config: IngestConfig) -> AsyncProducer:
+    """A worker's Kafka producer (also bench/_ingest_floor.py's, so the floor measures the same)."""
+    return AsyncProducer(
+        settings,
+        ack_timeout_s=config.ack_timeout_s,  # a 202 means acked; past this a 503
+        linger_ms=config.linger_ms,
+        config={"compression.type": "lz4", "queue.buffering.max.messages": 500_000},
+        name="ingest-producer",
+        poll_on_loop=True,  # no poll thread: the worker's loop polls while sends are in flight
+        poll_tick_s=config.poll_tick_s,
+    )
+
+
 def _build_state(
     settings: Settings,
     config: IngestConfig,
@@ -182,14 +195,7 @@ def _build_state(
     if callable(stop):
         closers.append(stop)
     if producer is None:
-        kafka = AsyncProducer(
-            settings,
-            ack_timeout_s=config.ack_timeout_s,  # a 202 means acked; past this a 503
-            linger_ms=config.linger_ms,
-            config={"compression.type": "lz4", "queue.buffering.max.messages": 500_000},
-            name="ingest-producer",
-            poll_on_loop=True,  # no poll thread: the worker's loop polls while sends are in flight
-        ).start()
+        kafka = ingest_producer(settings, config).start()
         closers.append(kafka.close)
         producer = kafka
     return IngestState(

@@ -60,8 +60,14 @@ class IngestConfig:
     max_event_age_s: float = 72 * 3600
     clock_skew_s: float = 300.0
     retry_after_s: int = 1
-    linger_ms: int = 2  # producer batching delay: latency floor vs CPU per event
+    linger_ms: int = 5  # producer batching delay: latency floor vs CPU per event (docs/ingest.md)
     api_key_names: dict[str, str] = field(default_factory=lambda: {DEV_API_KEY: "dev"})
+
+    @property
+    def poll_tick_s(self) -> float:
+        """How often the worker's loop polls the producer while sends are in flight: half the
+        linger (no ack comes sooner), at least 1 ms. Each poll is a loop wake-up of its own."""
+        return max(0.001, self.linger_ms / 2000)
 
     def key_name(self, key: str) -> str:
         return self.api_key_names.get(key) or key_fingerprint(key)

@@ -5,9 +5,12 @@ attempt records with it.
 
 librdkafka serves delivery callbacks on one poll thread; the thread settles the asyncio futures
 and wakes each event loop once per poll, not once per message. With `poll_on_loop` (ingest's hot
-path) there is no poll thread: the event loop that sends polls every POLL_TICK_S while messages
-are in flight (every IDLE_TICK_S otherwise, for error callbacks) and settles the futures itself,
-which saves the thread's GIL hand-offs and wake-ups: 15-25 us of CPU per single-event request.
+path) there is no poll thread: the event loop that sends polls every `poll_tick_s` while
+messages are in flight (every IDLE_TICK_S otherwise, for error callbacks) and settles the futures
+itself, which saves the thread's GIL hand-offs and wake-ups: 15-25 us of CPU per single-event
+request. Each tick is a loop wake-up of its own, so ingest ticks every half linger (no ack comes
+sooner): with a 5 ms linger, 1 ms ticks cost about 20 us more per request than 2.5 ms ticks at
+1,000 req/s (docs/benchmarks.md#ingest-benchingestpy).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from schemas.settings import Settings
 from schemas.topics import topic_name
 
 log = logging.getLogger(__name__)
-POLL_TICK_S = 0.001  # poll_on_loop: the wait added to an acknowledgement, at most
+POLL_TICK_S = 0.001  # poll_on_loop's default tick: the wait added to an acknowledgement, at most
 IDLE_TICK_S = 0.5
 Key = str | bytes | None
 Headers = list[tuple[str, bytes]] | None
@@ -69,9 +72,11 @@ class AsyncProducer:
         config: dict[str, Any] | None = None,
         name: str = "producer",
         poll_on_loop: bool = False,
+        poll_tick_s: float = POLL_TICK_S,
     ) -> None:
         self.settings = settings
         self.poll_on_loop = poll_on_loop  # one event loop sends and polls (see the module doc)
+        self.poll_tick_s = poll_tick_s  # poll_on_loop: the poll interval while sends are in flight
         self._tick: asyncio.TimerHandle | None = None
         self._tick_loop: asyncio.AbstractEventLoop | None = None
         self._tick_at = 0.0
@@ -152,10 +157,13 @@ class AsyncProducer:
                 else:
                     loop.call_soon_threadsafe(_settle_all, items)
 
-    def _arm(self, delay: float = POLL_TICK_S) -> None:
-        """poll_on_loop: poll within `delay` on the running loop (no-op outside one)."""
+    def _arm(self, delay: float | None = None) -> None:
+        """poll_on_loop: poll within `delay` (default poll_tick_s) on the running loop (no-op
+        outside one)."""
         if not self.poll_on_loop or not self._running:
             return
+        if delay is None:
+            delay = self.poll_tick_s
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -173,7 +181,7 @@ class AsyncProducer:
             return
         self._serve(0, loop)
         busy = len(self._producer) > 0 or any(len(old) for old in self._retired)
-        self._arm(POLL_TICK_S if busy else IDLE_TICK_S)
+        self._arm(self.poll_tick_s if busy else IDLE_TICK_S)
 
     def _complete(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future, outcome) -> None:
         self._completed.append((loop, future, outcome))  # only called on the poll thread
