@@ -108,6 +108,10 @@ class Target:
     statements: tuple[str, ...] = ()  # `{stage}` is replaced by the staging table name
     extra_stage_columns: tuple[tuple[str, str], ...] = ()
     counted: str = field(default="")  # metrics label; defaults to the table name
+    # a row whose key is new is the one its upsert inserts (columns as staged, no extra stage
+    # column or statement): the writer COPYs straight into the table and takes the stage only
+    # when a key exists (see sinks/writer.py _write_target). For insert-mostly tables.
+    direct: bool = False
     source: Table | None = field(default=None, repr=False, compare=False)  # else schema's
 
     def __post_init__(self) -> None:
@@ -118,6 +122,8 @@ class Target:
             raise ValueError(f"target {self.name}: {self.table} has no column {sorted(missing)}")
         if self.key != key_of(tbl):
             raise ValueError(f"target {self.name}: key {self.key} is not {self.table}'s {key_of(tbl)}")
+        if self.direct and (self.extra_stage_columns or len(self.statements) != 1):
+            raise ValueError(f"target {self.name}: a direct COPY needs one upsert and no extra column")
 
     @property
     def stage(self) -> str:
@@ -191,15 +197,17 @@ def set_excluded(columns: Iterable[str], key: Iterable[str]) -> Callable:
 def insert_only(name: str, tbl: Table) -> Target:
     """Append-style tables keyed by a natural id: a replay is a no-op."""
     columns = columns_of(tbl)
-    return Target(name, tbl.name, columns, key_of(tbl), keep_first, (upsert(tbl, columns),), source=tbl)
+    return Target(name, tbl.name, columns, key_of(tbl), keep_first, (upsert(tbl, columns),), source=tbl,
+                  direct=True)  # fmt: skip
 
 
-def latest_wins(name: str, tbl: Table, col: str) -> Target:
-    """Current-state tables: never go backwards in `col` (e.g. processed_at)."""
+def latest_wins(name: str, tbl: Table, col: str, direct: bool = False) -> Target:
+    """Current-state tables: never go backwards in `col` (e.g. processed_at). `direct`: keys
+    are mostly new (ledger lines: a replay or a re-emitted line updates one)."""
     columns, key = columns_of(tbl), key_of(tbl)
     statement = upsert(tbl, columns, set_excluded(columns, key),
                        lambda t, ex: or_(t.c[col].is_(None), ex[col] >= t.c[col]))  # fmt: skip
-    return Target(name, tbl.name, columns, key, latest_by(col), (statement,), source=tbl)
+    return Target(name, tbl.name, columns, key, latest_by(col), (statement,), source=tbl, direct=direct)
 
 
 def _newer_in_sequence(t: Table, ex) -> ColumnElement:
@@ -245,6 +253,7 @@ EVENTS_FROM_EVENT = Target(
     key_of(events),
     fold_sends,
     (upsert(events, EVENT_COLS, _event_sets),),
+    direct=True,  # an event id is new but for a repeat, a replay or a result read first
 )
 
 
@@ -438,7 +447,7 @@ TARGETS: dict[str, Target] = {
     for t in [
         EVENTS_FROM_EVENT,
         EVENTS_FROM_RESULT,
-        latest_wins("ledger_lines", schema.ledger_lines, "processed_at"),
+        latest_wins("ledger_lines", schema.ledger_lines, "processed_at", direct=True),
         in_sequence(schema.wallets),
         in_sequence(schema.wallet_lines),
         then(in_sequence(schema.customers), refresh_eligibility(audience_only=False)),

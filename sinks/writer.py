@@ -211,11 +211,25 @@ def _check_and_store_offsets(conn: psycopg.Connection, offsets: Offsets, committ
 
 def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], clear: bool = False) -> None:
     """COPY `rows` into the target's stage and move them; `clear` empties the stage after
-    (needed when one transaction writes the same target more than once)."""
+    (needed when one transaction writes the same target more than once).
+
+    A `direct` target's rows are first COPYed straight into its table in a savepoint: when
+    every key is new, that is the upsert's insert, in one multi-row COPY instead of a stage
+    COPY then an INSERT ... SELECT ... ON CONFLICT (offline, ledger_lines with its indexes:
+    9.8 -> 7.6 us of PostgreSQL CPU per row). A key that exists (a replay, a repeat, a result
+    read before its event) fails it with a unique violation, and the rows take the stage."""
+    values = itemgetter(*target.all_columns)
+    tuples = [values(row) for row in rows]
     with conn.cursor() as cur:
+        if target.direct:
+            try:
+                with conn.transaction():
+                    copy_rows(cur, target.table, target.columns, target.stage_types, tuples)
+                return
+            except psycopg.errors.UniqueViolation:
+                pass  # rolled back to the savepoint: the upsert decides
         cur.execute(target.stage_ddl())
-        values = itemgetter(*target.all_columns)
-        copy_rows(cur, target.stage, target.all_columns, target.stage_types, [values(row) for row in rows])
+        copy_rows(cur, target.stage, target.all_columns, target.stage_types, tuples)
         for sql in target.sql():
             cur.execute(sql)
         if clear:
