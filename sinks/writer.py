@@ -220,16 +220,17 @@ def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], cl
     read before its event) fails it with a unique violation, and the rows take the stage."""
     values = itemgetter(*target.all_columns)
     tuples = [values(row) for row in rows]
+    data = encode_binary(conn, target.stage_types, tuples)  # once, for either COPY
     with conn.cursor() as cur:
         if target.direct:
             try:
                 with conn.transaction():
-                    copy_rows(cur, target.table, target.columns, target.stage_types, tuples)
+                    copy_rows(cur, target.table, target.columns, target.stage_types, tuples, data)
                 return
             except psycopg.errors.UniqueViolation:
                 pass  # rolled back to the savepoint: the upsert decides
         cur.execute(target.stage_ddl())
-        copy_rows(cur, target.stage, target.all_columns, target.stage_types, tuples)
+        copy_rows(cur, target.stage, target.all_columns, target.stage_types, tuples, data)
         for sql in target.sql():
             cur.execute(sql)
         if clear:
@@ -263,10 +264,11 @@ def encode_binary(conn: psycopg.Connection, types: tuple[str, ...], rows: list[t
 
 
 def copy_rows(cur: psycopg.Cursor, stage: str, columns: tuple[str, ...], types: tuple[str, ...],
-              tuples: list[tuple]) -> None:  # fmt: skip
+              tuples: list[tuple], data: bytes | None | bool = False) -> None:  # fmt: skip
     """COPY `tuples` (values in `columns` order) into `stage`: binary when every value fits,
-    else text."""
-    data = encode_binary(cur.connection, types, tuples)
+    else text. `data`: their encode_binary() if already made (False: not yet)."""
+    if data is False:
+        data = encode_binary(cur.connection, types, tuples)
     cols = ", ".join(columns)
     if data is not None:
         with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
