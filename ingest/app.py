@@ -37,7 +37,7 @@ from ingest.programs import (
     table_source,
 )
 from ingest.ratelimit import RateLimiter, shared
-from ingest.replies import ReplyHub, ResultListener
+from ingest.replies import OnDemand, ReplyHub, ResultListener
 from ingest.routers import (
     admin,
     coupons,
@@ -104,9 +104,10 @@ def create_app(
         state = _build_state(settings, config, programs, producer, lookup, publisher, hub, clock, instance_id)
         state.history = history or KafkaHistory(settings)
         state.audit = audit or PgAudit(settings.database_url)
-        if listen:
-            listener = ResultListener(settings, state.instance_id, state.hub).start()
-            state.closers.append(listener.close)
+        # ?wait=true results: their consumer starts with the first one (ingest/replies.py)
+        make = (lambda: ResultListener(settings, state.instance_id, state.hub)) if listen else None
+        state.results = OnDemand(make)
+        state.closers.append(state.results.close)
         # event dry runs: their reply consumer starts with the first one (listen: as for results)
         state.dry_runs = DryRuns(settings, state.instance_id, listen=listen)
         state.closers.append(state.dry_runs.close)

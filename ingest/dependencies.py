@@ -17,7 +17,7 @@ from ingest.history import ProgramHistory
 from ingest.lookup import Lookup
 from ingest.programs import ProgramPublisher, ProgramSource
 from ingest.ratelimit import Decision, RateLimiter
-from ingest.replies import ReplyHub
+from ingest.replies import OnDemand, ReplyHub
 from plumbing.producer import EventProducer
 from schemas.settings import Settings
 
@@ -44,6 +44,7 @@ class IngestState:
     history: ProgramHistory | None = None  # program.history (versions, rollback)
     audit: AuditStore | None = None  # the admin_audit table
     dry_runs: Any = None  # ingest/dry_run.DryRuns (create_app's lifespan makes it)
+    results: OnDemand | None = None  # the ?wait=true ResultListener, started by the first one
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 

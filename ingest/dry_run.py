@@ -13,16 +13,14 @@ within the timeout is a 504.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import ApiError
-from ingest.replies import ReplyHub, TopicTail
+from ingest.replies import OnDemand, ReplyHub, TopicTail
 from ingest.simulate import iso, notification_view, result_view
 from plumbing.producer import EventProducer, Unavailable
 from processors.loyalty.dry_run import command
@@ -58,22 +56,13 @@ class DryRuns:
         self.instance_id = instance_id
         self.hub = ReplyHub()
         self.listen = listen
-        self.listener: ReplyListener | None = None
-        self._lock = asyncio.Lock()
+        self.replies = OnDemand((lambda: ReplyListener(settings, instance_id, self.hub)) if listen else None)
 
     async def started(self) -> None:
-        async with self._lock:
-            if self.listen and self.listener is None:
-                listener = ReplyListener(self.settings, self.instance_id, self.hub)
-                try:
-                    self.listener = await run_in_threadpool(listener.start)
-                except Exception as exc:  # no broker or no topic: asked again next time
-                    raise Unavailable(f"cannot read the dry-run replies: {exc}") from None
+        await self.replies.started("the dry-run replies")
 
     def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        self.replies.close()
 
     async def ask(self, producer: EventProducer, encode: Any, record: dict[str, Any], timeout: float) -> dict:
         """Send the DRY_RUN for `record` and wait for its reply: 503 when Kafka does not take

@@ -42,6 +42,11 @@ async def submit(
     if not wait:
         return JSONResponse(accepted_body(await enqueue(state, record)), status_code=202)
     seconds = wait_timeout(state, timeout)
+    if state.results is not None:
+        try:
+            await state.results.started("the results")  # before the event: its result comes later
+        except Unavailable as exc:
+            raise unavailable(state, str(exc)) from None
     record["reply_to"] = state.instance_id
     value = state.builder.encode(record)
     future = state.hub.register(record["id"])
