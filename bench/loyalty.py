@@ -1,19 +1,25 @@
 """Loyalty processor throughput (events/s) and latency (p50/p99) with examples/program.yaml.
 
-Two runs of the same workload: `memory` (the engine + processor alone through the in-memory
-TestDriver) and `kafka` (`loyalty process loyalty` in its own process: exactly-once
-transactions, changelogs and RocksDB on KAFKA_BOOTSTRAP_SERVERS). The Kafka run first measures
-throughput (and the processor's CPU per event) on a backlog produced up front, then latency
-at a steady paced rate: time from produce to the committed result being readable
-(read_committed consumer), per event.
+Three runs of the same workload: `memory` (the engine + processor alone through the in-memory
+TestDriver), `step` (the processor on the runner's own tasks and RocksDB stores, inputs decoded
+and outputs encoded as the runner does, a commit every 200 records, no Kafka: its CPU per event
+and a digest of every output and changelog record, so a change that must not change behaviour
+is checked byte for byte; the clock is a manual one) and `kafka` (`loyalty process loyalty` in
+its own process: exactly-once transactions, changelogs and RocksDB on KAFKA_BOOTSTRAP_SERVERS).
+The Kafka run first measures throughput (and the processor's CPU per event) on a backlog
+produced up front, then latency at a steady paced rate: time from produce to the committed
+result being readable (read_committed consumer), per event.
 
     python -m bench loyalty
     python -m bench.loyalty --events 50000 --customers 10000 --rate 1000
+    python -m bench.loyalty --no-kafka --step-events 5000    # step only: CPU and digest
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
 import json
 import os
 import random
@@ -28,16 +34,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import Producer
 
 from bench._common import add_kafka_flag, cpu_seconds, drop_topics, fresh_settings, rate
 from plumbing.kafka_util import committed_reader
 from processors.loyalty.processor import LoyaltyProcessor
+from processors.runtime.api import Record
+from processors.runtime.clock import ManualClock
+from processors.runtime.partitioner import partition_for
+from processors.runtime.pending import PendingMetrics
+from processors.runtime.store import RocksBackend
+from processors.runtime.task import TIMERS_STORE, PartitionTask
 from processors.runtime.testing import TestDriver
-from schemas.codec import decode, encode
+from schemas.codec import decode, default_codec, encode
 from schemas.program import Program, load_program
 from schemas.settings import Settings
-from schemas.topics import EVENTS_LOYALTY, LOYALTY_RESULTS, topic_name
+from schemas.topics import EVENTS_LOYALTY, LOYALTY_RESULTS, schema_for, topic_name
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000_000
@@ -91,6 +104,72 @@ def run_in_memory(program: Program, records: Records) -> dict[str, Any]:
         "records": len(records),
         "records_per_s": rate(len(records), seconds),
         "outputs": len(driver.emitted),
+    }
+
+
+def run_step(program: Program, records: Records, partitions: int = 6, batch: int = 200) -> dict[str, Any]:
+    """The processor on PartitionTasks over RocksDB, as the runner drives them but without
+    Kafka: each input decoded from its Avro bytes, each emit encoded, due timers fired every 50
+    records, a commit every `batch` (the changelog records are each store's dirty keys then).
+    Returns the CPU per event (this process, RocksDB's threads included) and a digest of every
+    output (topic, key, bytes) and changelog record, in order: equal digests, same behaviour."""
+    codec, clock, pending = default_codec(), ManualClock(NOW), PendingMetrics()
+    outputs, changelogs = hashlib.sha256(), hashlib.sha256()
+    schemas = {t: schema_for(t) for t in LoyaltyProcessor.outputs}
+
+    def emit(topic: str, key: str, value: dict[str, Any]) -> None:
+        data = codec.encode(schemas[topic], value) if schemas[topic] else orjson.dumps(value)
+        outputs.update(b"\0".join((topic.encode(), key.encode(), data)) + b"\1")
+
+    def commit() -> None:
+        for task in tasks.values():
+            for name, store in task.stores.items():
+                for key, value in store.dirty().items():
+                    changelogs.update(b"\0".join((name.encode(), key, value or b"<deleted>")) + b"\1")
+            task.commit({})
+        pending.apply()
+
+    processor = LoyaltyProcessor(partitions=partitions)
+    inputs = [(k, codec.encode("Event", v), partition_for(k.encode(), partitions)) for k, v in records]
+    with tempfile.TemporaryDirectory() as state_dir:
+        tasks = {
+            p: PartitionTask(
+                processor,
+                p,
+                {n: RocksBackend(Path(state_dir) / f"{n}-{p}") for n in [*processor.stores, TIMERS_STORE]},
+                emit,
+                clock.now_ms,
+                lambda: program,
+                pending=pending,
+            )
+            for p in range(partitions)
+        }
+        threshold = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)  # as a service runs (processors/runtime/service.py)
+        offsets: dict[int, int] = {}
+        began = time.process_time()
+        for n, (key, raw, partition) in enumerate(inputs, 1):
+            clock.advance(1)
+            offsets[partition] = offset = offsets.get(partition, -1) + 1
+            value = codec.decode(raw, "Event")
+            tasks[partition].process(Record(EVENTS_LOYALTY, partition, offset, key, value, clock.now_ms()))
+            if n % 50 == 0:
+                for task in tasks.values():
+                    task.fire_due(clock.now_ms())
+            if n % batch == 0:
+                commit()
+        commit()
+        cpu = time.process_time() - began
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+        for task in tasks.values():
+            task.close()
+    return {
+        "mode": "step",
+        "records": len(records),
+        "cpu_us_per_record": round(cpu / len(records) * 1e6, 1),
+        "digest": outputs.hexdigest()[:16] + "/" + changelogs.hexdigest()[:16],
     }
 
 
@@ -218,6 +297,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--paced", type=int, default=5_000, help="events in the latency phase")
     parser.add_argument("--rate", type=float, default=1_000, help="events/s in the latency phase")
+    parser.add_argument("--step-events", type=int, default=10_000, help="events of the step run (0: none)")
     add_kafka_flag(parser)
     return parser.parse_args(argv)
 
@@ -228,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     print("campaigns:", len(program.campaigns), "events:", args.events, flush=True)
     memory = workload(min(args.events, 20_000), args.customers)
     print(json.dumps(run_in_memory(program, memory)), flush=True)
+    if args.step_events:
+        print(json.dumps(run_step(program, workload(args.step_events, args.customers))), flush=True)
     if args.kafka:
         start = int(time.time() * 1000)
         records = workload(args.events, args.customers, start=start)
