@@ -285,6 +285,8 @@ EVENTS_FROM_RESULT = Target(
                lambda t, ex: or_(t.c.processed_at.is_(None), ex.processed_at >= t.c.processed_at)),
     ),  # fmt: skip
     counted="events",
+    direct=True,  # ids new when results are read before their events (a backlog); else the
+    # first row conflicts and costs little
 )
 
 # An event and its result in one batch, for an id not yet in `events`: one INSERT of the row

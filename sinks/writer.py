@@ -216,8 +216,9 @@ def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], cl
     A `direct` target's rows are first COPYed straight into its table in a savepoint: when
     every key is new, that is the upsert's insert, in one multi-row COPY instead of a stage
     COPY then an INSERT ... SELECT ... ON CONFLICT (offline, ledger_lines with its indexes:
-    9.8 -> 7.6 us of PostgreSQL CPU per row). A key that exists (a replay, a repeat, a result
-    read before its event) fails it with a unique violation, and the rows take the stage."""
+    9.8 -> 7.6 us of PostgreSQL CPU per row). A key that exists (a replay, a repeat, an event
+    whose result was read first or the reverse) fails it with a unique violation, and the rows
+    take the stage."""
     values = itemgetter(*target.all_columns)
     tuples = [values(row) for row in rows]
     data = encode_binary(conn, target.stage_types, tuples)  # once, for either COPY

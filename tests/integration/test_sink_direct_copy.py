@@ -74,3 +74,14 @@ def test_new_keys_skip_the_stage_and_an_existing_key_takes_the_upsert(db: str) -
         assert sends == {"annref-0": 2, "annref-1": 1, "annref-2": 1, "bobref-1": 1}
         amounts = conn.execute("SELECT amount FROM ledger_lines ORDER BY issued_at").fetchall()
         assert amounts == [(7.0,), (1.0,), (1.0,)]  # the later result's line won
+
+
+def test_a_result_read_before_its_event_goes_straight_and_the_event_takes_the_upsert(db: str) -> None:
+    ev = samples.event("cy", 1)
+    with psycopg.connect(db, autocommit=True) as conn:
+        write(conn, [decoded(t.LOYALTY_RESULTS, samples.result(ev, 3.0, 3.0))], 0)
+        assert not staged(conn, "events_from_result")
+        write(conn, [decoded(t.EVENTS_LOYALTY, ev)], 1)
+        assert staged(conn, "events_from_event")
+        sql = "SELECT status, points, sends, tags FROM events WHERE customer_id = 'cy'"
+        assert conn.execute(sql).fetchall() == [("RESOLVED", 3.0, 1, [])]
