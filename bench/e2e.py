@@ -48,6 +48,9 @@ SECRET = "whsec_ZGVtby1zZWNyZXQtZm9yLWxvY2FsLXRlc3Rpbmc="  # examples/program.ya
 SERVICES = ("loyalty", "delivery", "ingest")
 API_KEY = local_stack.DEV_API_KEY
 ACCUMULATION = "CUSTOMER_ACCUMULATION"
+WINDOW_MS = 10_000  # the latency over time is printed per window of the run
+WARMUP_MS = 20_000  # the services' first seconds under load (JIT of a fresh broker, a backlog
+# taken while delivery joins its group) are shown per window and left out of the steady figure
 
 
 def request_bytes(body: bytes) -> bytes:
@@ -153,6 +156,8 @@ def report(
     processed = {r["event_id"]: r["processed_at"] for r in results}
     started = {a["webhook_id"]: a["at"] - a["latency_ms"] for a in attempts if a["outcome"] == "DELIVERED"}
     e2e, http, ingest, loyalty, handoff, post = [], [], [], [], [], []
+    by_window: dict[int, list[tuple[float, float | None]]] = {}  # 10 s of the run -> (e2e, handoff)
+    first_due = sent[0][0] if sent else 0.0
     missing = 0
     for due, accepted_at, event_id in sent:
         wid = name_uuid(f"{event_id}:{ACCUMULATION}")
@@ -162,10 +167,12 @@ def report(
             missing += 1
             continue
         e2e.append(arrived - accepted_at)
+        window = by_window.setdefault(int((due - first_due) // WINDOW_MS), [])
         if event_id in processed and wid in started:
             loyalty.append(processed[event_id] - accepted_at)
             handoff.append(started[wid] - processed[event_id])
             post.append(arrived - started[wid])
+        window.append((e2e[-1], handoff[-1] if event_id in processed and wid in started else None))
         if event_id in received:
             ingest.append(accepted_at - received[event_id])
     print(line("request due -> HTTP 202 (client)", http))
@@ -176,6 +183,13 @@ def report(
     print(line("    202 -> processed (loyalty)", loyalty))
     print(line("    processed -> attempt (delivery)", handoff))
     print(line("    attempt -> at receiver (HTTP)", post))
+    print(f"  by {WINDOW_MS // 1000} s of the run (by request): 202 -> webhook p50 / p99, delivery p99")
+    for index, pairs in sorted(by_window.items()):
+        waits, handoffs = [w for w, _ in pairs], [h for _, h in pairs if h is not None]
+        start, p50, p99 = index * WINDOW_MS / 1000, percentile(waits, 50), percentile(waits, 99)
+        print(f"    {start:5.0f} s  {p50:8.1f} / {p99:8.1f} ms   {percentile(handoffs, 99):8.1f} ms")
+    steady = [w for index, pairs in by_window.items() if index * WINDOW_MS >= WARMUP_MS for w, _ in pairs]
+    print(line(f"  after the first {WARMUP_MS // 1000} s (steady)", steady))
     if missing:
         print(f"  {missing} accepted events without a webhook at the receiver")
     return {"p50": percentile(e2e, 50), "p99": percentile(e2e, 99), "max": max(e2e, default=0.0)}
