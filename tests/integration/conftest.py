@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
-from schemas.settings import Settings, libpq_url
-from sinks.migrate import upgrade
+from schemas.settings import Settings
 from sinks.sink import Sink, SinkOptions
+from tests.support.pg import scratch_database
 
 
 @pytest.fixture(scope="module")
 def sink_db(database_url: str) -> Iterator[str]:
     """A fresh database on the server of DATABASE_URL, migrated to head."""
-    name = f"sink_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(database_url, "sink") as url:
+        yield url
 
 
 @pytest.fixture

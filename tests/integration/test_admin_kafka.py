@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -22,6 +21,7 @@ from processors.runtime.testing import wait_for
 from schemas.program import Program
 from schemas.settings import libpq_url
 from sinks.sink import Sink, SinkOptions
+from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 KEYS = {"k": frozenset({"ingest", "admin"})}
@@ -94,22 +94,13 @@ def test_two_ingest_instances_same_if_match_one_201_one_412(settings):
 @pytest.fixture
 def sink_settings(settings, database_url) -> Iterator:
     """The test's settings on a fresh migrated database, with a sink writing into it."""
-    from sinks.migrate import upgrade
-
-    name = f"admin_audit_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    cfg = dataclasses.replace(settings, database_url=url)
-    sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
-    try:
-        yield cfg
-    finally:
-        sink.stop()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(database_url, "admin_audit") as url:
+        cfg = dataclasses.replace(settings, database_url=url)
+        sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
+        try:
+            yield cfg
+        finally:
+            sink.stop()
 
 
 def earned(client: TestClient, reference: str) -> float:

@@ -4,7 +4,6 @@ event status, wallets, and the customer lookup behind fulfil/cancel/reverse."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -16,9 +15,9 @@ from ingest.app import create_app
 from ingest.config import IngestConfig
 from ingest.lookup import PgLookup
 from ingest.programs import StaticPrograms
-from schemas.settings import Settings, libpq_url
-from sinks.migrate import upgrade
+from schemas.settings import Settings
 from tests.support.ingest_fakes import PROGRAM, FakeProducer
+from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}
@@ -26,17 +25,8 @@ H = {"X-API-Key": "k"}
 
 @pytest.fixture
 def db_url(database_url: str) -> Iterator[str]:
-    name = f"ingest_{uuid.uuid4().hex[:10]}"
-    admin_url = libpq_url(database_url)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    try:
+    with scratch_database(database_url, "ingest") as url:
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def make_client(lookup_url: str, producer: FakeProducer) -> TestClient:

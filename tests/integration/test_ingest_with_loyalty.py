@@ -5,10 +5,8 @@ that agrees with what GET /behavior/events/{id} later reads from the sink."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,9 +17,8 @@ from processors.loyalty.processor import build
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.program import Campaign, Program, PunchCard
-from schemas.settings import libpq_url
-from sinks.migrate import upgrade
 from sinks.sink import Sink, SinkOptions
+from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}
@@ -76,20 +73,13 @@ def test_sync_purchase_repeat_and_fulfil_command(client):
 @pytest.fixture
 def sink_settings(settings, database_url) -> Iterator:
     """The test's settings on a fresh migrated database, with a sink writing into it."""
-    name = f"ingest_sync_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    cfg = dataclasses.replace(settings, database_url=url)
-    sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
-    try:
-        yield cfg
-    finally:
-        sink.stop()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(database_url, "ingest_sync") as url:
+        cfg = dataclasses.replace(settings, database_url=url)
+        sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
+        try:
+            yield cfg
+        finally:
+            sink.stop()
 
 
 def test_sync_answer_and_stored_result_agree(client, sink_settings):

@@ -4,20 +4,17 @@ as text, which stores what it can parse and refuses (quarantines) what it cannot
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
-from schemas.settings import libpq_url
 from sinks import writer
 from sinks.batch import Batch
-from sinks.migrate import upgrade
 from sinks.writer import write_batch
 from tests.integration.test_sink_merged_events import dump, records, write
-from tests.support.pg import query
+from tests.support.pg import query, scratch_database
 
 pytestmark = pytest.mark.integration
 AT = datetime(2026, 12, 1, tzinfo=UTC)
@@ -25,18 +22,8 @@ AT = datetime(2026, 12, 1, tzinfo=UTC)
 
 @pytest.fixture
 def dbs(database_url: str) -> Iterator[list[str]]:
-    admin = libpq_url(database_url)
-    names = [f"sink_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f"CREATE DATABASE {name}")
-    urls = [admin.rsplit("/", 1)[0] + "/" + name for name in names]
-    for url in urls:
-        upgrade(url)
-    yield urls
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(database_url, "sink") as one, scratch_database(database_url, "sink") as two:
+        yield [one, two]
 
 
 def test_binary_and_text_copy_write_the_same_rows(dbs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ straight into their table when every key is new, and take the staged upsert when
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -12,28 +11,20 @@ import pytest
 
 from schemas import topics as t
 from schemas.codec import default_codec
-from schemas.settings import libpq_url
 from schemas.topics import schema_for
 from sinks import samples
 from sinks.batch import Batch
 from sinks.mapping import Source
-from sinks.migrate import upgrade
 from sinks.writer import write_batch
+from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[str]:
-    admin = libpq_url(database_url)
-    name = f"sink_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(database_url, "sink") as url:
+        yield url
 
 
 def decoded(topic: str, value: dict) -> tuple[str, dict]:

@@ -4,7 +4,6 @@ so the tables are compared with the same records written one record per batch.""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -12,14 +11,12 @@ import pytest
 
 from schemas import topics as t
 from schemas.codec import default_codec
-from schemas.settings import libpq_url
 from schemas.topics import schema_for
 from sinks import samples
 from sinks.batch import Batch
 from sinks.mapping import Source
-from sinks.migrate import upgrade
 from sinks.writer import write_batch
-from tests.support.pg import query
+from tests.support.pg import query, scratch_database
 
 pytestmark = pytest.mark.integration
 TABLES = ("events", "ledger_lines", "wallet_lines", "wallets")
@@ -27,18 +24,8 @@ TABLES = ("events", "ledger_lines", "wallet_lines", "wallets")
 
 @pytest.fixture(scope="module")
 def two_dbs(database_url: str) -> Iterator[tuple[str, str]]:
-    admin = libpq_url(database_url)
-    names = [f"sink_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f"CREATE DATABASE {name}")
-    urls = [admin.rsplit("/", 1)[0] + "/" + name for name in names]
-    for url in urls:
-        upgrade(url)
-    yield urls[0], urls[1]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(database_url, "sink") as one, scratch_database(database_url, "sink") as two:
+        yield one, two
 
 
 def records() -> list[tuple[str, dict]]:

@@ -7,7 +7,6 @@ one side) must fail here, on a database migrated from nothing.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -21,6 +20,7 @@ from sqlalchemy import Column, Integer, MetaData, create_engine
 from schemas.settings import libpq_url, sqlalchemy_url
 from sinks import schema
 from sinks.migrate import alembic_config, upgrade
+from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,8 @@ HEAD = "0012_drop_prefix_indexes"  # the one head, after the merge
 @pytest.fixture
 def empty_db(database_url: str) -> Iterator[str]:
     """A new, empty database on the server of DATABASE_URL, dropped afterwards."""
-    name = f"schema_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield admin.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(database_url, "schema", migrated=False) as url:
+        yield url
 
 
 def diff(url: str, metadata=schema.metadata) -> list:
@@ -123,12 +118,7 @@ def test_indexes_and_constraints_are_the_metadatas(empty_db: str, database_url: 
     """The metadata's own DDL (create_all on another empty database) and the migrations give
     the same index and constraint definitions, down to each WHERE and INCLUDE."""
     upgrade(empty_db, "head")
-    admin = libpq_url(database_url)
-    other = f"schema_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {other}")
-    other_url = admin.rsplit("/", 1)[0] + "/" + other
-    try:
+    with scratch_database(database_url, "schema", migrated=False) as other_url:
         engine = create_engine(sqlalchemy_url(other_url))
         schema.metadata.create_all(engine)
         engine.dispose()
@@ -137,6 +127,3 @@ def test_indexes_and_constraints_are_the_metadatas(empty_db: str, database_url: 
         ours, migrated = definitions(other_url), definitions(empty_db)
         for kind in ("indexes", "constraints"):
             assert (ours[kind] - migrated[kind], migrated[kind] - ours[kind]) == (set(), set()), kind
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {other} WITH (FORCE)")
