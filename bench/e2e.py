@@ -158,7 +158,7 @@ def report(
     started = {a["webhook_id"]: a["at"] - a["latency_ms"] for a in attempts if a["outcome"] == "DELIVERED"}
     e2e, http, ingest, loyalty, handoff, post = [], [], [], [], [], []
     by_window: dict[int, list[tuple[float, float | None]]] = {}  # 10 s of the run -> (e2e, handoff)
-    first_due = sent[0][0] if sent else 0.0
+    first_due = min((due for due, _, _ in sent), default=0.0)  # answers come back out of order
     missing = 0
     for due, accepted_at, event_id in sent:
         wid = name_uuid(f"{event_id}:{ACCUMULATION}")
