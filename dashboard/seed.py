@@ -9,7 +9,6 @@ events and the rest only the oldest 25%, so with a long enough span some custome
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,17 +189,7 @@ def seed(conn: psycopg.Connection, load: Load) -> None:
 @contextmanager
 def fresh_database(server_url: str, prefix: str = "dash") -> Iterator[str]:
     """A new database on the server of `server_url`, migrated to head; dropped afterwards."""
-    from schemas.settings import libpq_url
-    from sinks.migrate import upgrade
+    from sinks.migrate import scratch_database  # alembic is loaded only for a seed of its own
 
-    admin = libpq_url(server_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+    with scratch_database(server_url, prefix) as url:
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -6,13 +6,17 @@ Several services may start at once, so the upgrade holds a PostgreSQL advisory l
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 
-from schemas.settings import Settings, sqlalchemy_url
+from schemas.settings import Settings, libpq_url, sqlalchemy_url
 
 HERE = Path(__file__).parent
 LOCK_ID = 0x51_4E_4B  # "SNK": serialises concurrent upgrades
@@ -45,6 +49,25 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
                 conn.commit()
     finally:
         engine.dispose()
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str = "scratch", migrated: bool = True) -> Iterator[str]:
+    """A new database on the server of `server_url`, migrated to head unless `migrated` is
+    False; yields its URL and drops it afterwards, ending sessions still on it (tests, the
+    dashboard's demo seed)."""
+    admin = libpq_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    try:
+        if migrated:
+            upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,3 +31,15 @@ def sink(cfg: Settings) -> Iterator[Sink]:
     s = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def sink_settings(settings: Settings, database_url: str) -> Iterator[Settings]:
+    """This test's settings on a fresh migrated database of its own, with a sink writing into it."""
+    with scratch_database(database_url, "sink_test") as url:
+        cfg = dataclasses.replace(settings, database_url=url)
+        sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
+        try:
+            yield cfg
+        finally:
+            sink.stop()

@@ -4,9 +4,7 @@ masked in every answer and in the audit table, and audit entries written through
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -20,8 +18,6 @@ from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.program import Program
 from schemas.settings import libpq_url
-from sinks.sink import Sink, SinkOptions
-from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 KEYS = {"k": frozenset({"ingest", "admin"})}
@@ -89,18 +85,6 @@ def test_two_ingest_instances_same_if_match_one_201_one_412(settings):
         versions = wait_for(lambda: one.get("/admin/program/versions", headers=headers()).json()["data"],
                             timeout=30, what="history")  # fmt: skip
         assert [v["version"] for v in versions] == [version + 1] and versions[0]["actor"] == "ops"
-
-
-@pytest.fixture
-def sink_settings(settings, database_url) -> Iterator:
-    """The test's settings on a fresh migrated database, with a sink writing into it."""
-    with scratch_database(database_url, "admin_audit") as url:
-        cfg = dataclasses.replace(settings, database_url=url)
-        sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
-        try:
-            yield cfg
-        finally:
-            sink.stop()
 
 
 def earned(client: TestClient, reference: str) -> float:

@@ -4,7 +4,6 @@ that agrees with what GET /behavior/events/{id} later reads from the sink."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -17,8 +16,6 @@ from processors.loyalty.processor import build
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.testing import wait_for
 from schemas.program import Campaign, Program, PunchCard
-from sinks.sink import Sink, SinkOptions
-from tests.support.pg import scratch_database
 
 pytestmark = pytest.mark.integration
 H = {"X-API-Key": "k"}
@@ -68,18 +65,6 @@ def test_sync_purchase_repeat_and_fulfil_command(client):
     assert resp.json()["data"]["status"] == "RESOLVED"
     wallet = resp.json()["data"]["wallet"]
     assert wallet["points"] == 80
-
-
-@pytest.fixture
-def sink_settings(settings, database_url) -> Iterator:
-    """The test's settings on a fresh migrated database, with a sink writing into it."""
-    with scratch_database(database_url, "ingest_sync") as url:
-        cfg = dataclasses.replace(settings, database_url=url)
-        sink = Sink(cfg, SinkOptions(batch_size=500, linger_ms=50)).start()
-        try:
-            yield cfg
-        finally:
-            sink.stop()
 
 
 def test_sync_answer_and_stored_result_agree(client, sink_settings):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
-from schemas.settings import Settings, libpq_url
-from sinks.migrate import upgrade
+from schemas.settings import Settings
+from sinks.migrate import scratch_database
+
+__all__ = ["committed", "query", "scalar", "scratch_database"]
 
 
 def query(url: str, sql: str, *args: Any) -> list[tuple]:
@@ -30,20 +29,3 @@ def committed(cfg: Settings) -> int:
         cfg.topic_prefix + "%",
     )
 
-
-@contextmanager
-def scratch_database(server_url: str, prefix: str = "test", migrated: bool = True) -> Iterator[str]:
-    """A new database on the server of `server_url`, migrated to head unless `migrated` is
-    False; its URL, and it is dropped afterwards (sessions still on it are ended)."""
-    admin = libpq_url(server_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    try:
-        if migrated:
-            upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
