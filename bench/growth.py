@@ -81,7 +81,7 @@ class MeteredDriver(TestDriver):
         self.changelog = {}
         for task in self.tasks.values():
             for name, store in task.stores.items():
-                size = sum(len(k) + len(v or b"") for k, v in store.dirty().items())
+                size = sum(len(k) + len(v or b"") for k, v in store.changelog().items())
                 self.changelog[name] = self.changelog.get(name, 0) + size
         return super()._commit()
 

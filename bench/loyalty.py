@@ -124,7 +124,7 @@ def run_step(program: Program, records: Records, partitions: int = 6, batch: int
     def commit() -> None:
         for task in tasks.values():
             for name, store in task.stores.items():
-                for key, value in store.dirty().items():
+                for key, value in store.changelog().items():
                     changelogs.update(b"\0".join((name.encode(), key, value or b"<deleted>")) + b"\1")
             task.commit({})
         pending.apply()

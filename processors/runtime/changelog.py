@@ -10,6 +10,9 @@ The end is the offset read when the restore starts. With transactions the last o
 often commit markers, which are never delivered, so a changelog is done when the consumer's
 position reaches the end, not when a delivered record's offset + 1 does; a changelog already
 at its end (empty, or a checkpoint at the last record) is done without reading at all.
+
+A store's local keys (never logged: the timers' id index) are derived again from each restored
+record as it is written (`_Reading.derive`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +31,12 @@ from rocksdict import WriteBatch
 from plumbing import observability as m
 from plumbing.kafka_util import check_consumer_error, watermarks
 from plumbing.topic_admin import create
+from processors.runtime import timers
 from processors.runtime.store import RocksBackend
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+Derive = Callable[[bytes, bytes | None], tuple[bytes, bytes | None] | None]
 LOOKUP_TIMEOUT_S = 5.0  # an offset lookup gives up this soon: the loop stays live and retries
 
 
@@ -66,6 +72,7 @@ class _Reading:
     end: int
     started: float
     restored: int = 0
+    derive: Derive | None = None  # the local keys each record implies (the timers' index)
 
 
 class Restorer:
@@ -131,8 +138,9 @@ class Restorer:
             m.RESTORE_REMAINING.labels(self.processor, store, str(partition)).set(max(0, end - offset))
             if offset < end:
                 start.append(TopicPartition(changelog_topic(self.group, store), partition, offset))
+                derive = timers.derived if store == timers.TIMERS_STORE else None
                 self._reading[(start[-1].topic, partition)] = _Reading(
-                    store, partition, backend, offset, end, time.monotonic()
+                    store, partition, backend, offset, end, time.monotonic(), derive=derive
                 )
         return start
 
@@ -177,7 +185,7 @@ class Restorer:
         per record than read its key, value and partition (~13M records at 1M customers)."""
         current: tuple[str, int] | None = None
         reading: _Reading | None = None
-        batch = last = None
+        batch = last = derive = None
         count = 0
         for msg in msgs:
             if msg.error() is not None:
@@ -190,13 +198,19 @@ class Restorer:
                     self._write(reading, batch, last.offset(), count)
                 current, reading, last, count = tp, self._reading.get(tp), None, 0
                 batch = WriteBatch(raw_mode=True)
+                derive = reading.derive if reading is not None else None
             if reading is None:
                 continue  # cancelled while its records were on the way
-            value = msg.value()
+            key, value = msg.key(), msg.value()
             if value is None:
-                batch.delete(msg.key())
+                batch.delete(key)
             else:
-                batch.put(msg.key(), value)
+                batch.put(key, value)
+            if derive is not None and (local := derive(key, value)) is not None:
+                if local[1] is None:
+                    batch.delete(local[0])
+                else:
+                    batch.put(local[0], local[1])
             last = msg
             count += 1
         if reading is not None and last is not None:

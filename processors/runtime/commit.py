@@ -200,16 +200,17 @@ class Transaction:
         return False
 
     def produce_changelogs(self) -> dict[tuple[str, int], int]:
-        """Write each dirty key's final value once; return the offsets they landed at."""
+        """Write each store's changelog records (every written key's final value, once); return
+        the offsets they landed at."""
         self.changelog_offsets = {}
         for partition, task in self.tasks.items():
             for name, store in task.stores.items():
-                dirty = store.dirty()
-                if not dirty:
+                records = store.changelog()
+                if not records:
                     continue
                 topic = changelog_topic(self.group, name)
-                last = len(dirty) - 1
-                for i, (key, value) in enumerate(dirty.items()):
+                last = len(records) - 1
+                for i, (key, value) in enumerate(records.items()):
                     if i == last:
                         self.produce(
                             topic,

@@ -215,12 +215,21 @@ class TransactionalStore:
     small store whose same few keys are read by every record (the loyalty processor's
     `budgets`: two lookups per purchase). Sound because the backend changes only through this
     store's `commit`, which updates the cache (a restore fills the backend before its task,
-    and so this store, exists); an abort leaves the backend, so the cache, as it was."""
+    and so this store, exists); an abort leaves the backend, so the cache, as it was.
+
+    `local`: the prefix of keys kept in the backend only, never sent to the changelog (an
+    index a restore derives from the logged keys: the timers' `idx/`, timers.py)."""
 
     def __init__(
-        self, name: str, backend: Backend, max_bytes: int | None = None, cached: bool = False
+        self,
+        name: str,
+        backend: Backend,
+        max_bytes: int | None = None,
+        cached: bool = False,
+        local: bytes | None = None,
     ) -> None:
         self.name = name
+        self.local = local
         self.backend = backend
         self.max_bytes = max_bytes
         self.overlay: dict[bytes, bytes | None] = {}
@@ -297,8 +306,15 @@ class TransactionalStore:
             if raw is not None:
                 yield key, raw
 
-    def dirty(self) -> dict[bytes, bytes | None]:
-        return self.overlay
+    def changelog(self) -> dict[bytes, bytes | None]:
+        """This transaction's changelog records: each written key's final value (None: a
+        tombstone). A store with local keys leaves them out and lists its deletes first, the
+        order its restore derives them in (timers.py)."""
+        if self.local is None:
+            return self.overlay
+        local = self.local
+        deletes = {k: v for k, v in self.overlay.items() if v is None and not k.startswith(local)}
+        return deletes | {k: v for k, v in self.overlay.items() if v is not None and not k.startswith(local)}
 
     def commit(self, checkpoint: int | None) -> None:
         if self.overlay or checkpoint is not None:

@@ -1,8 +1,8 @@
 """A task = one input partition number: its stores, its durable timers and the handler context.
 
 Timers live in the task's `timers` store (so they have a changelog and move with the
-partition): `t/<at>/<id>` -> timer, `i/<id>` -> at. The task remembers the earliest due time so
-the punctuator costs nothing while no timer is due.
+partition; its layout is in timers.py). The task remembers the earliest due time so the
+punctuator costs nothing while no timer is due.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any
 from processors.runtime.api import Context, Processor, Record, Timer
 from processors.runtime.pending import PendingMetrics
 from processors.runtime.store import Backend, TransactionalStore
+from processors.runtime.timers import DUE, LEGACY_INDEX, LOCAL, TIMERS_STORE, index_key, timer_key
 from schemas.program import Program
 
-TIMERS_STORE = "timers"
+__all__ = ["TIMERS_STORE", "PartitionTask", "TaskContext", "TimerFailed"]
+
 _NEVER = 1 << 62
 DUE_EXACT_BELOW = 1000  # due timers counted exactly at every turn up to this many
 DUE_RECOUNT_S = 1.0
@@ -33,10 +35,6 @@ class TimerFailed(Exception):
         super().__init__(f"timer {timer.id}: {error!r}")
         self.timer = timer
         self.error = error
-
-
-def timer_key(at: int, timer_id: str) -> str:
-    return f"t/{at:015d}/{timer_id}"
 
 
 class PartitionTask:
@@ -57,7 +55,8 @@ class PartitionTask:
         self.partition = partition
         cached = processor.cached_stores
         self.stores = {
-            name: TransactionalStore(name, b, max_record_bytes, cached=name in cached)
+            name: TransactionalStore(name, b, max_record_bytes, cached=name in cached,
+                                     local=LOCAL if name == TIMERS_STORE else None)  # fmt: skip
             for name, b in backends.items()
         }
         # the runner's (one per transaction, every task); its own when run alone
@@ -66,6 +65,8 @@ class PartitionTask:
         self.next_due = _NEVER
         self._due = 0  # due_count's last count, less the timers fired since
         self._due_counted = 0.0
+        # written by a version before the local index: ids are also looked up under `i/`
+        self._legacy_index = next(self.timers.range(LEGACY_INDEX, "i0"), None) is not None
         self.reload_timers()
 
     # -- timers -----------------------------------------------------------------------------
@@ -74,22 +75,30 @@ class PartitionTask:
         return self.stores[TIMERS_STORE]
 
     def reload_timers(self) -> None:
-        first = next(self.timers.range("t/", "t0"), None)
+        first = next(self.timers.range(DUE, "t0"), None)
         self.next_due = first[1]["at"] if first else _NEVER
 
     def schedule(self, at: int, key: str, payload: dict[str, Any], timer_id: str | None) -> str:
         timer_id = timer_id or uuid.uuid4().hex
         self.cancel(timer_id)
         self.timers.put(timer_key(at, timer_id), {"id": timer_id, "key": key, "at": at, "payload": payload})
-        self.timers.put(f"i/{timer_id}", at)
+        self.timers.put(index_key(timer_id), at)
         self.next_due = min(self.next_due, at)
         return timer_id
 
     def cancel(self, timer_id: str) -> None:
-        at = self.timers.get(f"i/{timer_id}")
+        at = self.timers.get(index_key(timer_id))
+        if at is None and self._legacy_index:
+            at = self.timers.get(LEGACY_INDEX + timer_id)
         if at is not None:
             self.timers.delete(timer_key(at, timer_id))
-            self.timers.delete(f"i/{timer_id}")
+            self._forget(timer_id)
+
+    def _forget(self, timer_id: str) -> None:
+        """Delete the id's index entry (and the old layout's, in a store that has them)."""
+        self.timers.delete(index_key(timer_id))
+        if self._legacy_index:
+            self.timers.delete(LEGACY_INDEX + timer_id)
 
     def due_count(self, now: int) -> int:
         """Timers due by `now` and not fired (the stream_timers_due gauge, every loop turn).
@@ -100,7 +109,7 @@ class PartitionTask:
             return 0
         if self._due > DUE_EXACT_BELOW and time.monotonic() < self._due_counted + DUE_RECOUNT_S:
             return self._due
-        self._due = self.timers.count("t/", f"t/{now + 1:015d}")
+        self._due = self.timers.count(DUE, timer_key(now + 1, ""))
         self._due_counted = time.monotonic()
         return self._due
 
@@ -124,12 +133,12 @@ class PartitionTask:
         while fired < limit and not (fired and _passed(deadline)):
             # the first `limit - fired` only: range() is lazy, a list of all would decode every
             # due timer at every firing (all of a large state's after a long stop)
-            due = list(islice(self.timers.range("t/", f"t/{now + 1:015d}"), limit - fired))
+            due = list(islice(self.timers.range(DUE, timer_key(now + 1, "")), limit - fired))
             if not due:
                 break
             for key, t in due:
                 self.timers.delete(key)
-                self.timers.delete(f"i/{t['id']}")
+                self._forget(t["id"])
                 timer = Timer(t["id"], t["key"], t["at"], t["payload"])
                 fired += 1
                 error = skip.pop(timer.id, None) if skip else None

@@ -16,12 +16,15 @@ from prometheus_client import REGISTRY
 from plumbing.kafka_util import committed_reader
 from plumbing.topic_admin import ensure_topics
 from processors.runtime import runner as runner_module
+from processors.runtime.api import Record
 from processors.runtime.changelog import Restorer, changelog_topic, ensure_changelogs
 from processors.runtime.example import INPUT, OUTPUT, TOPICS, CounterProcessor
 from processors.runtime.partitioner import partition_for
 from processors.runtime.runner import Runner, RuntimeOptions
-from processors.runtime.task import TIMERS_STORE
+from processors.runtime.store import MemoryBackend
+from processors.runtime.task import TIMERS_STORE, PartitionTask
 from processors.runtime.testing import wait_for
+from schemas.program import Program
 from schemas.settings import Settings
 from schemas.topics import topic_name
 
@@ -171,3 +174,53 @@ def test_empty_changelog_and_checkpoint_at_the_end_are_done_by_position(settings
         again.close()
     finally:
         restorer.close()
+
+
+class Reminders(CounterProcessor):
+    """The counter's timers, replaced and cancelled by id as each record says."""
+
+    def process(self, ctx, record) -> None:  # noqa: ANN001 (the Processor's signature)
+        if record.value.get("cancel"):
+            ctx.cancel(record.key)
+        else:
+            ctx.schedule(record.value["at"], record.key, {}, record.key)
+
+
+def test_timers_restore_from_one_record_each_and_are_found_by_id_again(settings, tmp_path):
+    """A timer's changelog holds one record per timer; the restored store finds each timer by
+    its id again (replaced and cancelled ones included), as the store that wrote them did."""
+    group = topic_name("counter", settings)
+    ensure_changelogs(settings, group, ["totals", TIMERS_STORE])
+    written = PartitionTask(Reminders(), 0, {TIMERS_STORE: MemoryBackend()}, lambda *a: None, lambda: 0,
+                            Program)  # fmt: skip
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "transactional.id": f"{group}-timers"})  # fmt: skip
+    producer.init_transactions(30)
+    sent = 0
+    for batch in ([("a", 100), ("b", 200), ("c", 300)], [("a", 150), ("b", None)], [("c", 100), ("d", 400)]):
+        for key, at in batch:
+            value = {"cancel": True} if at is None else {"at": at}
+            written.process(Record(INPUT, 0, 0, key, value, 0))
+        producer.begin_transaction()
+        for key, value in written.timers.changelog().items():
+            producer.produce(changelog_topic(group, TIMERS_STORE), value, key, partition=0)
+            sent += 1
+        producer.commit_transaction(30)
+        written.commit({})
+    restorer = Restorer(settings, group, "counter")
+    try:
+        restorer.add({0: {TIMERS_STORE: tmp_path / "timers" / "0"}})
+        wait_for(lambda: restorer.step(0.05) == [0], what="the timers restored")
+        backend = restorer.take(0)[TIMERS_STORE]
+    finally:
+        restorer.close()
+    try:
+        assert sent == 9  # 4 timers written, 2 replaced, 1 cancelled: no index record (it was 18)
+        assert dict(backend.items(b"", None)) == dict(written.timers.backend.items(b"", None))
+        restored = PartitionTask(Reminders(), 0, {TIMERS_STORE: backend}, lambda *a: None, lambda: 0, Program)
+        restored.process(Record(INPUT, 0, 0, "a", {"at": 500}, 0))  # replaces a@150, found by id
+        restored.process(Record(INPUT, 0, 0, "d", {"cancel": True}, 0))
+        restored.commit({})
+        assert [t["id"] + f"@{t['at']}" for _, t in restored.timers.range("t/", "t0")] == ["c@100", "a@500"]
+    finally:
+        backend.close()

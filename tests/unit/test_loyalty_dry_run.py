@@ -139,7 +139,7 @@ def test_overlay_reads_through_and_keeps_writes_to_itself():
     assert list(view.range()) == [("a", {"n": 9}), ("b", 2), ("d", 4)]
     assert list(view.range("b", "d")) == [("b", 2)]
     assert base.get("a") == {"n": 1} and base.get("c") == 3 and base.get("d") is None
-    assert base.dirty() == {b"b": b"2"}  # the real store's open writes are untouched
+    assert base.changelog() == {b"b": b"2"}  # the real store's open writes are untouched
 
 
 def test_a_merged_customer_is_answered_by_the_customer_it_was_merged_into():

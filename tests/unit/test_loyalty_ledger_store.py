@@ -31,7 +31,7 @@ class Metered(TestDriver):
 
     def _commit(self) -> list[Emitted]:
         stores = self.tasks[0].stores
-        self.written = {name: dict(store.dirty()) for name, store in stores.items()}
+        self.written = {name: dict(store.changelog()) for name, store in stores.items()}
         self.changelog = {
             n: sum(len(k) + len(v or b"") for k, v in w.items()) for n, w in self.written.items()
         }
