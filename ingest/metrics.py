@@ -12,6 +12,7 @@ plain in-process ones.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -62,8 +63,25 @@ def scrape() -> bytes:
 
 def _every_worker(path: str) -> bytes:
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path)
+    _StartedWorkers(registry, path)
     return generate_latest(registry)
+
+
+class _StartedWorkers(multiprocess.MultiProcessCollector):
+    """The collector without the files still being created: a worker starting (one replacing
+    a dead one) creates its file empty and sizes it a moment later, and reading it in between
+    failed the whole scrape with a 500 (struct.error). An empty file holds no value yet."""
+
+    def collect(self) -> Any:
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _sized(f)]
+        return self.merge(files, accumulate=True)
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # removed since listed: as the merge would find it
+        return False
 
 
 def prepare_dir() -> tuple[Path, bool]:
