@@ -63,6 +63,8 @@ def ts(value: Any) -> datetime | None:
 
 
 def num(value: Any) -> float | None:
+    if type(value) is float:  # the usual case (Avro doubles): no isinstance checks
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
@@ -114,7 +116,7 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
         "brand_id": ev.get("brand_id"),
         "status": "TRACKED" if tracking else "PENDING",
         "properties": ev.get("properties") or "{}",
-        "tags": dumps(ev.get("tags") or []),
+        "tags": _tags(ev.get("tags")),
         "metadata": ev.get("metadata") or "{}",
         "fulfilled": ev.get("fulfilled", True),
         "target_event_id": ev.get("target_event_id"),
@@ -123,6 +125,10 @@ def event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
         "sends": 1,
     }
     return [("events_from_event", row)]
+
+
+def _tags(tags: Any) -> str | None:
+    return dumps(tags) if tags else "[]"  # most events have none: no dumps
 
 
 def loyalty_event_rows(ev: Row, src: Source) -> list[tuple[str, Row]]:
@@ -208,9 +214,8 @@ def _event_from_result(res: Row, detail: Row, wallet: Row | None, processed: dat
         config_version=res.get("config_version", 0),
     )
     props = ev.get("properties")
-    times = event_times.of(res["status"], res.get("processed_at"), detail.get("times"))
     return {
-        **{name: ts(at) for name, at in times.items()},  # every transition so far
+        **_times(res["status"], res.get("processed_at"), processed, detail.get("times")),
         "id": res["event_id"],
         "customer_id": res["customer_id"],
         "type": res["type"],
@@ -229,6 +234,23 @@ def _event_from_result(res: Row, detail: Row, wallet: Row | None, processed: dat
         "processed_at": processed,
         "config_version": res.get("config_version", 0),
     }
+
+
+_FIRST_TIMES: dict[str | None, dict[str, Any]] = {}  # status -> a first result's time columns
+
+
+def _times(status: str | None, processed_at: Any, processed: datetime | None, times: Any) -> Row:
+    """Every time column (schemas/event_times.py `of`) as datetimes. A first result (no
+    `times`, the usual case) sets the columns its status sets, each to `processed`: which
+    ones is looked up once per status instead of built and converted per record."""
+    if isinstance(times, dict) and times or processed_at is None:
+        return {name: ts(at) for name, at in event_times.of(status, processed_at, times).items()}
+    template = _FIRST_TIMES.get(status)
+    if template is None:
+        template = event_times.of(status, 0, None)
+        if len(_FIRST_TIMES) < 100:  # statuses are a few; an odd record's is not kept
+            _FIRST_TIMES[status] = template
+    return {name: None if at is None else processed for name, at in template.items()}
 
 
 def _ledger_line(line: Row, res: Row, processed: datetime | None) -> Row:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import orjson
 
+from schemas import event_times
 from schemas import topics as t
 from sinks import samples
 from sinks.batch import Batch
@@ -49,3 +50,15 @@ def test_a_batch_keeps_the_latest_result_and_every_time() -> None:
     (row,) = batch.rows["events_from_result"].values()
     assert row["status"] == "REVERSED"
     assert [row[c] for c in TIMES] == [ts(100), ts(100), None, None, ts(300)]
+
+
+def test_a_first_result_of_every_status_gets_the_times_event_times_defines() -> None:
+    """The sink looks a first result's time columns up per status (a cache): for every
+    status, also an unknown one, and for odd processed_at values, they are event_times.of's."""
+    ev = samples.event("c1", 1)
+    statuses = [*event_times.STATUS_TIME, "PENDING", "PROCESSING", "SOMETHING_NEW"]
+    for status in statuses:
+        for at in (100, 2.5e12, "2026-12-01T10:00:00Z", "not a time", True, None):
+            row = _event_row(samples.result(ev, 1.0, 1.0, status=status, processed_at=at))
+            expected = {c: ts(v) for c, v in event_times.of(status, at, None).items()}
+            assert {c: row[c] for c in TIMES} == expected, (status, at)
