@@ -24,13 +24,28 @@ def value_schema(base: str) -> str:
     return "Notification" if tier_of(base) is not None else (schema_for(base) or "")
 
 
+ATTEMPTS_LINGER_MS = 100
+
+
 class KafkaOutbox:
     """Delivery's writes: retry and DLQ messages (awaited until acked: their offset commits only
-    after) and attempt records (fire and forget), on the shared AsyncProducer."""
+    after) on one AsyncProducer, attempt records (fire and forget) on a second one.
+
+    Attempt records are one per webhook and nothing waits for them, so their producer lingers
+    100 ms and reports failed writes only: on the 5 ms producer each record cost 40-85 us of
+    CPU at 600-2,000 webhooks/s (a produce request per few records, a broker-thread wake-up per
+    lone produce, a delivery report per record; docs/benchmarks.md#delivery). Retries and dead
+    letters keep the 5 ms linger: a lane's worker awaits them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = AsyncProducer(settings, linger_ms=5, name="delivery-producer").start()
+        self.attempts = AsyncProducer(
+            settings,
+            linger_ms=ATTEMPTS_LINGER_MS,
+            config={"delivery.report.only.error": True},
+            name="delivery-attempts",
+        ).start()
 
     async def send(self, topic: str, key: str, value: dict[str, Any]) -> None:
         await self.producer.send(topic, key, encode(value_schema(topic), value))
@@ -42,11 +57,12 @@ class KafkaOutbox:
 
     def record(self, attempt: dict[str, Any]) -> None:
         value = encode(value_schema(DELIVERIES), attempt)
-        if not self.producer.produce_nowait(DELIVERIES, attempt["customer_id"], value):
+        if not self.attempts.produce_nowait(DELIVERIES, attempt["customer_id"], value):
             log.warning("attempt record dropped: producer queue full")
 
     def close(self, timeout: float = 10.0) -> None:
         self.producer.close(timeout)
+        self.attempts.close(timeout)
 
 
 def consumer(settings: Settings, group_id: str, instance_id: str | None = None) -> Consumer:
