@@ -22,7 +22,9 @@ DUE = "t/"
 INDEX = "idx/"
 LEGACY_INDEX = "i/"
 LOCAL = INDEX.encode()  # the prefix of keys the changelog never carries
-_AT_DIGITS = 15
+_DUE = DUE.encode()
+_AT = slice(len(DUE), len(DUE) + 15)  # the due time's digits in a timer key
+_AT_DIGITS = _AT.stop - _AT.start
 
 
 def timer_key(at: int, timer_id: str) -> str:
@@ -36,9 +38,9 @@ def index_key(timer_id: str) -> str:
 def derived(key: bytes, value: bytes | None) -> tuple[bytes, bytes | None] | None:
     """The index record a restored changelog record implies: (key, at) for a timer written,
     (key, None) for one deleted, None for any other key."""
-    if not key.startswith(b"t/"):
+    if not key.startswith(_DUE):
         return None
-    index = LOCAL + key[3 + _AT_DIGITS :]
+    index = LOCAL + key[_AT.stop + 1 :]
     if value is None:
         return index, None
-    return index, key[2 : 2 + _AT_DIGITS].lstrip(b"0") or b"0"
+    return index, key[_AT].lstrip(b"0") or b"0"
