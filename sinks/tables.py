@@ -13,6 +13,7 @@ Only the conflict rules specific to a table (a CASE, a COALESCE) are written out
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -89,11 +90,18 @@ def columns_of(tbl: Table, without: Iterable[str] = ()) -> tuple[str, ...]:
     unknown = skip - set(tbl.c.keys())
     if unknown:
         raise ValueError(f"{tbl.name} has no column {sorted(unknown)}")
-    return tuple(c.name for c in tbl.c if c.name not in skip)
+    return tuple(_plain(c.name) for c in tbl.c if c.name not in skip)
 
 
 def key_of(tbl: Table) -> tuple[str, ...]:
-    return tuple(c.name for c in tbl.primary_key.columns)
+    return tuple(_plain(c.name) for c in tbl.primary_key.columns)
+
+
+def _plain(name: str) -> str:
+    """A column name as an interned plain str. SQLAlchemy's are `quoted_name`, a str subclass
+    that a dict lookup compares the slow way: the writer's and the batch's getters of row
+    values by these names took about twice as long (offline, an events row: 1.8 -> 0.9 us)."""
+    return sys.intern(str(name))
 
 
 @dataclass(frozen=True)
