@@ -52,7 +52,6 @@ class DryRuns:
     `hub` by the caller, as unit tests do)."""
 
     def __init__(self, settings: Settings, instance_id: str, listen: bool = True) -> None:
-        self.settings = settings
         self.instance_id = instance_id
         self.hub = ReplyHub()
         self.listen = listen
