@@ -15,7 +15,10 @@ from operator import itemgetter
 
 import orjson
 import psycopg
+from psycopg.adapt import Dumper
 from psycopg.copy import Copy, FileWriter
+from psycopg.postgres import types as pg_types
+from psycopg.pq import Format
 from psycopg.types.json import set_json_dumps
 
 from sinks.batch import Batch, Entry, Rows, put, reduce_entries
@@ -243,6 +246,18 @@ def _json_text(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+class JsonbText(Dumper):
+    """A jsonb value in binary COPY from the JSON text the mapping made: the version byte and
+    the text. psycopg's own jsonb dumper gets there in three Python calls per value (its
+    wrapper check, the dumps, the encode); this is one, for every jsonb value of a batch."""
+
+    format = Format.BINARY
+    oid = pg_types["jsonb"].oid
+
+    def dump(self, obj: object) -> bytes:
+        return b"\x01" + (obj.encode() if isinstance(obj, str) else orjson.dumps(obj))
+
+
 def encode_binary(conn: psycopg.Connection, types: tuple[str, ...], rows: list[tuple]) -> bytes | None:
     """`rows` in binary COPY format for columns of `types`, or None when a value does not fit
     its column's binary form (a str for a number, a naive datetime...): the text COPY then
@@ -253,7 +268,8 @@ def encode_binary(conn: psycopg.Connection, types: tuple[str, ...], rows: list[t
     psycopg's FileWriter formats the rows with the connection's adapters, no COPY running."""
     out = io.BytesIO()
     with conn.cursor() as fmt:
-        set_json_dumps(_json_text, fmt)
+        set_json_dumps(_json_text, fmt)  # json columns
+        fmt.adapters.register_dumper(None, JsonbText)  # jsonb, looked up by oid (set_types)
         try:
             with Copy(fmt, binary=True, writer=FileWriter(out)) as copy:
                 copy.set_types(list(types))
