@@ -17,6 +17,8 @@ from sinks.tables import TARGETS
 
 Row = dict[str, Any]
 Rows = dict[str, dict[tuple, Row]]  # target name -> natural key -> reduced row
+# target name -> its rows' values in column order and their binary COPY data (None: as text)
+Encoded = dict[str, tuple[list[tuple], bytes | None]]
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class Batch:
     per_topic: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     config_version: int = -1  # the program version the sink had read (stored with rejects)
+    encoded: Encoded = field(default_factory=dict)  # made before the write (writer.prepare)
 
     def add(self, value: Row, src: Source, physical_topic: str, program: Program | None = None) -> None:
         """Fold one decoded record in; one that cannot be mapped to rows is quarantined.

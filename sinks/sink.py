@@ -30,7 +30,7 @@ from sinks.leaderboards import ScoringPrograms
 from sinks.mapping import SOURCE_TOPICS, Source
 from sinks.pipeline import BatchWriter
 from sinks.rejects import Reject
-from sinks.writer import Fenced, Offsets, Reconnecting, Written, load_offsets
+from sinks.writer import Fenced, Offsets, Reconnecting, Written, load_offsets, prepare
 
 log = logging.getLogger("sinks.sink")
 
@@ -284,6 +284,9 @@ class Sink:
         """Hand the batch to the writer thread, fenced on the offsets it must start from."""
         batch, self._batch = self._batch, Batch()
         batch.config_version = self._programs.version
+        conn = self._db.open()
+        if conn is not None:  # else the writer encodes: connecting here would block reading
+            prepare(conn, batch)
         expected = {tp: self._position.get(tp) for tp in batch.offsets}
         self._position.update(batch.offsets)
         self._writer.submit(batch, expected)

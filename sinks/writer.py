@@ -21,7 +21,7 @@ from psycopg.postgres import types as pg_types
 from psycopg.pq import Format
 from psycopg.types.json import set_json_dumps
 
-from sinks.batch import Batch, Entry, Rows, put, reduce_entries
+from sinks.batch import Batch, Encoded, Entry, Rows, put, reduce_entries
 from sinks.rejects import Reject, is_data_error, write_rejects
 from sinks.tables import (
     EVENT_COLS,
@@ -58,6 +58,10 @@ class Reconnecting:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
         return self._conn
+
+    def open(self) -> psycopg.Connection | None:
+        """The connection if it is open, without connecting (None: closed or never opened)."""
+        return None if self._conn is None or self._conn.closed else self._conn
 
     def close(self) -> None:
         """Close quietly: after a failure the connection may already be broken."""
@@ -97,7 +101,7 @@ def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> W
         _check_and_store_offsets(conn, batch.offsets, committed)
         try:
             with conn.transaction():
-                _write_rows(conn, batch.rows, out.rows)
+                _write_rows(conn, batch.rows, out.rows, encoded=batch.encoded)
         except Exception as exc:  # noqa: BLE001 - only data errors are handled here
             if not is_data_error(exc):
                 raise
@@ -107,17 +111,21 @@ def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> W
     return out
 
 
-def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], clear: bool = False) -> None:
+def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], clear: bool = False,
+                encoded: Encoded | None = None) -> None:  # fmt: skip
+    """`encoded`: the targets' COPY data made by prepare() (the rows of a whole bucket)."""
     merged = _insert_merged_events(conn, rows, clear)
     for name, target in TARGETS.items():
         bucket = rows.get(name)
         if bucket:
+            ready = None
             if merged and name in (EVENTS_FROM_EVENT.name, EVENTS_FROM_RESULT.name):
                 left = [row for key, row in bucket.items() if key not in merged]
             else:
                 left = list(bucket.values())
+                ready = encoded.get(name) if encoded else None
             if left:
-                _write_target(conn, target, left, clear)
+                _write_target(conn, target, left, clear, ready)
             label = target.counted or target.table
             written[label] = written.get(label, 0) + len(bucket)
 
@@ -212,7 +220,24 @@ def _check_and_store_offsets(conn: psycopg.Connection, offsets: Offsets, committ
         raise Fenced(f"{len(moves) - done} of {len(moves)} partitions moved under us")
 
 
-def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], clear: bool = False) -> None:
+def prepare(conn: psycopg.Connection, batch: Batch) -> None:
+    """Make each target's COPY data now, in the sink's reader thread (`conn`: its connection,
+    used for its adapters only, nothing is sent): the writer thread, whose COPYs and upserts
+    are the critical path, then only talks to PostgreSQL. Events and results of one batch
+    are left to the writer: the merged insert decides which of their rows remain."""
+    if EVENTS_FROM_EVENT.name in batch.rows and EVENTS_FROM_RESULT.name in batch.rows:
+        skip = (EVENTS_FROM_EVENT.name, EVENTS_FROM_RESULT.name)
+    else:
+        skip = ()
+    for name, bucket in batch.rows.items():
+        if bucket and name not in skip:
+            target = TARGETS[name]
+            tuples = list(map(itemgetter(*target.all_columns), bucket.values()))
+            batch.encoded[name] = (tuples, encode_binary(conn, target.stage_types, tuples))
+
+
+def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], clear: bool = False,
+                  ready: tuple[list[tuple], bytes | None] | None = None) -> None:  # fmt: skip
     """COPY `rows` into the target's stage and move them; `clear` empties the stage after
     (needed when one transaction writes the same target more than once).
 
@@ -222,9 +247,11 @@ def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], cl
     9.8 -> 7.6 us of PostgreSQL CPU per row). A key that exists (a replay, a repeat, an event
     whose result was read first or the reverse) fails it with a unique violation, and the rows
     take the stage."""
-    values = itemgetter(*target.all_columns)
-    tuples = [values(row) for row in rows]
-    data = encode_binary(conn, target.stage_types, tuples)  # once, for either COPY
+    if ready is None:
+        tuples = list(map(itemgetter(*target.all_columns), rows))
+        data = encode_binary(conn, target.stage_types, tuples)  # once, for either COPY
+    else:
+        tuples, data = ready
     with conn.cursor() as cur:
         if target.direct:
             try:
