@@ -35,7 +35,7 @@ from processors.delivery.input_dlq import InputDeadLetters
 from processors.delivery.kafka_io import KafkaOutbox, consumer, value_schema
 from processors.delivery.offsets import TP, OffsetTracker
 from processors.delivery.policy import tier_of
-from processors.delivery.routing import Item, Job, targets
+from processors.delivery.routing import Item, Job, targets, unrouted
 from processors.delivery.sender import Deliverer
 from processors.delivery.subscription import Subscription
 from processors.runtime.dead_letters import DECODE_ERRORS, DeadLetter, Tombstone
@@ -232,7 +232,9 @@ class DeliveryService:
     # one record ------------------------------------------------------------------------
 
     def _handle(self, msg: Message) -> None:
-        """Decode, hold until due (retries), route, then queue for every endpoint or none."""
+        """Decode, hold until due (retries), route, then queue for every endpoint or none. A
+        record no endpoint can get (an event while no destination is enabled) is only counted
+        as finished: it is not decoded, so an undecodable one is not dead-lettered either."""
         if msg.error():
             check_consumer_error(msg.error())  # ConsumerFailed ends delivery for a restart
             log.warning("consume error: %s", msg.error())
@@ -240,6 +242,9 @@ class DeliveryService:
         if self.holds.held(msg):
             return  # rewound: re-fetched after the hold
         topic = base_name(msg.topic(), self.settings)
+        if unrouted(self.program(), topic):  # nothing to deliver: not even decoded
+            self.tracker.add((msg.topic(), msg.partition()), msg.offset(), 0)
+            return
         value = self._decode(msg, topic)
         tier = tier_of(topic)
         if value is None or (tier is not None and self.holds.until_due(msg, value, tier)):
