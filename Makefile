@@ -2,7 +2,7 @@
 PYTHON ?= python
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: install jars up down status run demo test test-broker-restarts bench lint format
+.PHONY: install jars up down status run demo test test-reliability test-broker-restarts bench lint format
 
 install:  ## Python package and dev tools (pip skips what is installed)
 	@$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[dev]'
@@ -24,8 +24,11 @@ run: up demo  ## the stack plus a demo load, with a summary of what happened
 demo:
 	$(PYTHON) -m deploy.cli demo
 
-test: install jars  ## the whole suite against real Kafka and PostgreSQL (broker restarts: below)
-	$(PYTHON) -m pytest tests -q -m "not broker_restart"
+test: install jars  ## the suite against real Kafka and PostgreSQL (the fault tests under load: below)
+	$(PYTHON) -m pytest tests -q -m "not reliability and not broker_restart" --durations=15
+
+test-reliability: install jars  ## processes killed, restarted or slowed under load (a .ci/run stage of its own)
+	$(PYTHON) -m pytest tests -q -m "reliability and not broker_restart" --durations=5
 
 test-broker-restarts: install jars  ## broker stopped 3x for 12-42 s under load (a .ci/run stage of its own)
 	$(PYTHON) -m pytest tests -q -m broker_restart

@@ -27,7 +27,7 @@ from schemas.program import Delivery, Program, Webhook
 from schemas.settings import Settings
 from schemas.topics import DELIVERIES, NOTIFICATIONS, schema_for, topic_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 SLOW_MS = 10  # per request, 2 at a time: at most 200 webhooks/s
 
 
