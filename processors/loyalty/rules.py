@@ -17,7 +17,7 @@ from typing import Any
 
 import cel
 
-from processors.cel import TOKENS, doubles, jsonish
+from processors.cel import TOKENS, Shortcut, doubles, jsonish, shortcut
 
 
 class RuleError(ValueError):
@@ -34,19 +34,29 @@ class Bindings:
     shared by every rule evaluated at that moment (converting Python values is what costs).
     A variable, once converted, stays as it was, so a rule gives the same value at every
     evaluation of the moment: scalar results are kept (`results`, by source), e.g. a
-    campaign's condition that an achievement repeats (`properties.amount > 0`)."""
+    campaign's condition that an achievement repeats (`properties.amount > 0`). Rules a
+    shortcut decides (processors/cel.py) read the Python values (`value`) and leave them
+    unconverted."""
 
     def __init__(self, factories: dict[str, Callable[[], Any]]) -> None:
         self.factories = factories
         self.ctx = cel.Context()
+        self.values: dict[str, Any] = {}  # name -> its jsonish value, taken once
         self.added: set[str] = set()
         self.results: dict[str, Any] = {}
+
+    def value(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            factory = self.factories.get(name)
+            value = self.values[name] = jsonish(factory()) if factory else None
+            return value
 
     def context(self, names: tuple[str, ...]) -> Any:
         for name in names:
             if name not in self.added:
-                factory = self.factories.get(name)
-                self.ctx.add_variable(name, jsonish(factory()) if factory else None)
+                self.ctx.add_variable(name, self.value(name))
                 self.added.add(name)
         return self.ctx
 
@@ -63,6 +73,7 @@ class Rule:
     program: Any
     variables: tuple[str, ...]
     constant: Any = _VARIES
+    shortcut: Shortcut | None = None  # decides it without CEL when certain (processors/cel.py)
 
     def evaluate(self, activation: dict[str, Any] | Bindings) -> Any:
         if self.constant is not _VARIES:
@@ -71,7 +82,9 @@ class Rule:
             return self._execute({name: activation.get(name) for name in self.variables})
         value = activation.results.get(self.source, _VARIES)
         if value is _VARIES:
-            value = self._execute(activation.context(self.variables))
+            value = self.shortcut(activation.value) if self.shortcut is not None else None
+            if value is None:
+                value = self._execute(activation.context(self.variables))
             if value is None or isinstance(value, bool | int | float | str):  # never shared mutables
                 activation.results[self.source] = value
         return value
@@ -104,13 +117,14 @@ class Rule:
 @lru_cache(maxsize=4096)
 def compile_rule(source: str) -> Rule:
     """Compile once per distinct expression (raises RuleError for a syntax error)."""
+    rewritten = doubles(source)
     try:
-        program = cel.compile(doubles(source))
+        program = cel.compile(rewritten)
     except (ValueError, RuntimeError) as exc:
         raise RuleError(f"cannot compile {source!r}: {exc}") from None
     rule = Rule(source, program, tuple(program.variables()))
     if rule.variables:
-        return rule
+        return Rule(source, program, rule.variables, shortcut=shortcut(rewritten))
     try:
         value = rule.evaluate({})
     except RuleError:  # e.g. `1 / 0`: fails at every evaluation, with its reason
