@@ -65,97 +65,133 @@ def jsonish(value: Any) -> Any:
     return value
 
 
-# -- shortcuts: the commonest conditions, decided without CEL when the answer is certain ------
+# -- shortcuts: the commonest rules, decided without CEL when the answer is certain ----------
 # Converting a Python value into CEL costs microseconds per map entry, far more than the rule
-# itself; most conditions compare one field with a literal. `shortcut` compiles such a rule
-# (`properties.amount > 0.0`, `profile.tier == "gold"`, `has(properties.stars) && ...`)
-# into a Python function over the activation's (jsonish) values that answers only when CEL's
-# answer is certain: the field is there and has the literal's type. Otherwise it gives None and
-# the caller asks CEL, which also gives the error message.
+# itself, and most rules are small: `properties.amount > 0.0`, `profile.tier == "gold"`,
+# `has(properties.stars) && ...`, `properties.amount * 1.0 + (properties.amount > 100.0 ? 50.0
+# : 0.0)`. `shortcut` compiles such a rule into a Python function over the activation's
+# (jsonish) values that answers only when CEL's answer is certain: every field it reads is there
+# with the type the operation needs (a double, not NaN; a string for ==/!=). Otherwise it gives
+# None and the caller asks CEL, which also gives the error message.
 
 _SHORT = re.compile(
     r"""\s*(?:(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<num>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
-      |(?P<str>"[^"\\\n]*"|'[^'\\\n]*')|(?P<op>&&|\|\||[<>!=]=|[<>.()]))""",
+      |(?P<str>"[^"\\\n]*"|'[^'\\\n]*')|(?P<op>&&|\|\||[<>!=]=|[<>.()?:+*-]))""",
     re.VERBOSE,
 )
-_COMPARE = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
+_BINARY = {  # operator -> (binding power, function of two certain operands)
+    "||": (1, lambda a, b: a or b),
+    "&&": (2, lambda a, b: a and b),
+    "==": (3, lambda a, b: a == b),
+    "!=": (3, lambda a, b: a != b),
+    "<": (3, lambda a, b: a < b),
+    "<=": (3, lambda a, b: a <= b),
+    ">": (3, lambda a, b: a > b),
+    ">=": (3, lambda a, b: a >= b),
+    "+": (4, lambda a, b: a + b),
+    "-": (4, lambda a, b: a - b),
+    "*": (5, lambda a, b: a * b),
 }
+_OPERANDS = {"||": bool, "&&": bool, "==": None, "!=": None, "+": float, "-": float, "*": float}
 _MISSING = object()
 Lookup = Callable[[str], Any]
-Shortcut = Callable[[Lookup], "bool | None"]
+Shortcut = Callable[[Lookup], Any]  # the value CEL gives, or None when not certain
+
+
+class _NotShort(Exception):
+    """The rule is not of the forms `shortcut` decides."""
 
 
 def shortcut(source: str) -> Shortcut | None:
     """A Python function deciding the (doubles-rewritten) rule `source` when it is certain, or
-    None when the rule is not of the simple forms: terms joined by one of `&&` / `||`, each
-    `var.f[.g] OP literal` (a double literal with any comparison, a plain string one with
-    `==` / `!=`) or `has(var.f[.g])`."""
+    None when the rule is not made of: double and plain string literals, `var.f[.g]`,
+    `has(var.f[.g])`, `&&`, `||`, comparisons, `+`, `-`, `*`, `c ? a : b` and parentheses."""
     tokens: list[tuple[str, str]] = []
     pos = 0
-    while pos < len(source):
+    while source[pos:].strip():
         m = _SHORT.match(source, pos)
-        if m is None or m.end() == pos:
-            if source[pos:].strip():
-                return None
-            break
+        if m is None:
+            return None
         tokens.append((m.lastgroup or "", m.group(m.lastgroup or 0)))
         pos = m.end()
-    joiners = {t for kind, t in tokens if t in ("&&", "||")}
-    if len(joiners) > 1:
-        return None
-    terms: list[list[tuple[str, str]]] = [[]]
-    for token in tokens:
-        if token[1] in joiners:
-            terms.append([])
-        else:
-            terms[-1].append(token)
-    parts = [_term(t) for t in terms]
-    if any(p is None for p in parts):
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    every = joiners == {"&&"}
-
-    def joined(lookup: Lookup) -> bool | None:
-        answers = [p(lookup) for p in parts]  # type: ignore[misc]
-        if None in answers:
-            return None  # CEL's && / || absorb an error only in ways not worth copying here
-        return all(answers) if every else any(answers)
-
-    return joined
-
-
-def _term(tokens: list[tuple[str, str]]) -> Shortcut | None:
-    if len(tokens) >= 3 and tokens[0] == ("id", "has") and tokens[1][1] == "(" and tokens[-1][1] == ")":
-        path = _path(tokens[2:-1])
-        return None if path is None else _has(path)
-    for i, (kind, text) in enumerate(tokens):
-        if kind == "op" and text in _COMPARE:
-            path, rest = _path(tokens[:i]), tokens[i + 1 :]
-            if path is None or len(rest) != 1:
-                return None
-            lit_kind, lit = rest[0]
-            if lit_kind == "num":
-                return _compare(path, text, float(lit), float)
-            if lit_kind == "str" and text in ("==", "!="):
-                return _compare(path, text, lit[1:-1], str)
+    parser = _Parser(tokens)
+    try:
+        node = parser.expression(0)
+        if parser.i != len(tokens):
             return None
-    return None
-
-
-def _path(tokens: list[tuple[str, str]]) -> tuple[str, ...] | None:
-    """`var.f` or `var.f.g`: the names, else None."""
-    names = [t for kind, t in tokens[0::2] if kind == "id"]
-    dots = [t for _, t in tokens[1::2]]
-    if len(tokens) not in (3, 5) or len(names) != len(tokens) // 2 + 1 or set(dots) != {"."}:
+    except _NotShort:
         return None
-    return None if names[0] == "has" else tuple(names)
+    return lambda lookup: _certain(node(lookup))
+
+
+def _certain(value: Any) -> Any:
+    return None if value is _MISSING else value
+
+
+class _Parser:
+    """Precedence climbing over the tokens; each node is a function lookup -> value or _MISSING."""
+
+    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+        self.tokens, self.i = tokens, 0
+
+    def peek(self) -> tuple[str, str]:
+        return self.tokens[self.i] if self.i < len(self.tokens) else ("", "")
+
+    def take(self, text: str | None = None) -> tuple[str, str]:
+        token = self.peek()
+        if not token[0] or (text is not None and token[1] != text):
+            raise _NotShort
+        self.i += 1
+        return token
+
+    def expression(self, power: int) -> Shortcut:
+        node = self.operand()
+        while True:
+            op = self.peek()[1]
+            if op == "?" and power == 0:
+                self.take("?")
+                yes = self.expression(0)
+                self.take(":")
+                node = _choice(node, yes, self.expression(0))
+                continue
+            if op not in _BINARY or _BINARY[op][0] <= power:
+                return node
+            self.take()
+            node = _binary(op, node, self.expression(_BINARY[op][0]))
+
+    def operand(self) -> Shortcut:
+        kind, text = self.take()
+        if kind == "num":
+            number = float(text)
+            return lambda lookup: number
+        if kind == "str":
+            string = text[1:-1]
+            return lambda lookup: string
+        if text == "(":
+            node = self.expression(0)
+            self.take(")")
+            return node
+        if kind == "id" and text == "has":
+            self.take("(")
+            path = self.path(self.take()[1] if self.peek()[0] == "id" else "")
+            self.take(")")
+            return _has(path)
+        if kind == "id":
+            return _get(self.path(text))
+        raise _NotShort
+
+    def path(self, first: str) -> tuple[str, ...]:
+        """`var.f` or `var.f.g` (a bare variable or a longer path: not decided here)."""
+        names = [first]
+        while self.peek()[1] == ".":
+            self.take(".")
+            kind, name = self.take()
+            if kind != "id":
+                raise _NotShort
+            names.append(name)
+        if not first or first == "has" or not 2 <= len(names) <= 3 or self.peek()[1] == "(":
+            raise _NotShort  # a method call (`x.f.exists(...)`) or an odd shape
+        return tuple(names)
 
 
 def _field(lookup: Lookup, path: tuple[str, ...]) -> Any:
@@ -168,21 +204,47 @@ def _field(lookup: Lookup, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _compare(path: tuple[str, ...], op: str, literal: Any, kind: type) -> Shortcut:
-    test = _COMPARE[op]
-
-    def compare(lookup: Lookup) -> bool | None:
+def _get(path: tuple[str, ...]) -> Shortcut:
+    def get(lookup: Lookup) -> Any:
         value = _field(lookup, path)
-        if type(value) is not kind or value != value:  # bool is not float; NaN: ask CEL
-            return None
-        return test(value, literal)
+        return value if type(value) in (float, str, bool) and value == value else _MISSING
 
-    return compare
+    return get
 
 
 def _has(path: tuple[str, ...]) -> Shortcut:
-    def has(lookup: Lookup) -> bool | None:
+    def has(lookup: Lookup) -> Any:
         parent = _field(lookup, path[:-1])
-        return path[-1] in parent if type(parent) is dict else None
+        return path[-1] in parent if type(parent) is dict else _MISSING
 
     return has
+
+
+def _binary(op: str, left: Shortcut, right: Shortcut) -> Shortcut:
+    fn, operands = _BINARY[op][1], _OPERANDS.get(op, "ordered")
+
+    def binary(lookup: Lookup) -> Any:
+        a = left(lookup)
+        if operands is bool and a is (op == "||"):  # CEL decides on its left operand first
+            return a
+        b = right(lookup)
+        if a is _MISSING or b is _MISSING or type(a) is not type(b):
+            return _MISSING
+        if operands == "ordered" and type(a) is not float:
+            return _MISSING  # < <= > >= on doubles only
+        if operands is float and type(a) is not float or operands is bool and type(a) is not bool:
+            return _MISSING
+        value = fn(a, b)
+        return value if value == value else _MISSING  # NaN (inf - inf): left to CEL
+
+    return binary
+
+
+def _choice(cond: Shortcut, yes: Shortcut, no: Shortcut) -> Shortcut:
+    def choice(lookup: Lookup) -> Any:
+        c = cond(lookup)
+        if type(c) is not bool:
+            return _MISSING
+        return yes(lookup) if c else no(lookup)
+
+    return choice
