@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from plumbing.topic_admin import ensure_topics
 from schemas.settings import Settings, libpq_url
 from sinks import samples
+from sinks.align import AlignOptions
 from sinks.batch import Batch
 from sinks.mapping import Source
 from sinks.migrate import upgrade
@@ -86,9 +87,11 @@ class Cost:
         return f"client CPU {self.cpu / n * 1e6:.1f} us, PostgreSQL CPU {server} us"
 
 
-def run_sink(settings: Settings, total: int, batch_size: int, linger_ms: int) -> tuple:
-    """Cost from the first committed batch until all `total` records are in; rows written."""
-    sink = Sink(settings, SinkOptions(batch_size=batch_size, linger_ms=linger_ms)).start()
+def run_sink(settings: Settings, total: int, batch_size: int, linger_ms: int, align: bool = True) -> tuple:
+    """Cost from the first committed batch until all `total` records are in; rows written,
+    records, and events rows inserted with their result (the merged insert)."""
+    options = SinkOptions(batch_size=batch_size, linger_ms=linger_ms, align=AlignOptions(enabled=align))
+    sink = Sink(settings, options).start()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         try:
             while (first := committed(conn)) == 0:
@@ -109,7 +112,9 @@ def run_sink(settings: Settings, total: int, batch_size: int, linger_ms: int) ->
             )
         finally:
             sink.stop()
-    return cost, rows_written() - start_rows, total - first
+    if sink._aligner is not None:
+        print(f"aligner: {sink._aligner.expired:,} records released by time, not by their partner")
+    return cost, rows_written() - start_rows, total - first, sink.merged_events
 
 
 def plain_copy(url: str, records: list[tuple[str, str, dict]]) -> tuple[Cost, int]:
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=25, help="events per customer")
     p.add_argument("--batch-size", type=int, default=5000)
     p.add_argument("--linger-ms", type=int, default=200)
+    p.add_argument("--no-align", action="store_true", help="read events and results unaligned")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
     env = Settings.from_env()
@@ -154,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         samples.produce(settings, records)
         print(f"produced {len(records):,} records in {time.perf_counter() - t0:.1f}s")
-        sink, rows, recs = run_sink(settings, len(records), args.batch_size, args.linger_ms)
+        sink, rows, recs, merged = run_sink(
+            settings, len(records), args.batch_size, args.linger_ms, align=not args.no_align
+        )
         print(
             f"sink:       {rows:,.0f} rows ({recs:,} records) in {sink.seconds:.2f}s = "
             f"{rows / sink.seconds:,.0f} rows/s, {recs / sink.seconds:,.0f} records/s; "
-            f"per row: {sink.per(rows)}"
+            f"per row: {sink.per(rows)}; {merged:,} events merged with their result"
         )
         copy, copy_rows = plain_copy(url, records)
         print(

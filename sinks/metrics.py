@@ -18,6 +18,10 @@ BATCH_RECORDS = Histogram(
 # the lag is the shared consumer_lag{consumer="sink"} (plumbing/observability.py), and
 # the letters the relay publishes to sink.dlq count in the shared
 # stream_dead_letters_total{processor="sink",reason} (sinks/dlq_relay.py)
+MERGED = Counter(
+    "sink_events_merged_total",
+    "events rows inserted together with their result in one batch (no later update)",
+)
 DB_ERRORS = Counter("sink_db_errors_total", "Failed batch transactions or offset reads")
 FENCED = Counter("sink_fenced_total", "Batches abandoned because stored offsets moved")
 REJECTS = Counter(

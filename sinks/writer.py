@@ -87,6 +87,7 @@ class Written:
 
     rows: dict[str, int] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
+    merged: int = 0  # events rows inserted with their result (MERGED_INSERT), not updated later
 
 
 def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> Written:
@@ -101,7 +102,7 @@ def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> W
         _check_and_store_offsets(conn, batch.offsets, committed)
         try:
             with conn.transaction():
-                _write_rows(conn, batch.rows, out.rows, encoded=batch.encoded)
+                out.merged = _write_rows(conn, batch.rows, out.rows, encoded=batch.encoded)
         except Exception as exc:  # noqa: BLE001 - only data errors are handled here
             if not is_data_error(exc):
                 raise
@@ -112,8 +113,9 @@ def write_batch(conn: psycopg.Connection, batch: Batch, committed: Mapping) -> W
 
 
 def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], clear: bool = False,
-                encoded: Encoded | None = None) -> None:  # fmt: skip
-    """`encoded`: the targets' COPY data made by prepare() (the rows of a whole bucket)."""
+                encoded: Encoded | None = None) -> int:  # fmt: skip
+    """`encoded`: the targets' COPY data made by prepare() (the rows of a whole bucket).
+    Returns how many events rows the merged insert wrote."""
     merged = _insert_merged_events(conn, rows, clear)
     for name, target in TARGETS.items():
         bucket = rows.get(name)
@@ -128,6 +130,7 @@ def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], c
                 _write_target(conn, target, left, clear, ready)
             label = target.counted or target.table
             written[label] = written.get(label, 0) + len(bucket)
+    return len(merged)
 
 
 def _insert_merged_events(conn: psycopg.Connection, rows: Rows, clear: bool) -> set[tuple]:
