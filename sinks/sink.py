@@ -284,7 +284,10 @@ class Sink:
             self._add(msg)
 
     def _lag_of(self, key: Key, next_offset: int | None) -> int | None:
-        """Records the partition still has to deliver, from the cached high watermark."""
+        """Records the partition still has to deliver, from the cached high watermark; none
+        if another instance owns it (nothing of it will come here to wait for)."""
+        if key not in self._assigned:
+            return 0
         try:
             low, high = self._consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
         except Exception:  # noqa: BLE001 - unknown: the aligner waits at most max_wait_ms
