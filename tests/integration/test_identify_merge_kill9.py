@@ -26,6 +26,7 @@ from tests.integration.test_loyalty_kill9 import start
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 ROUNDS = 25  # purchases per id, amount = round number
 IDENTIFY_AT = 8  # the round after which every anonymous id identifies (the rest races with it)
+HOLD_AT = 10  # the round after which the sender waits for the kill to be due
 
 
 def pairs(partitions: int) -> list[tuple[str, str]]:
@@ -70,7 +71,11 @@ class Sender:
         assert self.producer.flush(30) == 0
 
 
-def race(sender: Sender, ids: list[tuple[str, str]], per_second: float, identified: threading.Event) -> None:
+def race(sender: Sender, ids: list[tuple[str, str]], per_second: float, identified: threading.Event,
+         go_on: threading.Event) -> None:  # fmt: skip
+    """Purchases to both ids, the merges after round IDENTIFY_AT; after round HOLD_AT it waits
+    for `go_on` (set just before the kill), so the kill lands while the rest still arrives
+    however far behind a loaded machine runs the processor."""
     began, count = time.monotonic(), 0
     for n in range(1, ROUNDS + 1):
         for anon, known in ids:
@@ -82,6 +87,10 @@ def race(sender: Sender, ids: list[tuple[str, str]], per_second: float, identifi
             for anon, known in ids:
                 sender.send(anon, "IDENTIFY", kind="IDENTIFY", payload={"new_id": known})
             identified.set()
+        if n == HOLD_AT:
+            sender.flush()
+            assert go_on.wait(180)
+            began, count = time.monotonic(), 0
     sender.flush()
 
 
@@ -93,8 +102,8 @@ def test_merges_racing_with_purchases_on_both_ids_survive_kill_9(settings: Setti
     sender = Sender(settings)
     log = tmp_path / "processor.log"
     proc = start(settings, tmp_path / "state-1", log)
-    identified = threading.Event()
-    producer = threading.Thread(target=race, args=(sender, ids, 60, identified))
+    identified, go_on = threading.Event(), threading.Event()
+    producer = threading.Thread(target=race, args=(sender, ids, 60, identified, go_on), daemon=True)
     try:
         registered = {
             sender.send(a, "REGISTRATION", kind="REGISTER", payload={"anonymous": True}) for a, _ in ids
@@ -104,6 +113,11 @@ def test_merges_racing_with_purchases_on_both_ids_survive_kill_9(settings: Setti
         producer.start()
         assert identified.wait(60)
         results.wait_for(lambda rs: len(rs) >= len(ids) * (2 * IDENTIFY_AT + 3), timeout=90)
+        held = len(sender.sent)
+        go_on.set()
+        deadline = time.monotonic() + 30  # the sender is sending the rest again
+        while len(sender.sent) < held + len(ids) and time.monotonic() < deadline:
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)  # around the merges, under load
         proc.wait(10)
         assert producer.is_alive(), "the kill must land while events are still arriving"
