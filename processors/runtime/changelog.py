@@ -232,6 +232,7 @@ class Restorer:
             if remaining == 0:
                 done.append(tp)
                 self._report(self._reading.pop((tp.topic, tp.partition)))
+                reading.backend.start_flush()
         if done:
             self.consumer.incremental_unassign(done)
 
@@ -255,6 +256,8 @@ class Restorer:
         """The restored stores of `partition`, now owned by the caller: flushed (what a restore
         wrote survives a SIGKILL from now on) and reopened for processing."""
         backends = self._backends.pop(partition)
+        for backend in backends.values():
+            backend.start_flush()  # the stores flush together, not one after another
         for backend in backends.values():
             backend.end_bulk(compactions=False)
         self._handed.extend(backends.values())

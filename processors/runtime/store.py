@@ -143,6 +143,13 @@ class RocksBackend:
             if self.db.property_int_value("rocksdb.num-files-at-level0") >= _L0_SLOWDOWN:
                 self.db.compact_range(None, None)  # else RocksDB would slow every write down
 
+    def start_flush(self) -> None:
+        """Begin flushing the memtable in the background (a restored store's changelog is read
+        to its end): `end_bulk` then waits for less, so the handover's flushes overlap the
+        restore of the other stores instead of running one after another at the end."""
+        if not self.closed:
+            self.db.flush(False)
+
     def resume_compactions(self) -> None:
         if not self.closed:
             self.db.set_options({"disable_auto_compactions": "false"})
