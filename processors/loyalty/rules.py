@@ -122,9 +122,10 @@ def compile_rule(source: str) -> Rule:
         program = cel.compile(rewritten)
     except (ValueError, RuntimeError) as exc:
         raise RuleError(f"cannot compile {source!r}: {exc}") from None
-    rule = Rule(source, program, tuple(program.variables()))
-    if rule.variables:
-        return Rule(source, program, rule.variables, shortcut=shortcut(rewritten))
+    variables = tuple(program.variables())
+    if variables:
+        return Rule(source, program, variables, shortcut=shortcut(rewritten))
+    rule = Rule(source, program, ())
     try:
         value = rule.evaluate({})
     except RuleError:  # e.g. `1 / 0`: fails at every evaluation, with its reason
