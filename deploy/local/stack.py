@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
 
-from deploy.local.paths import ROOT, free_port, local_dir, pid_alive, port_open, runs, stop_pids
+from deploy.local.paths import ROOT, free_ports, local_dir, pid_alive, port_open, runs, stop_pids
 from schemas.settings import Settings
 
 DEFAULT_PORTS = {
@@ -93,11 +93,12 @@ class Stack:
             return saved
         auto = os.environ.get("LOYALTY_PORTS") == "auto"
         ports = dict(saved)  # a stack.json from before a service was added keeps its ports
+        spare = [p for p in free_ports(len(DEFAULT_PORTS)) if p not in ports.values()] if auto else []
         for name, default in DEFAULT_PORTS.items():
             if name in ports:
                 continue
             env = os.environ.get(f"LOYALTY_{name.upper()}_PORT")
-            ports[name] = int(env) if env else (free_port() if auto else default)
+            ports[name] = int(env) if env else (spare.pop() if auto else default)
         return ports
 
     def services(self, ports: dict[str, int]) -> list[Service]:
