@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deploy.local.paths import (
     ROOT,
-    free_port,
+    free_ports,
     local_dir,
     pid_alive,
     port_open,
@@ -114,8 +114,9 @@ class BrokerProcess:
         self.home = Path(home)
         self.bound_to_parent = bound_to_parent  # test brokers die with the test session
         known = self._configured_ports()
-        self.port = port or known.get("PLAINTEXT") or free_port()
-        self.controller_port = controller_port or known.get("CONTROLLER") or free_port()
+        spare = free_ports(2)  # chosen together: two free_port() calls could return the same port
+        self.port = port or known.get("PLAINTEXT") or spare[0]
+        self.controller_port = controller_port or known.get("CONTROLLER") or spare[1]
         self.pid_file = self.home / "kafka.pid"
 
     def _configured_ports(self) -> dict[str, int]:
