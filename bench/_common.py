@@ -58,6 +58,17 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_by_process(pid).values())
 
 
+def exited_children_cpu(pid: int) -> float:
+    """CPU seconds of the children a process has already waited for (a loyalty processor's
+    restore workers), which /proc counts apart from the live processes cpu_by_process reads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / tick
+
+
 def add_kafka_flag(parser: argparse.ArgumentParser) -> None:
     """--kafka / --no-kafka: also run a processor benchmark on the real runtime."""
     parser.add_argument(

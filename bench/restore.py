@@ -39,7 +39,7 @@ import orjson
 from confluent_kafka import Producer
 
 from bench._child import check, stop
-from bench._common import cpu_seconds, fresh_settings
+from bench._common import cpu_seconds, exited_children_cpu, fresh_settings
 from bench.runtime import broker
 from plumbing.topic_admin import delete_topics, ensure_topics
 from processors.runtime.changelog import changelog_topic, ensure_changelogs
@@ -173,12 +173,13 @@ def run_once(settings: Settings, state: Path, log: Path, since: float, ready_log
     proc = spawn(settings, state, log, loyalty)
     started = wait_log(proc, log, "processor started")
     ready = wait_log(proc, log, ready_log)
-    return proc, ready - since, ready - started, cpu_seconds(proc.pid)
+    return proc, ready - since, ready - started, cpu_seconds(proc.pid) + exited_children_cpu(proc.pid)
 
 
 def restarts(settings: Settings, tmp: str, ready_log: str, loyalty: bool) -> list[float]:
     """The three restarts; each one's time from the kill (or the spawn) to ready, and the
-    processor's CPU seconds until then (imports included): a figure the VM's load moves less."""
+    processor's CPU seconds until then (imports and its restore workers included): a figure
+    the VM's load moves less."""
     state, took = Path(tmp) / "state", []
 
     def phase(label: str, since: float) -> subprocess.Popen:

@@ -13,6 +13,11 @@ at its end (empty, or a checkpoint at the last record) is done without reading a
 
 A store's local keys (never logged: the timers' id index) are derived again from each restored
 record as it is written (`_Reading.derive`).
+
+A large restore (at least `parallel_min_records` changelog records over the partitions added
+at once) is spread over worker processes, whole partitions each (restore_worker.py); a
+partition comes back to this process when its worker has exited, and is read from the
+checkpoints the worker wrote to the end.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from plumbing import observability as m
 from plumbing.kafka_util import check_consumer_error, watermarks
 from plumbing.topic_admin import create
 from processors.runtime import timers
+from processors.runtime.restore_worker import PARALLEL_MIN_RECORDS, RestoreWorker, split
 from processors.runtime.store import RocksBackend
 from schemas.settings import Settings
 
@@ -79,12 +85,22 @@ class Restorer:
     """Restores the stores of many partitions with one consumer, a bounded slice at a time
     (`step`), so the processing loop that drives it stays live while a large state loads."""
 
-    def __init__(self, settings: Settings, group: str, processor: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        processor: str,
+        workers: int = 1,
+        parallel_min_records: int = PARALLEL_MIN_RECORDS,
+    ) -> None:
+        self.bootstrap = bootstrap
         self.group = group
         self.processor = processor
+        self.workers = workers  # worker processes for a large restore; 1: all in this one
+        self.parallel_min_records = parallel_min_records
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "bootstrap.servers": bootstrap,
                 "group.id": f"{group}-restore",  # never joins nor commits: assign() only
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -97,16 +113,21 @@ class Restorer:
         self._backends: dict[int, dict[str, RocksBackend]] = {}
         self._reading: dict[tuple[str, int], _Reading] = {}
         self._handed: list[RocksBackend] = []  # taken, compactions off until all are restored
+        self._workers: list[RestoreWorker] = []
+        self._returned: set[int] = set()  # back from a worker: restored here, never handed out again
+        self.restored: dict[str, int] = {}  # changelog records applied, by store
 
     @property
     def partitions(self) -> set[int]:
-        """Partitions whose stores are opened and not yet taken (restoring or restored)."""
-        return set(self._backends)
+        """Partitions whose stores are opened and not yet taken (restoring or restored), or
+        restoring in a worker."""
+        return set(self._backends).union(*(w.partitions for w in self._workers))
 
     def remaining(self) -> int:
         """Changelog records still to read, over every partition being restored."""
         tps = self.consumer.position([TopicPartition(t, p) for t, p in self._reading])
-        return sum(self._remaining(self._reading[(tp.topic, tp.partition)], tp) for tp in tps)
+        here = sum(self._remaining(self._reading[(tp.topic, tp.partition)], tp) for tp in tps)
+        return here + sum(w.remaining for w in self._workers)
 
     def add(self, stores: dict[int, dict[str, Path]]) -> None:
         """Open the stores ({partition: {store: path}}) and start reading each changelog from
@@ -118,9 +139,38 @@ class Restorer:
         try:
             for partition, paths in stores.items():
                 start += self._add_partition(partition, paths)
+            start = self._hand_out(set(stores), start)
         finally:
             if start:
                 self.consumer.incremental_assign(start)
+
+    def _hand_out(self, added: set[int], start: list[TopicPartition]) -> list[TopicPartition]:
+        """Give the partitions just added to worker processes when their restore is large;
+        return the reads that stay in this process."""
+        backlog = {p: 0 for p in added - self._returned}
+        for reading in self._reading.values():
+            if reading.partition in backlog:
+                backlog[reading.partition] += reading.end - reading.start
+        backlog = {p: n for p, n in backlog.items() if n > 0}
+        if self.workers < 2 or len(backlog) < 2 or sum(backlog.values()) < self.parallel_min_records:
+            return start
+        for members in split(backlog, self.workers):
+            stores = {p: self._stop_here(p) for p in members}
+            worker = RestoreWorker(self.bootstrap, self.group, self.processor, stores,
+                                   sum(backlog[p] for p in members))  # fmt: skip
+            self._workers.append(worker)
+            log.info("restore handed to a worker", extra={"partitions": members, "pid": worker.proc.pid,
+                                                           "records": worker.remaining})  # fmt: skip
+        return [tp for tp in start if tp.partition not in backlog]
+
+    def _stop_here(self, partition: int) -> dict[str, Path]:
+        """Close a just-opened partition's stores (nothing written yet) for a worker to open."""
+        for key in [k for k, r in self._reading.items() if r.partition == partition]:
+            del self._reading[key]
+        backends = self._backends.pop(partition)
+        for backend in backends.values():
+            backend.close()
+        return {store: backend.path for store, backend in backends.items()}
 
     def _add_partition(self, partition: int, paths: dict[str, Path]) -> list[TopicPartition]:
         opened: dict[str, tuple[RocksBackend, int, int]] = {}
@@ -165,6 +215,7 @@ class Restorer:
         """Read and apply changelog records for about `budget` seconds; return the partitions
         whose every store has reached its end (hand their stores over with `take`)."""
         deadline = time.monotonic() + budget
+        self._collect_workers(deadline)
         collecting = gc.isenabled()
         gc.disable()  # a batch is thousands of new Message objects, none in a cycle: the
         try:  # collector would walk them over and over (8% of the restore's time)
@@ -178,6 +229,24 @@ class Restorer:
                 gc.enable()
         busy = {r.partition for r in self._reading.values()}
         return sorted(p for p in self._backends if p not in busy)
+
+    def _collect_workers(self, deadline: float) -> None:
+        """Take back the partitions of the workers that have exited (the next `add` opens them
+        here from their checkpoints). With nothing to read here, wait up to `deadline` for
+        one: a partition is handed over as soon as its worker is done."""
+        while self._workers:
+            for worker in [w for w in self._workers if w.exited() is not None]:
+                self._workers.remove(worker)
+                self._returned |= worker.partitions
+                for store, records in worker.restored.items():
+                    self._count(store, records)
+                level = logging.INFO if worker.proc.returncode == 0 else logging.WARNING
+                log.log(level, "restore worker exited", extra={
+                    "partitions": sorted(worker.partitions), "code": worker.proc.returncode,
+                    "records": sum(worker.restored.values())})  # fmt: skip
+            if self._reading or time.monotonic() >= deadline or not self._workers:
+                return
+            time.sleep(0.02)
 
     def _apply(self, msgs: list) -> None:
         """Write each run of one changelog partition's records, and its checkpoint, in one
@@ -244,13 +313,17 @@ class Restorer:
 
     def _report(self, reading: _Reading) -> None:
         seconds = time.monotonic() - reading.started
-        m.RESTORE_RECORDS.labels(self.processor, reading.store).inc(reading.restored)
+        self._count(reading.store, reading.restored)
         m.RESTORE_SECONDS.labels(self.processor, reading.store).inc(seconds)
         log.info(
             "store restored",
             extra={"store": reading.store, "partition": reading.partition, "records": reading.restored,
                    "seconds": round(seconds, 3)},
         )  # fmt: skip
+
+    def _count(self, store: str, records: int) -> None:
+        self.restored[store] = self.restored.get(store, 0) + records
+        m.RESTORE_RECORDS.labels(self.processor, store).inc(records)
 
     def take(self, partition: int) -> dict[str, RocksBackend]:
         """The restored stores of `partition`, now owned by the caller: flushed (what a restore
@@ -267,13 +340,17 @@ class Restorer:
     def _resume_when_done(self) -> None:
         """Once nothing is restoring, the handed-over stores compact (and compress) their
         restored files: until then that work would take the CPU the restore runs on."""
-        if not self._backends:
+        if not self._backends and not self._workers:
             for backend in self._handed:
                 backend.resume_compactions()
             self._handed.clear()
 
     def cancel(self, partitions: set[int]) -> None:
         """Stop restoring `partitions` (revoked): what was applied so far stays, checkpointed."""
+        for worker in [w for w in self._workers if w.partitions & partitions]:
+            worker.kill()  # its other partitions are added again, from their checkpoints
+            self._workers.remove(worker)
+        self._returned -= partitions
         stop = [TopicPartition(t, p) for t, p in self._reading if p in partitions]
         for tp in stop:
             del self._reading[(tp.topic, tp.partition)]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.runtime.clock import Clock, SystemClock
+from processors.runtime.restore_worker import PARALLEL_MIN_RECORDS, default_workers
 
 
 @dataclass
@@ -38,6 +39,10 @@ class RuntimeOptions:
     # the watchdog: records pending and no commit for this long -> exit 1 (/healthz 503 from
     # half of it), for the supervisor to restart a process that cannot make progress
     stall_timeout_s: float = 120.0
+    # a restore of at least `restore_parallel_min_records` changelog records is spread over
+    # this many worker processes, whole partitions each (restore_worker.py); 1: in-process only
+    restore_workers: int = field(default_factory=default_workers)  # RESTORE_WORKERS or the CPUs
+    restore_parallel_min_records: int = PARALLEL_MIN_RECORDS
 
 
 def commit_due(opts: RuntimeOptions, records: int, elapsed_ms: float, catching_up: bool) -> bool:

@@ -187,7 +187,13 @@ class Runner:
             self.health = m.HealthServer(port, self.healthy, ready=self.readiness).start()
             log.info("health and metrics served", extra={"port": self.health.port})
         self.txn.start(30)
-        self.rebalance.restorer = Restorer(self.settings, self.group, self.processor.name)
+        self.rebalance.restorer = Restorer(
+            self.settings.kafka_bootstrap_servers,
+            self.group,
+            self.processor.name,
+            workers=self.options.restore_workers,
+            parallel_min_records=self.options.restore_parallel_min_records,
+        )
         self.consumer = self.txn.consumer = self.rebalance.consumer = self._consumer()
         self.consumer.subscribe(
             [self._topics[t] for t in self.processor.inputs],

@@ -12,6 +12,7 @@ from pathlib import Path
 from plumbing.logs import configure_logging
 from plumbing.observability import PORT_HELP, metrics_port
 from processors.runtime.api import Processor
+from processors.runtime.restore_worker import default_workers
 from processors.runtime.runner import Runner, RuntimeOptions
 from processors.runtime.watchdog import MARGIN_S, LoopWatchdog
 from schemas.settings import Settings
@@ -43,6 +44,13 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
         help="records pending and no commit for this long (or the loop stuck in one call for "
         "this long plus 30 s): exit for the supervisor to restart the processor",
     )
+    parser.add_argument(
+        "--restore-workers",
+        type=int,
+        default=default_workers(),
+        help="worker processes a large cold restore is spread over (RESTORE_WORKERS; default: "
+        "the CPUs this process may use; 1: restore in this process only)",
+    )
     args = parser.parse_args(argv)
     return RuntimeOptions(
         state_dir=Path(args.state_dir),
@@ -54,6 +62,7 @@ def parse_options(argv: list[str], name: str) -> RuntimeOptions:
         static_membership=args.static_membership,
         error_policy=args.error_policy,
         stall_timeout_s=args.stall_timeout_s,
+        restore_workers=max(1, args.restore_workers),
     )
 
 

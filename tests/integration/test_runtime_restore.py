@@ -90,7 +90,9 @@ class HeldRestorer(Restorer):
         return done if HeldRestorer.release.is_set() else []
 
 
-def test_readyz_is_503_while_a_large_state_restores_and_healthz_stays_200(settings, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "restore-workers"])
+def test_readyz_is_503_while_a_large_state_restores_and_healthz_stays_200(settings, tmp_path, monkeypatch,
+                                                                          workers):  # fmt: skip
     ensure_topics(settings, TOPICS)
     fill_changelog(settings, KEYS, by_key=True)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -103,7 +105,8 @@ def test_readyz_is_503_while_a_large_state_restores_and_healthz_stays_200(settin
     HeldRestorer.steps = 0
     restored_before = _restored()
 
-    options = RuntimeOptions(state_dir=tmp_path, instance_id="r", metrics_port=0)
+    options = RuntimeOptions(state_dir=tmp_path, instance_id="r", metrics_port=0, restore_workers=workers,
+                             restore_parallel_min_records=0)  # fmt: skip
     runner = Runner(CounterProcessor(), settings, options)
     runner.start()
     port = wait_for(lambda: runner.health and runner.health.port, what="the health server")
@@ -154,7 +157,7 @@ def test_empty_changelog_and_checkpoint_at_the_end_are_done_by_position(settings
     group = topic_name("counter", settings)
     fill_changelog(settings, 30)
     path = tmp_path / "totals"
-    restorer = Restorer(settings, group, "counter")
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter")
     try:
         restorer.add({0: {"totals": path / "0"}, 1: {TIMERS_STORE: tmp_path / "timers" / "1"}})
         assert restorer.remaining() == 10 + 1  # partition 0's records and commit marker; empty: 0
@@ -207,7 +210,7 @@ def test_timers_restore_from_one_record_each_and_are_found_by_id_again(settings,
             sent += 1
         producer.commit_transaction(30)
         written.commit({})
-    restorer = Restorer(settings, group, "counter")
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter")
     try:
         restorer.add({0: {TIMERS_STORE: tmp_path / "timers" / "0"}})
         wait_for(lambda: restorer.step(0.05) == [0], what="the timers restored")

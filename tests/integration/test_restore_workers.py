@@ -1,0 +1,111 @@
+"""A large restore spread over worker processes (restore_worker.py) gives the stores one
+process would, hands back what a revoke stops, and falls back in-process when a worker fails."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from processors.runtime.changelog import Restorer
+from processors.runtime.restore_worker import RestoreWorker
+from processors.runtime.store import RocksBackend
+from processors.runtime.testing import wait_for
+from schemas.topics import topic_name
+from tests.integration.test_runtime_restore import fill_changelog
+
+pytestmark = pytest.mark.integration
+
+KEYS = 30_000  # over 3 partitions: key k<i> on partition i % 3, count i
+
+
+def expected(partition: int) -> dict[bytes, bytes]:
+    return {f"k{i}".encode(): orjson.dumps({"count": i, "sum": 2 * i}) for i in range(partition, KEYS, 3)}
+
+
+def restore_all(restorer: Restorer, paths: dict[int, dict[str, Path]]) -> dict[int, dict[bytes, bytes]]:
+    """Drive the restorer as the runner does (add what is not restoring, step) until every
+    partition is complete; return each partition's restored totals."""
+    restored: dict[int, dict[bytes, bytes]] = {}
+
+    def turn() -> bool:
+        if new := {p: s for p, s in paths.items() if p not in restorer.partitions and p not in restored}:
+            restorer.add(new)
+        for partition in restorer.step(0.05):
+            backend = restorer.take(partition)["totals"]
+            restored[partition] = dict(backend.items(b"", None))
+            backend.close()
+        return len(restored) == len(paths)
+
+    wait_for(turn, timeout=60, what="every partition restored")
+    return restored
+
+
+def paths_under(root: Path) -> dict[int, dict[str, Path]]:
+    return {p: {"totals": root / "totals" / str(p)} for p in range(3)}
+
+
+def test_workers_restore_the_same_stores_as_one_process(settings, tmp_path, caplog):
+    fill_changelog(settings, KEYS)
+    group = topic_name("counter", settings)
+    caplog.set_level(logging.INFO, logger="processors.runtime.changelog")
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=2, parallel_min_records=0)
+    try:
+        restorer.add(paths_under(tmp_path))
+        assert restorer.consumer.assignment() == []  # nothing is read in this process
+        assert restorer.remaining() == KEYS + 3 * 6  # every record and commit marker, in workers
+        handed = [r.partitions for r in caplog.records if r.getMessage() == "restore handed to a worker"]
+        assert sorted(p for group in handed for p in group) == [0, 1, 2] and len(handed) == 2
+        restored = restore_all(restorer, paths_under(tmp_path))
+        assert restorer.restored == {"totals": KEYS}  # the workers' records, counted once
+    finally:
+        restorer.close()
+    assert restored == {p: expected(p) for p in range(3)}
+    exits = [r for r in caplog.records if r.getMessage() == "restore worker exited"]
+    assert [r.code for r in exits] == [0, 0]
+
+
+def test_a_revoke_kills_the_worker_and_its_other_partitions_restore_here(settings, tmp_path):
+    fill_changelog(settings, KEYS)
+    group = topic_name("counter", settings)
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=2, parallel_min_records=0)
+    try:
+        restorer.add(paths_under(tmp_path))
+        restorer.cancel({1})  # revoked while its worker runs (or has run)
+        assert 1 not in restorer.partitions
+        RocksBackend(tmp_path / "totals" / "1").close()  # its worker is gone: the lock is free
+        kept = {p: s for p, s in paths_under(tmp_path).items() if p != 1}
+        assert restore_all(restorer, kept) == {p: expected(p) for p in kept}
+    finally:
+        restorer.close()
+
+
+def test_a_failed_worker_leaves_its_partitions_to_this_process(settings, tmp_path, monkeypatch, caplog):
+    fill_changelog(settings, KEYS)
+    group = topic_name("counter", settings)
+    monkeypatch.setattr(RestoreWorker, "command", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    caplog.set_level(logging.INFO, logger="processors.runtime.changelog")
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=2, parallel_min_records=0)
+    try:
+        restored = restore_all(restorer, paths_under(tmp_path))
+        assert restorer.restored == {"totals": KEYS}
+    finally:
+        restorer.close()
+    assert restored == {p: expected(p) for p in range(3)}
+    exits = [r for r in caplog.records if r.getMessage() == "restore worker exited"]
+    assert [(r.code, r.levelname) for r in exits] == [(3, "WARNING"), (3, "WARNING")]
+
+
+def test_a_small_restore_stays_in_process(settings, tmp_path):
+    fill_changelog(settings, 300)
+    group = topic_name("counter", settings)
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=2)  # 500,000 minimum
+    try:
+        restorer.add(paths_under(tmp_path))
+        assert len(restorer.consumer.assignment()) == 3
+    finally:
+        restorer.close()
+
