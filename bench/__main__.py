@@ -1,6 +1,10 @@
 """Run every bench/*.py module that defines `main()`, in name order; non-zero if any failed.
 
-`python -m bench [name ...]` runs only the named modules.
+`python -m bench [name [flag ...] ...]` runs only the named modules, in the order given, each
+with the flags that follow its name up to the next benchmark's name:
+`python -m bench delivery --rate 600 --seconds 5` runs `bench.delivery.main(["--rate", "600",
+"--seconds", "5"])`, as `python -m bench.delivery --rate 600 --seconds 5` does. A flag value
+that is itself a benchmark's name starts that benchmark instead; run the module directly then.
 """
 
 from __future__ import annotations
@@ -20,7 +24,24 @@ def modules(only: list[str]) -> list[str]:
     return [n for n in names if not only or n in only]
 
 
-def run(name: str) -> bool:
+def plan(argv: list[str]) -> list[tuple[str, list[str]]]:
+    """(benchmark, its flags) for each benchmark to run: all of them without flags when `argv`
+    is empty, else each name in `argv` with the tokens after it up to the next name."""
+    names = modules([])
+    if not argv:
+        return [(name, []) for name in names]
+    if argv[0] not in names:
+        raise SystemExit(f"python -m bench: {argv[0]!r} is not a benchmark (one of: {', '.join(names)})")
+    runs: list[tuple[str, list[str]]] = []
+    for token in argv:
+        if token in names:
+            runs.append((token, []))
+        else:
+            runs[-1][1].append(token)
+    return runs
+
+
+def run(name: str, argv: list[str] | None = None) -> bool:
     try:
         module = importlib.import_module(f"bench.{name}")
     except Exception:  # noqa: BLE001 - report and go on with the next benchmark
@@ -31,8 +52,15 @@ def run(name: str) -> bool:
         return True
     print(f"== bench.{name}", flush=True)
     began = time.monotonic()
+    argv = argv or []
     try:
-        result = main([]) if inspect.signature(main).parameters else main()
+        if inspect.signature(main).parameters:
+            result = main(argv)
+        elif argv:
+            print(f"bench.{name}.main() takes no flags: {' '.join(argv)}", file=sys.stderr)
+            return False
+        else:
+            result = main()
     except Exception:  # noqa: BLE001 - report and go on with the next benchmark
         traceback.print_exc()
         return False
@@ -55,8 +83,9 @@ def services() -> contextlib.ExitStack:
 
 
 def main(argv: list[str]) -> int:
+    runs = plan(argv)
     with services():
-        failed = [name for name in modules(argv) if not run(name)]
+        failed = [name for name, flags in runs if not run(name, flags)]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
