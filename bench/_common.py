@@ -1,5 +1,5 @@
-"""What the processor benchmarks share: a fresh topic prefix with the program applied, rates,
-and cleaning the prefix's topics away afterwards."""
+"""What the benchmarks share: a fresh topic prefix with the program applied, rates, cleaning
+the prefix's topics away afterwards, a fresh database, CPU seconds."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import os
 import uuid
 from pathlib import Path
 
+import psycopg
+
 from plumbing.config_table import publish_program
 from plumbing.topic_admin import delete_topics, ensure_topics
 from schemas.program import Program
-from schemas.settings import Settings
+from schemas.settings import Settings, libpq_url
 
 
 def rate(count: float, seconds: float) -> float:
@@ -33,6 +35,16 @@ def fresh_settings(program: Program) -> Settings:
 
 def drop_topics(settings: Settings) -> None:
     delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
+
+
+def fresh_database(server_url: str, prefix: str) -> str:
+    """The URL of a new, empty `<prefix>_<id>` database on the server of `server_url` (not
+    migrated; the caller drops it)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    base = libpq_url(server_url)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + "/" + name
 
 
 def cpu_by_process(pid: int) -> dict[int, float]:

@@ -15,11 +15,11 @@ import argparse
 import random
 import statistics
 import time
-import uuid
 
 import psycopg
 from fastapi.testclient import TestClient
 
+from bench._common import fresh_database
 from ingest.app import create_app
 from ingest.config import IngestConfig
 from ingest.lookup import PgLookup
@@ -58,15 +58,6 @@ INSERT INTO wallets (customer_id, points, lifetime, pending, balance, wallet, ti
 SELECT 'c' || g, 500, 1000, 0, '{"POINTS": 500}', '{"reserved": {}, "totals": []}', 'silver', now()
 FROM generate_series(0, %(c)s - 1) g;
 """
-
-
-def fresh_database(server_url: str) -> str:
-    name = f"bench_history_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = libpq_url(server_url).rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    return url
 
 
 def seed(url: str, events: int, customers: int) -> None:
@@ -126,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     customers = args.customers or max(1, args.events // 100)
     server = Settings.from_env().database_url
-    url = fresh_database(server)
+    url = fresh_database(server, "bench_history")
+    upgrade(url)
     try:
         seed(url, args.events, customers)
         app = create_app(Settings(), IngestConfig(api_keys={"k": frozenset({"ingest"})}),

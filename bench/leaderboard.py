@@ -27,7 +27,8 @@ import time
 import psycopg
 from fastapi.testclient import TestClient
 
-from bench.history import TARGET_MS, _NoProducer, fresh_database, report, timed
+from bench._common import fresh_database
+from bench.history import TARGET_MS, _NoProducer, report, timed
 from ingest import leaderboards as lb
 from ingest.app import create_app
 from ingest.config import IngestConfig
@@ -35,6 +36,7 @@ from ingest.lookup import PgLookup
 from ingest.programs import StaticPrograms
 from schemas.program import Program
 from schemas.settings import Settings, libpq_url
+from sinks.migrate import upgrade
 
 PROGRAM = Program.model_validate(
     {"leaderboards": [{"id": "points", "metric": {"kind": "points"}, "period": "all_time"}]}
@@ -166,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the seeded database")
     args = parser.parse_args(argv)
     server = Settings.from_env().database_url
-    url = fresh_database(server)
+    url = fresh_database(server, "bench_history")
+    upgrade(url)
     try:
         seed(url, args.customers, args.before)
         app = create_app(Settings(), IngestConfig(api_keys={"k": frozenset({"ingest"})}),

@@ -20,6 +20,7 @@ import uuid
 import psycopg
 from prometheus_client import REGISTRY
 
+from bench._common import fresh_database
 from plumbing.topic_admin import ensure_topics
 from schemas.settings import Settings, libpq_url
 from sinks import samples
@@ -29,14 +30,6 @@ from sinks.mapping import Source
 from sinks.migrate import upgrade
 from sinks.sink import Sink, SinkOptions
 from sinks.tables import TARGETS
-
-
-def fresh_database(server_url: str) -> str:
-    name = f"sinkbench_{uuid.uuid4().hex[:8]}"
-    base = libpq_url(server_url)
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return base.rsplit("/", 1)[0] + "/" + name
 
 
 def drop_database(server_url: str, url: str) -> None:
@@ -152,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     env = Settings.from_env()
     settings = dataclasses.replace(env, topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
     ensure_topics(settings)
-    url = fresh_database(env.database_url)
+    url = fresh_database(env.database_url, "sinkbench")
     settings = dataclasses.replace(settings, database_url=url)
     try:
         upgrade(url)
