@@ -105,8 +105,8 @@ def run_sink(settings: Settings, total: int, batch_size: int, linger_ms: int, al
             )
         finally:
             sink.stop()
-    if sink._aligner is not None:
-        print(f"aligner: {sink._aligner.expired:,} records released by time, not by their partner")
+    if (released := sink.released_by_time) is not None:
+        print(f"aligner: {released:,} records released by time, not by their partner")
     return cost, rows_written() - start_rows, total - first, sink.merged_events
 
 

@@ -144,6 +144,12 @@ class Sink:
             self._programs.stop()
             log.info("sink stopped")
 
+    @property
+    def released_by_time(self) -> int | None:
+        """Records the aligner (sinks/align.py) released because they had waited long enough,
+        not because their partner caught up; None when the sink does not align."""
+        return None if self._aligner is None else self._aligner.expired
+
     def health(self) -> dict:
         alive = time.monotonic() - self.last_loop < 30
         return {
