@@ -13,7 +13,7 @@ from confluent_kafka import Message
 from processors.delivery import loop
 from processors.delivery.holds import Holds
 from processors.delivery.loop import DeliveryService
-from processors.delivery.routing import unrouted
+from processors.delivery.routing import endpoints, unrouted
 from schemas.codec import encode
 from schemas.program import Destination, Program, Webhook
 from schemas.settings import Settings
@@ -89,3 +89,17 @@ def test_only_destination_topics_are_skipped() -> None:
         assert unrouted(without, topic) and not unrouted(with_dest, topic)
     for topic in (NOTIFICATIONS, "journeys.activity", "delivery.retry.5s"):
         assert not unrouted(without, topic)
+
+
+def test_the_routes_are_built_once_per_program_object_and_follow_a_swap() -> None:
+    """endpoints() and unrouted() share one cache: rebuilt when another program object comes
+    (the program is swapped, never mutated), so a disabled destination counts as none."""
+    program = Program(webhooks=[HOOK], destinations=[DEST])
+    first = endpoints(program)
+    assert set(first) == {"webhook:h", "destination:d"}
+    assert endpoints(program) is first and not unrouted(program, EVENTS_LOYALTY)
+    disabled = Program(webhooks=[HOOK], destinations=[DEST.model_copy(update={"enabled": False})])
+    assert unrouted(disabled, EVENTS_LOYALTY)
+    assert not endpoints(disabled)["destination:d"].enabled
+    assert endpoints(program) is not first and endpoints(program) == first  # rebuilt, the same
+    assert not unrouted(program, EVENTS_LOYALTY)
