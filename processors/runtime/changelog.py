@@ -329,6 +329,7 @@ class Restorer:
         """The restored stores of `partition`, now owned by the caller: flushed (what a restore
         wrote survives a SIGKILL from now on) and reopened for processing."""
         backends = self._backends.pop(partition)
+        self._returned.discard(partition)  # a later assignment may hand it out again
         for backend in backends.values():
             backend.start_flush()  # the stores flush together, not one after another
         for backend in backends.values():

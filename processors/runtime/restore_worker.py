@@ -79,6 +79,7 @@ class RestoreWorker:
         code = self.proc.poll()
         if code is not None:
             self._read_reports()
+            self._close_pipe()
         return code
 
     def kill(self) -> None:
@@ -105,7 +106,8 @@ class RestoreWorker:
 
     def _close_pipe(self) -> None:
         assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        if not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
 
 def split(backlog: dict[int, int], workers: int) -> list[list[int]]:
