@@ -4,6 +4,8 @@ process would, hands back what a revoke stops, and falls back in-process when a 
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -109,3 +111,47 @@ def test_a_small_restore_stays_in_process(settings, tmp_path):
     finally:
         restorer.close()
 
+
+
+def test_a_worker_dies_with_its_processor(tmp_path):
+    """SIGKILL the process that started a worker: the worker goes at once (the kernel's
+    parent-death signal), not when its own restore would end, so a restarted processor finds
+    no orphan holding its stores' locks. The worker here waits on an unreachable broker, which
+    would keep it alive for its 5 s offset lookup: a port that accepts and never answers."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(port), str(tmp_path / "totals" / "0")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    silent.settimeout(30)
+    connection, _ = silent.accept()  # the worker is past its start-up, in its offset lookup
+    assert alive(worker)
+    parent.kill()
+    parent.wait()
+    wait_for(lambda: not alive(worker), timeout=2.5, what="the worker gone with its parent")
+    connection.close()
+    silent.close()
+    RocksBackend(tmp_path / "totals" / "0").close()  # its lock is free
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from processors.runtime.restore_worker import RestoreWorker
+port, path = sys.argv[1], Path(sys.argv[2])
+worker = RestoreWorker(f"127.0.0.1:{port}", "nobody", "counter", {0: {"totals": path}}, 1)
+print(worker.proc.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its new parent to reap it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
