@@ -39,11 +39,22 @@ WORKER_STEP_S = 0.5  # a worker reports its progress this often
 # below this many records a worker's start-up (a Python process, ~0.5-1 s) costs more than it
 # saves: one process restores some 150,000-300,000 records a second
 PARALLEL_MIN_RECORDS = 500_000
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # a cgroup v2 CPU quota: "<quota> <period>" or "max ..."
 
 
 def default_workers() -> int:
-    """RESTORE_WORKERS, else the CPUs this process may run on."""
-    return max(1, int(os.environ.get("RESTORE_WORKERS") or len(os.sched_getaffinity(0))))
+    """RESTORE_WORKERS, else the CPUs this process may use: its CPU affinity, capped by a
+    cgroup v2 CPU quota (a container limited to 2 CPUs on a 64-CPU node gets 2)."""
+    if configured := os.environ.get("RESTORE_WORKERS"):
+        return max(1, int(configured))
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = CPU_MAX.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity it is
+    return cpus
 
 
 class RestoreWorker:

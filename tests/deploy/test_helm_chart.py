@@ -298,6 +298,16 @@ def test_stateful_processors_have_state_and_static_membership(rendered: tuple[di
         assert mounts.get(env["STATE_DIR"]["value"]) in claims, "STATE_DIR must be on the PVC"
 
 
+def test_restore_workers_follow_the_values(rendered: tuple[dict, list[dict], str]) -> None:
+    """Each stateful processor gets RESTORE_WORKERS from its values (1 unless raised: a worker
+    needs a CPU and memory the default limits do not leave), not the node's CPU count."""
+    values, docs, _ = rendered
+    for doc in (d for d in workloads(docs) if d["kind"] == "StatefulSet"):
+        (c,) = containers(doc)
+        wanted = (values.get(component(doc)) or {}).get("restoreWorkers", 1)
+        assert literal_env(c)["RESTORE_WORKERS"] == str(wanted)
+
+
 def test_hooks_migrate_and_apply_the_program(rendered: tuple[dict, list[dict], str]) -> None:
     values, docs, _ = rendered
     jobs = {component(d): d for d in docs if d["kind"] == "Job"}

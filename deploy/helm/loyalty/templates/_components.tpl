@@ -25,7 +25,7 @@ processors/delivery/service.py, sinks/service.py (tests/deploy/test_helm_chart.p
   scaler: none
 {{- range $name := list "loyalty" "audiences" "journeys" }}
 {{- $v := index $root.Values $name }}
-{{- $env := concat $metricsEnv (list $podName (dict "name" "STATE_DIR" "value" "/var/lib/loyalty/state") (dict "name" "ERROR_POLICY" "value" $v.errorPolicy)) }}
+{{- $env := concat $metricsEnv (list $podName (dict "name" "STATE_DIR" "value" "/var/lib/loyalty/state") (dict "name" "ERROR_POLICY" "value" $v.errorPolicy) (dict "name" "RESTORE_WORKERS" "value" (toString ($v.restoreWorkers | default 1)))) }}
 - name: {{ $name }}
   kind: StatefulSet
   values: {{ toJson $v }}
