@@ -5,7 +5,9 @@ loyalty.results from the end with its own consumer (no group, no commits) and co
 futures waiting for an event id; results addressed to other instances are skipped. The consumer
 starts with the worker's first ?wait=true request (OnDemand): tailing every instance's results
 costs a worker about 36 us of CPU per result going by (at 1,000 results/s, librdkafka's fetches
-26 us, the Python loop 8 us), which a worker that is never asked to wait should not pay.
+26 us, the Python loop 8 us), which a worker that is never asked to wait should not pay. For the
+same reason it stops again once no request has needed it for `IDLE_STOP_S` (and none waits),
+and the next one starts it anew.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,6 +30,7 @@ from schemas.settings import Settings
 from schemas.topics import LOYALTY_RESULTS, topic_name
 
 log = logging.getLogger(__name__)
+IDLE_STOP_S = 300.0  # a tail no request has needed for this long stops (OnDemand)
 
 
 class ReplyHub:
@@ -42,6 +46,11 @@ class ReplyHub:
         with self._lock:
             self._waiting[event_id].append((loop, future))
         return future
+
+    def waiting(self) -> bool:
+        """Some request still waits for a result."""
+        with self._lock:
+            return bool(self._waiting)
 
     def forget(self, event_id: str, future: asyncio.Future) -> None:
         with self._lock:
@@ -91,6 +100,8 @@ class TopicTail:
         self.instance_id = instance_id
         self.hub = hub
         self._running = False
+        self.stopped = False  # ended by `idle` (its owner starts a new one when needed)
+        self.idle: Callable[[], bool] | None = None  # asked between reads: stop now?
         name = type(self).__name__
         self._consumer = Consumer(
             {
@@ -134,33 +145,68 @@ class TopicTail:
                                     extra={"topic": self.topic, "kafka_error": str(msg.error())})  # fmt: skip
                     continue
                 self.handle(msg.value())
+            if self.idle is not None and self.idle():
+                log.info("reply consumer stopped: idle", extra={"topic": self.topic})
+                return
 
     def handle(self, value: bytes | None) -> None:
         raise NotImplementedError
 
 
 class OnDemand:
-    """A worker's TopicTail, started by the first request that needs it and kept until the
-    worker stops. `make` None: nothing to start (unit tests complete the hub themselves)."""
+    """A worker's TopicTail, started by the first request that needs it, stopped once no
+    request has needed it for `idle_stop_s` and none waits, started again by the next one.
+    `make` None: nothing to start (unit tests complete the hub themselves)."""
 
-    def __init__(self, make: Callable[[], TopicTail] | None) -> None:
+    def __init__(self, make: Callable[[], TopicTail] | None, idle_stop_s: float = IDLE_STOP_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.make = make
+        self.idle_stop_s = idle_stop_s
+        self.clock = clock
         self.tail: TopicTail | None = None
         self._lock = asyncio.Lock()
+        # between a request's use and the tail's idle check: a tail found running here cannot
+        # stop until idle_stop_s after this use, so the caller's reply is read
+        self._guard = threading.Lock()
+        self._used = 0.0
 
     async def started(self, what: str) -> None:
         """Return once the tail reads from the topic's current end (so a reply to a record
         produced after this is seen); Unavailable when it cannot start (asked again next time)."""
-        if self.tail is not None or self.make is None:
+        if self.make is None or self._use():
             return
         async with self._lock:
-            if self.tail is None:
-                tail = self.make()
-                try:
-                    self.tail = await asyncio.to_thread(tail.start)
-                except Exception as exc:  # no broker or no topic
-                    tail.close()
-                    raise Unavailable(f"cannot read {what}: {exc}") from None
+            if self._use():
+                return
+            if self.tail is not None:  # stopped while idle: its thread has ended
+                await asyncio.to_thread(self.tail.close)
+                self.tail = None
+            tail = self.make()
+            tail.idle = self._idle
+            with self._guard:
+                self._used = self.clock()
+            try:
+                self.tail = await asyncio.to_thread(tail.start)
+            except Exception as exc:  # no broker or no topic
+                tail.close()
+                raise Unavailable(f"cannot read {what}: {exc}") from None
+
+    def _use(self) -> bool:
+        """Mark a use of a running tail (True), or say there is none (False)."""
+        with self._guard:
+            if self.tail is None or self.tail.stopped:
+                return False
+            self._used = self.clock()
+            return True
+
+    def _idle(self) -> bool:
+        """The tail's question between reads: stop now (and be marked stopped)?"""
+        with self._guard:
+            tail = self.tail
+            if tail is None or self.clock() - self._used < self.idle_stop_s or tail.hub.waiting():
+                return False
+            tail.stopped = True
+            return True
 
     def close(self) -> None:
         if self.tail is not None:

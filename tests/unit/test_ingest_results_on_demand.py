@@ -12,15 +12,17 @@ from fastapi.testclient import TestClient
 from ingest.app import create_app
 from ingest.config import IngestConfig
 from ingest.programs import StaticPrograms
-from ingest.replies import OnDemand
+from ingest.replies import OnDemand, ReplyHub
 from plumbing.producer import Unavailable
 from schemas.settings import Settings
 from tests.support.ingest_fakes import PROGRAM, FakeLookup, FakeProducer
 
 
 class FakeTail:
-    def __init__(self, log: list[str], fail: bool = False) -> None:
+    def __init__(self, log: list[str], fail: bool = False, hub: ReplyHub | None = None) -> None:
         self.log, self.fail = log, fail
+        self.hub = hub or ReplyHub()
+        self.stopped = False
 
     def start(self) -> FakeTail:
         self.log.append("start")
@@ -70,3 +72,31 @@ def test_a_tail_that_cannot_start_is_unavailable_and_tried_again() -> None:
     fail[0] = False
     asyncio.run(on_demand.started("the results"))
     assert log == ["start", "close", "start"] and on_demand.tail is not None
+
+
+def test_an_idle_tail_stops_and_the_next_wait_starts_a_new_one() -> None:
+    """A worker that served one ?wait=true does not tail every result for the rest of its
+    life: once no request has needed the tail for idle_stop_s and none waits, it stops."""
+    log: list[str] = []
+    now = [1000.0]
+    hub = ReplyHub()
+    on_demand = OnDemand(lambda: FakeTail(log, hub=hub), idle_stop_s=300, clock=lambda: now[0])
+
+    async def go() -> None:
+        await on_demand.started("the results")
+        first = on_demand.tail
+        now[0] += 299
+        assert first is not None and first.idle() is False  # needed 299 s ago: keeps reading
+        await on_demand.started("the results")  # a use keeps it for another 300 s
+        now[0] += 299
+        assert first.idle() is False and log == ["start"]
+        future = hub.register("e1")
+        now[0] += 301
+        assert first.idle() is False  # a request still waits on it
+        hub.forget("e1", future)
+        assert first.idle() is True and first.stopped  # idle and no one waits: it stops
+        await on_demand.started("the results")  # the next wait starts a new tail
+        assert log == ["start", "close", "start"] and on_demand.tail is not first
+        assert on_demand.tail.idle() is False
+
+    asyncio.run(go())
