@@ -146,6 +146,7 @@ class TopicTail:
                     continue
                 self.handle(msg.value())
             if self.idle is not None and self.idle():
+                self._consumer.unassign()  # no more fetches, nor their buffered records
                 log.info("reply consumer stopped: idle", extra={"topic": self.topic})
                 return
 
