@@ -6,7 +6,12 @@ partition count as the inputs. A store's RocksDB keeps the changelog offset it h
 transaction's records are never applied. A checkpoint outside the topic's offsets (topic
 recreated or truncated) is not trusted: the store is wiped and rebuilt from the beginning.
 
-The end is the offset read when the restore starts. With transactions the last offsets are
+The end is the high watermark read when the restore starts, looked up read_uncommitted: a
+read_committed lookup answers the last stable offset, which stops before a transaction whose
+commit markers are not written yet (the coordinator writes them after the previous owner's
+commit returned), and a restore that ended there would miss that committed transaction's
+state. Reading read_committed to the high watermark waits for such a transaction to be marked
+(an abandoned one is aborted by its timeout). With transactions the last offsets are
 often commit markers, which are never delivered, so a changelog is done when the consumer's
 position reaches the end, not when a delivered record's offset + 1 does; a changelog already
 at its end (empty, or a checkpoint at the last record) is done without reading at all.
@@ -110,6 +115,15 @@ class Restorer:
                 "queued.max.messages.kbytes": 128 << 10,
             }
         )
+        # the ends (high watermarks) are looked up read_uncommitted: see the module docstring
+        self._ends = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{group}-restore-ends",
+                "isolation.level": "read_uncommitted",
+                "enable.auto.commit": False,
+            }
+        )
         self._backends: dict[int, dict[str, RocksBackend]] = {}
         self._reading: dict[tuple[str, int], _Reading] = {}
         self._handed: list[RocksBackend] = []  # taken, compactions off until all are restored
@@ -197,7 +211,7 @@ class Restorer:
     def _open(self, store: str, partition: int, path: Path) -> tuple[RocksBackend, int, int]:
         """(backend, first offset to read, end), wiping a store whose checkpoint is untrusted."""
         tp = TopicPartition(changelog_topic(self.group, store), partition)
-        low, high = watermarks(self.consumer, tp, timeout=LOOKUP_TIMEOUT_S)
+        low, high = watermarks(self._ends, tp, timeout=LOOKUP_TIMEOUT_S)
         backend = RocksBackend(path, bulk=True)  # after the lookup: a failed one leaves nothing open
         checkpoint = backend.checkpoint()
         if checkpoint is not None and not (low - 1 <= checkpoint < high):
@@ -365,4 +379,5 @@ class Restorer:
     def close(self) -> None:
         self.cancel(self.partitions)
         self.consumer.close()
+        self._ends.close()
 

@@ -227,3 +227,32 @@ def test_timers_restore_from_one_record_each_and_are_found_by_id_again(settings,
         assert [t["id"] + f"@{t['at']}" for _, t in restored.timers.range("t/", "t0")] == ["c@100", "a@500"]
     finally:
         backend.close()
+
+
+def test_a_restore_waits_for_a_transaction_not_yet_marked_committed(settings, tmp_path):
+    """The end of a changelog is its high watermark, not the last stable offset a
+    read_committed lookup answers: the previous owner's last transaction, committed but its
+    markers not yet written (or still open), belongs in the restored state. A restore that
+    ended at the stable offset would start the task without it."""
+    group = topic_name("counter", settings)
+    fill_changelog(settings, 30)  # k0, k3, ... on partition 0
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "transactional.id": f"{group}-late"})  # fmt: skip
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    late = orjson.dumps({"count": 99, "sum": 99})
+    producer.produce(changelog_topic(group, "totals"), late, b"late", partition=0)
+    producer.flush(30)  # written, not committed: the stable offset stays before it
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter")
+    try:
+        restorer.add({0: {"totals": tmp_path / "totals" / "0"}})
+        assert restorer.remaining() == 10 + 1 + 1  # the records, the commit marker, the late one
+        for _ in range(5):
+            assert restorer.step(0.05) == []  # not done while that transaction is open
+        producer.commit_transaction(30)
+        wait_for(lambda: restorer.step(0.05) == [0], what="partition 0 restored once committed")
+        totals = restorer.take(0)["totals"]
+        assert totals.get(b"late") == late and totals.get(b"k27") is not None
+        totals.close()
+    finally:
+        restorer.close()
