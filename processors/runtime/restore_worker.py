@@ -2,11 +2,12 @@
 
 The restore loop is Python (reading each changelog record from librdkafka and putting it into
 a RocksDB batch) and RocksDB flushes on one background thread per process, so one process
-restores with about one core: 12M changelog records (1M loyalty customers) took 80-90 s. Each
-store of each partition is its own RocksDB directory, so when a restore is large the
-`Restorer` hands whole partitions to worker processes (`python -m
-processors.runtime.restore_worker`, `RuntimeOptions.restore_workers`, default the CPU count)
-and opens them again in-process once a worker has exited.
+restores with about one core: 12M changelog records (1M loyalty customers) took 70 s on a
+quiet 2-core VM, 55 s with two workers (docs/benchmarks.md). Each store of each partition is
+its own RocksDB directory, so when a restore is large the `Restorer` hands whole partitions to
+worker processes (`python -m processors.runtime.restore_worker`,
+`RuntimeOptions.restore_workers`, default `default_workers()`) and opens them again
+in-process once a worker has exited.
 
 Nothing new is trusted: a worker writes the same atomic batches, each with its changelog
 checkpoint, and closes (flushes) each store when its partition is complete. The in-process
