@@ -128,7 +128,7 @@ class Restorer:
         self._reading: dict[tuple[str, int], _Reading] = {}
         self._handed: list[RocksBackend] = []  # taken, compactions off until all are restored
         self._workers: list[RestoreWorker] = []
-        self._returned: set[int] = set()  # back from a worker: restored here, never handed out again
+        self._returned: set[int] = set()  # back from a worker: restored here until taken
         self.restored: dict[str, int] = {}  # changelog records applied, by store
 
     @property
