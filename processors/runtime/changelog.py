@@ -130,6 +130,7 @@ class Restorer:
         self._workers: list[RestoreWorker] = []
         self._returned: set[int] = set()  # back from a worker: restored here until taken
         self.restored: dict[str, int] = {}  # changelog records applied, by store
+        self.seconds: dict[str, float] = {}  # time spent reading each store's changelogs
 
     @property
     def partitions(self) -> set[int]:
@@ -142,6 +143,12 @@ class Restorer:
         tps = self.consumer.position([TopicPartition(t, p) for t, p in self._reading])
         here = sum(self._remaining(self._reading[(tp.topic, tp.partition)], tp) for tp in tps)
         return here + sum(w.remaining for w in self._workers)
+
+    def remaining_by_store(self) -> dict[tuple[str, int], int]:
+        """Records left to read, by (store, partition), of the changelogs being read here."""
+        tps = self.consumer.position([TopicPartition(t, p) for t, p in self._reading])
+        readings = [(self._reading[(tp.topic, tp.partition)], tp) for tp in tps]
+        return {(r.store, r.partition): self._remaining(r, tp) for r, tp in readings}
 
     def add(self, stores: dict[int, dict[str, Path]]) -> None:
         """Open the stores ({partition: {store: path}}) and start reading each changelog from
@@ -254,10 +261,15 @@ class Restorer:
                 self._returned |= worker.partitions
                 for store, records in worker.restored.items():
                     self._count(store, records)
+                for store, seconds in worker.seconds.items():
+                    self._time(store, seconds)
                 level = logging.INFO if worker.proc.returncode == 0 else logging.WARNING
                 log.log(level, "restore worker exited", extra={
                     "partitions": sorted(worker.partitions), "code": worker.proc.returncode,
                     "records": sum(worker.restored.values())})  # fmt: skip
+            for worker in self._workers:  # what it reported, as the parent's metrics
+                for store, partition, left in worker.left:
+                    m.RESTORE_REMAINING.labels(self.processor, store, str(partition)).set(left)
             if self._reading or time.monotonic() >= deadline or not self._workers:
                 return
             time.sleep(0.02)
@@ -328,7 +340,7 @@ class Restorer:
     def _report(self, reading: _Reading) -> None:
         seconds = time.monotonic() - reading.started
         self._count(reading.store, reading.restored)
-        m.RESTORE_SECONDS.labels(self.processor, reading.store).inc(seconds)
+        self._time(reading.store, seconds)
         log.info(
             "store restored",
             extra={"store": reading.store, "partition": reading.partition, "records": reading.restored,
@@ -338,6 +350,10 @@ class Restorer:
     def _count(self, store: str, records: int) -> None:
         self.restored[store] = self.restored.get(store, 0) + records
         m.RESTORE_RECORDS.labels(self.processor, store).inc(records)
+
+    def _time(self, store: str, seconds: float) -> None:
+        self.seconds[store] = self.seconds.get(store, 0.0) + seconds
+        m.RESTORE_SECONDS.labels(self.processor, store).inc(seconds)
 
     def take(self, partition: int) -> dict[str, RocksBackend]:
         """The restored stores of `partition`, now owned by the caller: flushed (what a restore

@@ -18,8 +18,10 @@ kernel's parent-death signal), so a processor restarted after a SIGKILL finds no
 holding its stores' locks.
 
 The parent writes the job (JSON) to the worker's stdin; the worker answers with one JSON line
-per step on stdout (`{"remaining": n}`) and a last one with what it restored
-(`{"restored": {store: records}}`); it logs to stderr like every service.
+per step on stdout (`{"remaining": n, "left": [[store, partition, n], ...]}`, which the parent
+shows as its `stream_restore_remaining_records`) and a last one with what it restored and how
+long each store took (`{"restored": {store: records}, "seconds": {store: s}}`); it logs to
+stderr like every service.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:  # changelog.py imports this module
+    from processors.runtime.changelog import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,8 @@ class RestoreWorker:
         self.stores = stores
         self.remaining = remaining  # changelog records left, as last reported
         self.restored: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}  # time spent reading, by store (in the last report)
+        self.left: list[tuple[str, int, int]] = []  # (store, partition, records left) reported
         paths = {str(p): {store: str(path) for store, path in s.items()} for p, s in stores.items()}
         job = {"bootstrap": bootstrap, "group": group, "processor": processor, "stores": paths}
         env = {**os.environ, "RESTORE_PARENT_PID": str(os.getpid())}
@@ -115,6 +123,8 @@ class RestoreWorker:
             report = orjson.loads(line)
             self.remaining = report.get("remaining", self.remaining)
             self.restored = report.get("restored", self.restored)
+            self.seconds = report.get("seconds", self.seconds)
+            self.left = [tuple(row) for row in report.get("left", self.left)]
 
     def _close_pipe(self) -> None:
         assert self.proc.stdout is not None
@@ -148,6 +158,12 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(1)
 
 
+def _left(restorer: Restorer, stores: dict[int, dict[str, Path]]) -> list[tuple[str, int, int]]:
+    """(store, partition, records left) of every store of the job: 0 once complete."""
+    reading = restorer.remaining_by_store()
+    return [(store, p, reading.get((store, p), 0)) for p, paths in stores.items() for store in paths]
+
+
 def main() -> int:
     """Restore the job's partitions to their changelogs' ends, closing each as it completes."""
     from plumbing.logs import configure_logging
@@ -158,15 +174,17 @@ def main() -> int:
     job = orjson.loads(sys.stdin.buffer.read())
     configure_logging(f"restore-{job['processor']}")
     restorer = Restorer(job["bootstrap"], job["group"], job["processor"])
+    stores = {int(p): {s: Path(x) for s, x in paths.items()} for p, paths in job["stores"].items()}
     try:
-        restorer.add({int(p): {s: Path(x) for s, x in paths.items()} for p, paths in job["stores"].items()})
+        restorer.add(stores)
         while restorer.partitions:
             restorer.cancel(set(restorer.step(WORKER_STEP_S)))  # complete: closed, so flushed
-            _report(remaining=restorer.remaining())
+            _report(remaining=restorer.remaining(), left=_left(restorer, stores))
             if os.getppid() != parent:
                 log.warning("restore worker's parent is gone: stopping")
                 return 1
-        _report(remaining=0, restored=restorer.restored)
+        _report(remaining=0, left=_left(restorer, stores), restored=restorer.restored,
+                seconds=restorer.seconds)  # fmt: skip
         return 0
     finally:
         restorer.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from plumbing import observability as m
 from processors.runtime.changelog import Restorer
 from processors.runtime.restore_worker import RestoreWorker
 from processors.runtime.store import RocksBackend
@@ -63,11 +64,31 @@ def test_workers_restore_the_same_stores_as_one_process(settings, tmp_path, capl
         assert sorted(p for group in handed for p in group) == [0, 1, 2] and len(handed) == 2
         restored = restore_all(restorer, paths_under(tmp_path))
         assert restorer.restored == {"totals": KEYS}  # the workers' records, counted once
+        assert restorer.seconds["totals"] > 0  # the workers' time, credited here
     finally:
         restorer.close()
     assert restored == {p: expected(p) for p in range(3)}
     exits = [r for r in caplog.records if r.getMessage() == "restore worker exited"]
     assert [r.code for r in exits] == [0, 0]
+
+
+def test_the_parent_shows_what_its_workers_have_left(settings, tmp_path, monkeypatch):
+    """stream_restore_remaining_records follows a worker's reports (a worker's own metrics
+    are in its own process, which nobody scrapes)."""
+    fill_changelog(settings, KEYS)
+    group = topic_name("counter", settings)
+    report = orjson.dumps({"remaining": 7, "left": [["totals", 0, 7]]}).decode()
+    fake = f"import sys, time; print({report!r}, flush=True); time.sleep(60)"
+    monkeypatch.setattr(RestoreWorker, "command", [sys.executable, "-c", fake])
+    remaining = m.RESTORE_REMAINING.labels("counter", "totals", "0")
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=2, parallel_min_records=0)
+    try:
+        restorer.add(paths_under(tmp_path))
+        assert remaining._value.get() > 7  # the whole backlog when handed out
+        wait_for(lambda: restorer.step(0.05) is not None and remaining._value.get() == 7,
+                 timeout=30, what="the worker's report shown")  # fmt: skip
+    finally:
+        restorer.close()
 
 
 def test_a_revoke_kills_the_worker_and_its_other_partitions_restore_here(settings, tmp_path):
