@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer
 
 from ingest.changes import mask, masked_diff, summary
 from plumbing.config_table import Extra
-from plumbing.kafka_util import partitions_of, watermarks
+from plumbing.kafka_util import read_to_end
 from schemas.codec import encode
 from schemas.program import Program
 from schemas.settings import Settings
@@ -84,7 +84,8 @@ def first_per_version(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class KafkaHistory:
     """Reads program.history to its end on every call: admin reads are rare, and a fresh read
-    always includes the version just published (read_committed: only committed publishes)."""
+    always includes the version just published (read_committed: only committed publishes; to
+    the high watermark: a publish that has answered is in, see `read_to_end`)."""
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self.settings = settings
@@ -96,34 +97,20 @@ class KafkaHistory:
                 "bootstrap.servers": self.settings.kafka_bootstrap_servers,
                 "group.id": f"program-history-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
-                "enable.partition.eof": True,
                 "isolation.level": "read_committed",
             }
         )
+        entries: list[dict[str, Any]] = []
+
+        def keep(value: bytes) -> None:
+            try:
+                entries.append(orjson.loads(value))
+            except orjson.JSONDecodeError:
+                pass
+
         try:
-            return first_per_version(self._read(consumer))
+            topic = topic_name(PROGRAM_HISTORY, self.settings)
+            read_to_end(consumer, self.settings.kafka_bootstrap_servers, topic, keep, self.timeout_s)
         finally:
             consumer.close()
-
-    def _read(self, consumer: Consumer) -> list[dict[str, Any]]:
-        topic = topic_name(PROGRAM_HISTORY, self.settings)
-        parts = partitions_of(consumer, topic)
-        pending = {p for p in parts if watermarks(consumer, TopicPartition(topic, p))[1] > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        entries: list[dict[str, Any]] = []
-        deadline = time.monotonic() + self.timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError("program.history could not be read to its end")
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                continue
-            try:
-                entries.append(orjson.loads(msg.value()))
-            except orjson.JSONDecodeError:
-                continue
-        return entries
+        return first_per_version(entries)

@@ -7,6 +7,11 @@ then reads the latest committed version, checks it against the version the calle
 change on (compare-and-set: `VersionConflict` when it moved) and commits version + 1 together
 with the caller's extra records (history, audit) in one Kafka transaction. Two publishers can
 therefore never commit the same version, and a reader (read_committed) never sees a loser.
+
+A reader reads to the high watermark, not to the last stable offset (`read_to_end`), so a
+publish that has answered its caller is always in what a reader starting after it sees, and a
+reader starting during a publish waits for it to commit or abort. A publisher that dies in its
+transaction holds readers until the transaction times out (10 s, or the next publish fences it).
 """
 
 from __future__ import annotations
@@ -18,16 +23,9 @@ import uuid
 from collections.abc import Callable
 
 import orjson
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from plumbing.kafka_util import partitions_of, watermarks
+from plumbing.kafka_util import read_to_end
 from schemas.codec import decode, encode
 from schemas.program import Program
 from schemas.settings import Settings
@@ -101,30 +99,28 @@ class ProgramTable:
 
     def _tail(self) -> None:
         consumer = _reader(self.settings)
-        topic = topic_name(PROGRAM_CONFIG, self.settings)
-        parts = partitions_of(consumer, topic)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        pending = {p for p in parts if watermarks(consumer, TopicPartition(topic, p))[1] > 0}
-        if not pending:
-            self._caught_up.set()
         try:
+            self.catch_up(consumer, stop=self._stop)
+            self._caught_up.set()
             while not self._stop.is_set():
                 msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                        if not pending:
-                            self._caught_up.set()
-                    continue
-                if msg.value() is not None:
-                    try:
-                        self._apply(msg.value())
-                    except Exception:
-                        log.exception("invalid program record skipped")
+                if msg is not None and msg.error() is None and msg.value() is not None:
+                    self._apply_valid(msg.value())
         finally:
             consumer.close()
+
+    def catch_up(
+        self, consumer: Consumer, timeout: float = 30.0, stop: threading.Event | None = None
+    ) -> None:
+        """Read program.config to its end: every publish committed before the call."""
+        topic = topic_name(PROGRAM_CONFIG, self.settings)
+        read_to_end(consumer, self.settings.kafka_bootstrap_servers, topic, self._apply_valid, timeout, stop)
+
+    def _apply_valid(self, raw: bytes) -> None:
+        try:
+            self._apply(raw)
+        except Exception:
+            log.exception("invalid program record skipped")
 
 
 def _reader(settings: Settings) -> Consumer:
@@ -133,7 +129,7 @@ def _reader(settings: Settings) -> Consumer:
             "bootstrap.servers": settings.kafka_bootstrap_servers,
             "group.id": f"program-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
-            "enable.partition.eof": True,
+            "isolation.level": "read_committed",  # a fenced or aborted publish is never read
             "auto.offset.reset": "earliest",
         }
     )
@@ -144,12 +140,14 @@ def latest_version(settings: Settings) -> int:
 
 
 def latest_program(settings: Settings) -> Program:
-    """The latest committed program, read from the start of program.config."""
-    table = ProgramTable(settings).start()
+    """The latest committed program, read from the start of program.config (no thread)."""
+    table = ProgramTable(settings)
+    consumer = _reader(settings)
     try:
-        return table.current()
+        table.catch_up(consumer)
     finally:
-        table.stop()
+        consumer.close()
+    return table.current()
 
 
 class VersionConflict(Exception):
@@ -236,6 +234,6 @@ def _transactional_producer(settings: Settings) -> Producer:
             "transactional.id": f"{settings.topic_prefix}program-publisher",
             "acks": "all",
             "enable.idempotence": True,
-            "transaction.timeout.ms": 60000,
+            "transaction.timeout.ms": 10000,  # a publish takes milliseconds; see the docstring
         }
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -58,6 +60,53 @@ def partitions_of(consumer: Consumer, topic: str, timeout: float = 30.0) -> list
         if time.monotonic() > deadline:
             raise TimeoutError(f"topic {topic} has no metadata")
         time.sleep(0.1)
+
+
+def offset_ranges(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+    """Each partition's (low, high) watermarks, looked up read_uncommitted. A read_committed lookup
+    answers the last stable offset, which stops before a transaction whose commit returned
+    but whose markers the coordinator has not written yet: a read that ended there would miss
+    a publish that had just answered its caller."""
+    lookup = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}",
+                       "isolation.level": "read_uncommitted", "enable.auto.commit": False})  # fmt: skip
+    try:
+        return {p: watermarks(lookup, TopicPartition(topic, p)) for p in partitions}
+    finally:
+        lookup.close()
+
+
+def read_to_end(
+    consumer: Consumer,
+    bootstrap: str,
+    topic: str,
+    on_value: Callable[[bytes], None],
+    timeout: float = 30.0,
+    stop: threading.Event | None = None,
+) -> None:
+    """Assign every partition of `topic` from its first offset and hand each record's value to
+    `on_value` until the (read_committed) consumer's position reaches the high watermark each
+    partition had at the call. Done by position, not by end-of-partition events: the position
+    moves past commit markers and aborted records, and the last record's position ends the read
+    without waiting for another fetch. A transaction still open at the call is waited for (its
+    commit or abort, at most its transaction timeout). The consumer stays assigned, at the end.
+    The first offsets are given, not OFFSET_BEGINNING: librdkafka would look each up on its
+    own, and a first fetch of the partitions already known (empty ones) waits out
+    `fetch.wait.max.ms` before the others join it."""
+    ranges = offset_ranges(bootstrap, topic, partitions_of(consumer, topic))
+    pending = {p: high for p, (low, high) in ranges.items() if high > low}
+    consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
+    deadline = time.monotonic() + timeout
+    while pending and not (stop is not None and stop.is_set()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic} could not be read to its end in {timeout:.0f} s")
+        msg = consumer.poll(0.05)
+        if msg is not None and msg.error() is not None:
+            check_consumer_error(msg.error())
+        elif msg is not None and msg.value() is not None:
+            on_value(msg.value())
+        for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+            if tp.offset >= pending[tp.partition]:
+                del pending[tp.partition]
 
 
 def committed_reader(settings: Settings, base_topic: str) -> Consumer:
