@@ -47,17 +47,25 @@ def fresh_database(server_url: str, prefix: str) -> str:
     return base.rsplit("/", 1)[0] + "/" + name
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _seconds(fields: list[str], first: int) -> float:
+    """Two adjacent clock-tick fields (user, system) as CPU seconds."""
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_by_process(pid: int) -> dict[int, float]:
     """User+system CPU seconds of a process and of each descendant, from /proc: a cost per
     event that stays comparable across runs even when other load shares the cores."""
-    tick = os.sysconf("SC_CLK_TCK")
     found: dict[int, float] = {}
     pids = [pid]
     while pids:
         current = pids.pop()
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            found[current] = (int(fields[11]) + int(fields[12])) / tick
+            found[current] = _seconds(_stat(current), 11)  # utime, stime
             for task in Path(f"/proc/{current}/task").iterdir():
                 pids += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
@@ -73,12 +81,10 @@ def cpu_seconds(pid: int) -> float:
 def exited_children_cpu(pid: int) -> float:
     """CPU seconds of the children a process has already waited for (a loyalty processor's
     restore workers), which /proc counts apart from the live processes cpu_by_process reads."""
-    tick = os.sysconf("SC_CLK_TCK")
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _seconds(_stat(pid), 13)  # cutime, cstime
     except OSError:
         return 0.0
-    return (int(fields[13]) + int(fields[14])) / tick
 
 
 def add_kafka_flag(parser: argparse.ArgumentParser) -> None:

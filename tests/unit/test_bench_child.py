@@ -75,3 +75,16 @@ def test_runtime_reports_and_skips_faust_when_it_is_not_installed(monkeypatch, c
     assert "faust    skipped: faust is not installed" in out
     assert "runtime / faust     = not measured" in out
     assert missing("json") is None
+
+
+def test_runtime_takes_its_flags(monkeypatch, capsys):
+    """`python -m bench runtime --events N --only runtime` runs that system with N events."""
+    seen = []
+    monkeypatch.setattr(runtime, "broker", lambda: contextlib.nullcontext("127.0.0.1:1"))
+    monkeypatch.setattr(runtime, "ensure_topics", lambda *a: None)
+    monkeypatch.setattr(runtime, "produce", lambda settings, total: seen.append(("produce", total)))
+    monkeypatch.setattr(runtime, "measure", lambda name, output, settings, total, state: seen.append(
+        (name, total)) or {"system": name, "events_s": 1.0, "complete": True, "p50_ms": 1.0, "p99_ms": 1.0})
+    assert runtime.main(["--events", "1234", "--only", "runtime"]) == 0
+    assert seen == [("produce", 1234), ("runtime", 1234)]
+    assert "bare loop" not in capsys.readouterr().out  # no ratio without its comparison
