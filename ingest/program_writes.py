@@ -60,13 +60,22 @@ async def base_program(state: IngestState, expected: int | None) -> Program:
     """The program a change is made against; waits briefly when the client has seen a newer
     version than this instance's table (another ingest instance published it)."""
     program = state.programs.current()
-    wait = getattr(state.programs, "wait_for_version", None)
-    if expected is not None and expected > program.version and callable(wait):
-        try:
-            program = await run_in_threadpool(wait, expected, 2.0)
-        except TimeoutError:
-            program = state.programs.current()
+    if expected is not None and expected > program.version:
+        program = await seen_here(state, expected)
     return program
+
+
+async def seen_here(state: IngestState, version: int, timeout_s: float = 2.0) -> Program:
+    """This instance's program once its table holds `version` (or after `timeout_s`: the
+    program as it is then). The table reads program.config in the background, a few ms
+    behind a publish."""
+    wait = getattr(state.programs, "wait_for_version", None)
+    if callable(wait):
+        try:
+            return await run_in_threadpool(wait, version, timeout_s)
+        except TimeoutError:
+            pass
+    return state.programs.current()
 
 
 def object_body(raw: bytes, what: str = "body") -> dict[str, Any]:
@@ -120,11 +129,13 @@ async def publish(
     actor = getattr(request.state, "actor", "unknown")
     change = Change(actor=actor, action=action, resource=resource, expected=base.version)
     try:
-        return await run_in_threadpool(state.publisher, program, change)
+        version = await run_in_threadpool(state.publisher, program, change)
     except VersionConflict as exc:
         raise stale(exc.expected, exc.current) from None
     except Exception as exc:  # Kafka errors of any kind: the client may retry
         raise unavailable(state, f"could not publish the program: {exc}") from None
+    await seen_here(state, version)  # read-your-writes: the next request here starts from it
+    return version
 
 
 async def write(

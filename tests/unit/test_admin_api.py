@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest.changes import MASK
+from ingest.programs import StaticPrograms
 from tests.unit.test_ingest_api import Harness, error_of
 
 SECRET = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFr"
@@ -249,3 +250,37 @@ def test_audit_log_records_every_write_with_filters_and_pages(h):
     assert len(rest["data"]) == 1 and rest["next_offset"] is None
     assert h.client.get("/admin/audit?since=2999-01-01T00:00:00Z", headers=A).json()["data"] == []
     assert h.client.get("/admin/audit?actor=nobody", headers=A).json()["data"] == []
+
+
+class LaggingTable(StaticPrograms):
+    """program.config as an instance's table sees it: a publish shows in `current()` only
+    once the table has read it (here: when someone waits for it)."""
+
+    def __init__(self, program) -> None:
+        super().__init__(program)  # self.program: the topic's latest, which a publish reads
+        self.shown = self.program
+
+    def current(self):
+        return self.shown
+
+    def wait_for_version(self, version: int, timeout: float = 10.0):
+        self.shown = self.program
+        return self.shown
+
+
+def test_a_write_answers_once_this_instance_reads_it_back():
+    """Two writes in a row with If-Match: * both land, and a GET right after shows the second:
+    a write waits for this instance's table to hold its version before it answers."""
+    harness = Harness()
+    lagging = LaggingTable(harness.programs.program)
+    with TestClient(harness.app) as client:
+        harness.app.state.ingest.programs = lagging  # the state is built at start-up
+        harness.app.state.ingest.publisher = lagging.publish
+        start = lagging.current().version
+        for name in ("one", "two"):
+            body = {**ITEMS["campaigns"], "id": name}
+            resp = client.post("/admin/campaigns", json=body, headers=match("*"))
+            assert resp.status_code == 201, resp.text
+        got = client.get("/admin/program", headers=A)
+        assert got.headers["ETag"] == f'"{start + 2}"'
+        assert {"one", "two"} <= {c["id"] for c in got.json()["data"]["campaigns"]}
