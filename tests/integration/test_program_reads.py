@@ -13,7 +13,14 @@ import pytest
 from confluent_kafka import Producer
 
 from ingest.history import KafkaHistory
-from plumbing.config_table import ProgramTable, _config_value, latest_program, publish_program
+from plumbing.config_table import (
+    ProgramTable,
+    VersionConflict,
+    _config_value,
+    _transactional_producer,
+    latest_program,
+    publish_program,
+)
 from processors.runtime.testing import wait_for
 from schemas.program import Program
 from schemas.topics import PROGRAM_CONFIG, PROGRAM_HISTORY, topic_name
@@ -83,3 +90,21 @@ def test_an_aborted_publish_ends_the_wait_and_is_not_read(settings):
     producer.abort_transaction(30)
     thread.join(30)
     assert [(p.name, p.version) for p in got] == [("kept", base)]
+
+
+def test_a_kept_publisher_fenced_by_another_process_publishes_after_it(settings):
+    """This process keeps its publisher between publishes; another one's publish (its own
+    init_transactions) fences it, and the next publish here still lands on top of that one,
+    from a new publisher, with compare-and-set against what the other wrote."""
+    base = publish_program(settings, Program(name="here"))  # this process's publisher is kept
+    other = _transactional_producer(settings)  # the same transactional id, as another process
+    other.init_transactions(30)
+    other.begin_transaction()
+    other.produce(topic_name(PROGRAM_CONFIG, settings), key=b"program",
+                  value=_config_value(Program(name="there"), base + 1))  # fmt: skip
+    other.commit_transaction(30)
+    with pytest.raises(VersionConflict):
+        publish_program(settings, Program(name="stale"), expected=base)
+    assert publish_program(settings, Program(name="after"), expected=base + 1) == base + 2
+    latest = latest_program(settings)
+    assert (latest.name, latest.version) == ("after", base + 2)
