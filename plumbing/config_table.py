@@ -12,7 +12,8 @@ therefore never commit the same version, and a reader (read_committed) never see
 A reader reads to the high watermark, not to the last stable offset (`read_to_end`), so a
 publish that has answered its caller is always in what a reader starting after it sees, and a
 reader starting during a publish waits for it to commit or abort. A publisher that dies in its
-transaction holds readers until the transaction times out (10 s, or the next publish fences it).
+transaction holds a reader for `kafka_util.OPEN_WAIT_S` (5 s), after which the reader leaves that
+transaction out (it is aborted by its 10 s timeout, or when the next publish fences it).
 """
 
 from __future__ import annotations
@@ -272,6 +273,6 @@ def _transactional_producer(settings: Settings) -> Producer:
             "transactional.id": f"{settings.topic_prefix}program-publisher",
             "acks": "all",
             "enable.idempotence": True,
-            "transaction.timeout.ms": 10000,  # a publish takes milliseconds; see the docstring
+            "transaction.timeout.ms": 10000,  # a publish takes milliseconds
         }
     )

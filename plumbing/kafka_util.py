@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -11,6 +12,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.settings import Settings
 from schemas.topics import topic_name
+
+log = logging.getLogger(__name__)
+
+# A transaction open this long is in flight or abandoned (its publisher killed), not one whose
+# commit markers are being written (milliseconds): a read stops at the last stable offset then
+OPEN_WAIT_S = 5.0
 
 
 class ConsumerFailed(RuntimeError):
@@ -82,19 +89,22 @@ def read_to_end(
     on_value: Callable[[bytes], None],
     timeout: float = 30.0,
     stop: threading.Event | None = None,
+    open_wait_s: float = OPEN_WAIT_S,
 ) -> None:
     """Assign every partition of `topic` from its first offset and hand each record's value to
     `on_value` until the (read_committed) consumer's position reaches the high watermark each
     partition had at the call. Done by position, not by end-of-partition events: the position
     moves past commit markers and aborted records, and the last record's position ends the read
-    without waiting for another fetch. A transaction still open at the call is waited for (its
-    commit or abort, at most its transaction timeout). The consumer stays assigned, at the end.
-    The first offsets are given, not OFFSET_BEGINNING: librdkafka would look each up on its
-    own, and a first fetch of the partitions already known (empty ones) waits out
-    `fetch.wait.max.ms` before the others join it."""
+    without waiting for another fetch. A transaction still open at the call is waited for, up
+    to `open_wait_s` without progress at the last stable offset: a commit's markers take
+    milliseconds, so one open longer is left out, as read_committed would. The consumer stays
+    assigned, at the end. The first offsets are given, not OFFSET_BEGINNING: librdkafka would
+    look each up on its own, and a first fetch of the partitions already known (empty ones)
+    waits out `fetch.wait.max.ms` before the others join it."""
     ranges = offset_ranges(bootstrap, topic, partitions_of(consumer, topic))
     pending = {p: high for p, (low, high) in ranges.items() if high > low}
     consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
+    moved = {p: (-1, time.monotonic()) for p in pending}  # last position seen, and since when
     deadline = time.monotonic() + timeout
     while pending and not (stop is not None and stop.is_set()):
         if time.monotonic() > deadline:
@@ -104,9 +114,29 @@ def read_to_end(
             check_consumer_error(msg.error())
         elif msg is not None and msg.value() is not None:
             on_value(msg.value())
+        now = time.monotonic()
         for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+            seen, since = moved[tp.partition]
             if tp.offset >= pending[tp.partition]:
                 del pending[tp.partition]
+            elif tp.offset != seen:
+                moved[tp.partition] = (tp.offset, now)
+            elif now - since < open_wait_s:
+                continue
+            elif tp.offset >= 0 and _at_stable_end(consumer, tp):
+                log.info("a transaction is open: read to the last stable offset",
+                         extra={"topic": topic, "partition": tp.partition, "offset": tp.offset})  # fmt: skip
+                del pending[tp.partition]
+            else:
+                moved[tp.partition] = (tp.offset, now)  # not there (or unknown): look again later
+
+
+def _at_stable_end(consumer: Consumer, position: TopicPartition) -> bool:
+    """The (read_committed) consumer's position is at its last stable offset."""
+    try:
+        return position.offset >= watermarks(consumer, position, timeout=5)[1]
+    except KafkaException:
+        return False
 
 
 def committed_reader(settings: Settings, base_topic: str) -> Consumer:

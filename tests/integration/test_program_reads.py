@@ -108,3 +108,17 @@ def test_a_kept_publisher_fenced_by_another_process_publishes_after_it(settings)
     assert publish_program(settings, Program(name="after"), expected=base + 1) == base + 2
     latest = latest_program(settings)
     assert (latest.name, latest.version) == ("after", base + 2)
+
+
+def test_a_publish_left_open_is_read_around_not_waited_out(settings):
+    """A publisher killed inside its transaction (open until its 60 s timeout here): a read
+    waits a few seconds at the last stable offset, then leaves it out, as read_committed would,
+    and returns the version before while that transaction is still open."""
+    base = publish_program(settings, Program(name="kept"))
+    producer = open_transaction(settings, PROGRAM_CONFIG, _config_value(Program(name="lost"), base + 1))
+    try:
+        thread, got = read_in_background(lambda: latest_program(settings))
+        thread.join(30)
+        assert [(p.name, p.version) for p in got] == [("kept", base)]
+    finally:
+        producer.abort_transaction(30)
