@@ -33,6 +33,10 @@ class BatchWriter:
     def failed(self) -> bool:
         return self.error is not None
 
+    def busy(self) -> bool:
+        """A batch is being written or waits to be."""
+        return self._queue.unfinished_tasks > 0
+
     def submit(self, batch: Batch, expected: Offsets) -> None:
         """Queue `batch`; `expected` is the stored offset each of its partitions must have."""
         self._queue.put((batch, expected))
