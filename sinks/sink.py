@@ -306,10 +306,11 @@ class Sink:
         """Decode and map `msgs` into the batch, handing the interpreter lock to the writer
         thread every YIELD_EVERY records while it writes a batch.
 
-        The writer is the critical path: between its statements it needs the lock for a few
-        hundred microseconds, and a waiting thread gets it from a busy one only after the
-        switch interval (5 ms). A batch is about 25 round trips, so without the hand-over it
-        waited some 0.1 s per batch for this loop, a third of its time (bench/sink.py)."""
+        The writer is the critical path: after each PostgreSQL answer it needs the lock for
+        about a millisecond of its own work, and a waiting thread gets it from a busy one only
+        after the switch interval (5 ms). A batch is about 25 round trips, so without the
+        hand-over it waited some 0.1 s per batch for this loop, about a third of its time
+        (bench/sink.py)."""
         busy = self._writer.busy
         for i, msg in enumerate(msgs, 1):
             self._add(msg)
