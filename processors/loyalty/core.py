@@ -17,6 +17,7 @@ import orjson
 
 from processors.loyalty import notices, profile, tiers, wallet
 from processors.loyalty import notifications as n
+from processors.loyalty.agenda import AGENDA
 from processors.loyalty.campaigns import Budget
 from processors.loyalty.envelope import public_event
 from processors.loyalty.output import Output
@@ -30,7 +31,7 @@ Lookup = Callable[[str], dict[str, Any] | None]
 
 
 def new_state(customer_id: str) -> dict[str, Any]:
-    state: dict[str, Any] = {"customer_id": customer_id}
+    state: dict[str, Any] = {"customer_id": customer_id, AGENDA: {}}  # its timers (agenda.py)
     wallet.new_wallet(state)
     profile.metrics(state)
     return state

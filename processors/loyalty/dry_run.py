@@ -30,7 +30,7 @@ import orjson
 from processors.loyalty import retention, tiers
 from processors.loyalty.budgets import Budgets
 from processors.loyalty.envelope import DRY_RUN, as_json
-from processors.runtime.api import Context, Store
+from processors.runtime.api import Context, Store, Timer
 from processors.runtime.partitioner import partition_for
 from schemas.codec import default_codec
 from schemas.topics import (
@@ -128,6 +128,10 @@ class DryContext:
 
     def cancel(self, timer_id: str) -> None:
         self.cancels.append(timer_id)
+
+    def timer(self, timer_id: str) -> Timer | None:
+        """As the real context sees it (a timer this dry run cancelled included)."""
+        return self.real.timer(timer_id)
 
     def count(self, counter: Any, *labels: str, amount: float = 1.0) -> None:
         """Nothing is counted: a dry run is not an event processed."""

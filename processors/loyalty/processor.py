@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from processors.loyalty import dry_run, engine, identity, ledger, metrics, retention
+from processors.loyalty import agenda, dry_run, engine, identity, ledger, metrics, retention
 from processors.loyalty.bounds import Refused
 from processors.loyalty.budgets import Budgets
 from processors.loyalty.campaigns import Budget, exhausted_key
@@ -97,9 +97,38 @@ class LoyaltyProcessor(Processor):
         self._write(ctx, out, event["customer_id"], budget)
 
     def on_timer(self, ctx: Context, timer: Timer) -> None:
-        if timer.payload.get("type") == retention.SWEEP:
+        kind = timer.payload.get("type")
+        if kind == retention.SWEEP:
             retention.sweep(ctx, ctx.store(EVENTS))
+        elif kind == agenda.WAKE:
+            self._wake(ctx, timer.key)
+        else:  # a timer of its own, set before the agenda (agenda.py)
+            self._fire(ctx, timer)
+
+    def _wake(self, ctx: Context, customer_id: str) -> None:
+        """Fire the customer's due agenda entries, each as its own timer, then set the wake
+        timer for the next. An entry leaves the agenda before it fires, as a runtime timer
+        leaves its store, so one that fails is dropped, not fired again."""
+        customers, now = ctx.store(CUSTOMERS), ctx.now()
+        state = customers.get(customer_id)
+        if state is None or identity.merged_into(state):  # merged: its timers moved with it
             return
+        agenda.woken(state)
+        for _ in range(agenda.MAX_PER_WAKE):
+            entry = agenda.pop_due(state, now)
+            if entry is None:
+                break
+            customers.put(customer_id, state)
+            self._fire(ctx, entry)
+            state = customers.get(customer_id)
+            if state is None or identity.merged_into(state):
+                return
+        wake_at = state.get(agenda.WAKE_AT)
+        agenda.arm(ctx, state, customer_id)
+        if state.get(agenda.WAKE_AT) != wake_at:
+            customers.put(customer_id, state)
+
+    def _fire(self, ctx: Context, timer: Timer) -> None:
         state = ctx.store(CUSTOMERS).get(timer.key)
         if state is None or identity.merged_into(state):  # merged: its timers moved with it
             return
@@ -135,6 +164,8 @@ class LoyaltyProcessor(Processor):
         return Budget(ctx.store(BUDGETS).get)
 
     def _write(self, ctx: Context, out: engine.Output, customer_id: str, budget: Budget) -> None:
+        if out.cancels or out.timers or agenda.AGENDA not in out.state:
+            agenda.update(ctx, out.state, out.cancels, out.timers)
         ctx.store(CUSTOMERS).put(customer_id, ledger.flush(out.state, ctx.store(LEDGER)))
         events, now = ctx.store(EVENTS), ctx.now()
         for event_id, rec in out.records.items():
@@ -152,10 +183,6 @@ class LoyaltyProcessor(Processor):
             ctx.emit(NOTIFICATIONS, customer_id, note)
         if out.profile is not None:
             ctx.emit(PROFILES_CHANGES, customer_id, _profile(out, customer_id, ctx))
-        for timer_id in out.cancels:
-            ctx.cancel(timer_id)
-        for at, timer_id, payload in out.timers:
-            ctx.schedule(at, customer_id, payload, timer_id)
         self._commands(ctx, out.commands)
         metrics.observe(ctx, out.notifications, out.credited)
 

@@ -81,6 +81,10 @@ class Context(Protocol):
 
     def cancel(self, timer_id: str) -> None: ...
 
+    def timer(self, timer_id: str) -> Timer | None:
+        """The timer set under `timer_id` and not yet fired or cancelled, if any."""
+        ...
+
     def count(self, counter: Counter, *labels: str, amount: float = 1.0) -> None:
         """Increment a prometheus `counter` (its label values in order) when the transaction
         commits: an aborted or replayed transaction never counts twice (pending.py)."""

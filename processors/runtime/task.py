@@ -87,12 +87,21 @@ class PartitionTask:
         return timer_id
 
     def cancel(self, timer_id: str) -> None:
-        at = self.timers.get(index_key(timer_id))
-        if at is None and self._legacy_index:
-            at = self.timers.get(LEGACY_INDEX + timer_id)
+        at = self._at(timer_id)
         if at is not None:
             self.timers.delete(timer_key(at, timer_id))
             self._forget(timer_id)
+
+    def timer(self, timer_id: str) -> Timer | None:
+        at = self._at(timer_id)
+        t = self.timers.get(timer_key(at, timer_id)) if at is not None else None
+        return Timer(t["id"], t["key"], t["at"], t["payload"]) if t else None
+
+    def _at(self, timer_id: str) -> int | None:
+        at = self.timers.get(index_key(timer_id))
+        if at is None and self._legacy_index:
+            at = self.timers.get(LEGACY_INDEX + timer_id)
+        return at
 
     def _forget(self, timer_id: str) -> None:
         """Delete the id's index entry (and the old layout's, in a store that has them)."""
@@ -211,6 +220,9 @@ class TaskContext(Context):
 
     def cancel(self, timer_id: str) -> None:
         self._task.cancel(timer_id)
+
+    def timer(self, timer_id: str) -> Timer | None:
+        return self._task.timer(timer_id)
 
     def count(self, counter: Any, *labels: str, amount: float = 1.0) -> None:
         self._task.pending.add(counter, labels, amount)

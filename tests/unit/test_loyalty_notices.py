@@ -70,6 +70,12 @@ def until(shop: Shop, at: int) -> list:
     return shop.advance(at - shop.driver.clock.now_ms())
 
 
+def timer_ids(shop: Shop) -> list[str]:
+    """The customers' timers (their agendas) and the runtime's."""
+    agendas = [i for state in shop.driver.store("customers").values() for i in state.get("agenda", {})]
+    return [*agendas, *shop.driver.store("timers")]
+
+
 def restarted(shop: Shop) -> Shop:
     """The processor started again on the same committed stores and timers (a new instance
     restoring them from the changelogs), at the same moment."""
@@ -184,8 +190,7 @@ def test_an_armed_notice_follows_a_change_of_the_days() -> None:
 def test_off_by_default_no_notice_and_no_timer() -> None:
     shop = Shop(program(rewards=[POINTS_30], campaigns=[EARN], tiers=TIERS))
     buy(shop, "ann", 150)
-    timers = shop.driver.store("timers")
-    assert not [k for k in timers if "expiring:" in k or "tier_warning:" in k]
+    assert not [k for k in timer_ids(shop) if "expiring:" in k or "tier_warning:" in k]
     out = until(shop, NOW + 40 * DAY)
     assert hooks(out, "POINTS_EXPIRING") == hooks(out, "TIER_DOWNGRADE_WARNING") == []
 
@@ -193,9 +198,10 @@ def test_off_by_default_no_notice_and_no_timer() -> None:
 def test_turning_the_notice_off_drops_its_timer() -> None:
     shop = Shop(EXPIRING)
     buy(shop, "ann", 100)
+    assert "expiring:ann" in timer_ids(shop)
     shop.driver.apply_config(program(version=2, rewards=[POINTS_30, BONUS_10], campaigns=[EARN]))
     buy(shop, "ann", 1)  # the customer's next call applies the new program
-    assert not [k for k in shop.driver.store("timers") if "expiring:" in k]
+    assert not [k for k in timer_ids(shop) if "expiring:" in k]
     assert hooks(until(shop, NOW + 40 * DAY), "POINTS_EXPIRING") == []
 
 
