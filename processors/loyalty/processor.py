@@ -164,8 +164,7 @@ class LoyaltyProcessor(Processor):
         return Budget(ctx.store(BUDGETS).get)
 
     def _write(self, ctx: Context, out: engine.Output, customer_id: str, budget: Budget) -> None:
-        if out.cancels or out.timers or agenda.AGENDA not in out.state:
-            agenda.update(ctx, out.state, out.cancels, out.timers)
+        agenda.update(ctx, out.state, out.cancels, out.timers)  # writes only what changed
         ctx.store(CUSTOMERS).put(customer_id, ledger.flush(out.state, ctx.store(LEDGER)))
         events, now = ctx.store(EVENTS), ctx.now()
         for event_id, rec in out.records.items():

@@ -95,7 +95,7 @@ class PartitionTask:
     def timer(self, timer_id: str) -> Timer | None:
         at = self._at(timer_id)
         t = self.timers.get(timer_key(at, timer_id)) if at is not None else None
-        return Timer(t["id"], t["key"], t["at"], t["payload"]) if t else None
+        return _as_timer(t) if t else None
 
     def _at(self, timer_id: str) -> int | None:
         at = self.timers.get(index_key(timer_id))
@@ -148,7 +148,7 @@ class PartitionTask:
             for key, t in due:
                 self.timers.delete(key)
                 self._forget(t["id"])
-                timer = Timer(t["id"], t["key"], t["at"], t["payload"])
+                timer = _as_timer(t)
                 fired += 1
                 error = skip.pop(timer.id, None) if skip else None
                 if error is not None and dead is not None:
@@ -226,6 +226,11 @@ class TaskContext(Context):
 
     def count(self, counter: Any, *labels: str, amount: float = 1.0) -> None:
         self._task.pending.add(counter, labels, amount)
+
+
+def _as_timer(t: dict[str, Any]) -> Timer:
+    """A `t/` record of the timers store as the Timer handlers receive."""
+    return Timer(t["id"], t["key"], t["at"], t["payload"])
 
 
 def _passed(deadline: float | None) -> bool:
