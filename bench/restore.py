@@ -42,10 +42,11 @@ from bench._child import check, stop
 from bench._common import cpu_seconds, exited_children_cpu, fresh_settings
 from bench.runtime import broker
 from plumbing.topic_admin import delete_topics, ensure_topics
+from processors.runtime import local_index
 from processors.runtime.changelog import changelog_topic, ensure_changelogs
 from processors.runtime.example import TOPICS
 from processors.runtime.partitioner import partition_for
-from processors.runtime.timers import INDEX, TIMERS_STORE
+from processors.runtime.timers import TIMERS_STORE
 from schemas.program import load_program
 from schemas.settings import Settings
 from schemas.topics import topic_name
@@ -93,8 +94,13 @@ def loyalty_template(events: int) -> dict[str, list[tuple[bytes, bytes]]]:
                                                "type": "PURCHASE", "issued_at": at, "received_at": at,
                                                "properties": props})  # fmt: skip
     stores = [*driver.processor.stores, TIMERS_STORE]
-    return {s: [(k.encode(), orjson.dumps(v)) for k, v in driver.store(s).items() if not k.startswith(INDEX)]
-            for s in stores}  # fmt: skip (the timers' local index is never logged)
+    indexes = local_index.load(local_index.indexes_of(LoyaltyProcessor.local_indexes))
+
+    def logged(store: str, key: bytes) -> bool:  # local indexes are never logged
+        return store not in indexes or not indexes[store].is_local(key)
+
+    return {s: [(k.encode(), orjson.dumps(v)) for k, v in driver.store(s).items() if logged(s, k.encode())]
+            for s in stores}  # fmt: skip
 
 
 def fill_loyalty(settings: Settings, group: str, customers: int, events: int) -> tuple[int, int]:

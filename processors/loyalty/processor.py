@@ -53,6 +53,7 @@ class LoyaltyProcessor(Processor):
     ]
     stores = [CUSTOMERS, EVENTS, CODES, BUDGETS, LEDGER]
     cached_stores = frozenset({BUDGETS})  # a few keys per campaign, read by every purchase
+    local_indexes = {LEDGER: ledger.__name__}  # its lines' id keys are never logged
 
     def __init__(self, partitions: int | None = None) -> None:
         self.partitions = partitions or Settings.from_env().partitions

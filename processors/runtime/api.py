@@ -101,6 +101,9 @@ class Processor:
     # stores of few keys that every record reads (e.g. per campaign): their committed values
     # are kept in memory, so such a read costs no RocksDB lookup (store.TransactionalStore)
     cached_stores: ClassVar[frozenset[str]] = frozenset()
+    # store -> the module of its local index (keys never logged, derived again at restore:
+    # local_index.py); the runtime adds the timers' own
+    local_indexes: ClassVar[dict[str, str]] = {}
     # inputs keyed by the id whose state a partition owns: a record on another partition than
     # murmur2(key) gives (a producer with another partitioner) is forwarded there first
     route_by_key: ClassVar[bool] = True

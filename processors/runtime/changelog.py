@@ -16,8 +16,8 @@ often commit markers, which are never delivered, so a changelog is done when the
 position reaches the end, not when a delivered record's offset + 1 does; a changelog already
 at its end (empty, or a checkpoint at the last record) is done without reading at all.
 
-A store's local keys (never logged: the timers' id index) are derived again from each restored
-record as it is written (`_Reading.derive`).
+A store's local keys (never logged: the timers' and the ledger's id indexes, local_index.py)
+are derived again from each restored record as it is written (`_Reading.derive`).
 
 A large restore (at least `parallel_min_records` changelog records over the partitions added
 at once) is spread over worker processes, whole partitions each (restore_worker.py); a
@@ -41,7 +41,7 @@ from rocksdict import WriteBatch
 from plumbing import observability as m
 from plumbing.kafka_util import check_consumer_error, watermarks
 from plumbing.topic_admin import create
-from processors.runtime import timers
+from processors.runtime import local_index
 from processors.runtime.restore_worker import PARALLEL_MIN_RECORDS, RestoreWorker, split
 from processors.runtime.store import RocksBackend
 from schemas.settings import Settings
@@ -83,7 +83,7 @@ class _Reading:
     end: int
     started: float
     restored: int = 0
-    derive: Derive | None = None  # the local keys each record implies (the timers' index)
+    derive: Derive | None = None  # the local keys each record implies (local_index.py)
 
 
 class Restorer:
@@ -97,10 +97,14 @@ class Restorer:
         processor: str,
         workers: int = 1,
         parallel_min_records: int = PARALLEL_MIN_RECORDS,
+        local_indexes: dict[str, str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group = group
         self.processor = processor
+        # store -> its local index's module (the processor's `local_indexes` and the runtime's)
+        self.local_indexes = local_index.indexes_of(local_indexes or {})
+        self._derive = {store: index.derived for store, index in local_index.load(self.local_indexes).items()}
         self.workers = workers  # worker processes for a large restore; 1: all in this one
         self.parallel_min_records = parallel_min_records
         self.consumer = Consumer(
@@ -178,7 +182,7 @@ class Restorer:
         for members in split(backlog, self.workers):
             stores = {p: self._stop_here(p) for p in members}
             worker = RestoreWorker(self.bootstrap, self.group, self.processor, stores,
-                                   sum(backlog[p] for p in members))  # fmt: skip
+                                   sum(backlog[p] for p in members), self.local_indexes)  # fmt: skip
             self._workers.append(worker)
             log.info("restore handed to a worker", extra={"partitions": members, "pid": worker.proc.pid,
                                                            "records": worker.remaining})  # fmt: skip
@@ -209,7 +213,7 @@ class Restorer:
             m.RESTORE_REMAINING.labels(self.processor, store, str(partition)).set(max(0, end - offset))
             if offset < end:
                 start.append(TopicPartition(changelog_topic(self.group, store), partition, offset))
-                derive = timers.derived if store == timers.TIMERS_STORE else None
+                derive = self._derive.get(store)
                 self._reading[(start[-1].topic, partition)] = _Reading(
                     store, partition, backend, offset, end, time.monotonic(), derive=derive
                 )
@@ -219,7 +223,11 @@ class Restorer:
         """(backend, first offset to read, end), wiping a store whose checkpoint is untrusted."""
         tp = TopicPartition(changelog_topic(self.group, store), partition)
         low, high = watermarks(self._ends, tp, timeout=LOOKUP_TIMEOUT_S)
-        backend = RocksBackend(path, bulk=True)  # after the lookup: a failed one leaves nothing open
+        # after the lookup: a failed one leaves nothing open. A partition back from a worker
+        # is opened for processing at once (what is left to read is a few records, if any):
+        # opening each store twice, to read nothing, held up its handover by seconds at 1M
+        returned = partition in self._returned
+        backend = RocksBackend(path, bulk=not returned, compactions=not returned)
         checkpoint = backend.checkpoint()
         if checkpoint is not None and not (low - 1 <= checkpoint < high):
             log.warning(

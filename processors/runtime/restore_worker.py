@@ -70,14 +70,16 @@ class RestoreWorker:
     command = [sys.executable, "-m", __name__]
 
     def __init__(self, bootstrap: str, group: str, processor: str,
-                 stores: dict[int, dict[str, Path]], remaining: int) -> None:  # fmt: skip
+                 stores: dict[int, dict[str, Path]], remaining: int,
+                 local_indexes: dict[str, str] | None = None) -> None:  # fmt: skip
         self.stores = stores
         self.remaining = remaining  # changelog records left, as last reported
         self.restored: dict[str, int] = {}
         self.seconds: dict[str, float] = {}  # time spent reading, by store (in the last report)
         self.left: list[tuple[str, int, int]] = []  # (store, partition, records left) reported
         paths = {str(p): {store: str(path) for store, path in s.items()} for p, s in stores.items()}
-        job = {"bootstrap": bootstrap, "group": group, "processor": processor, "stores": paths}
+        job = {"bootstrap": bootstrap, "group": group, "processor": processor, "stores": paths,
+               "local_indexes": local_indexes or {}}  # fmt: skip
         env = {**os.environ, "RESTORE_PARENT_PID": str(os.getpid())}
         self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -173,7 +175,7 @@ def main() -> int:
     _die_with_parent(parent)
     job = orjson.loads(sys.stdin.buffer.read())
     configure_logging(f"restore-{job['processor']}")
-    restorer = Restorer(job["bootstrap"], job["group"], job["processor"])
+    restorer = Restorer(job["bootstrap"], job["group"], job["processor"], local_indexes=job["local_indexes"])
     stores = {int(p): {s: Path(x) for s, x in paths.items()} for p, paths in job["stores"].items()}
     try:
         restorer.add(stores)

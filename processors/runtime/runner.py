@@ -193,6 +193,7 @@ class Runner:
             self.processor.name,
             workers=self.options.restore_workers,
             parallel_min_records=self.options.restore_parallel_min_records,
+            local_indexes=self.processor.local_indexes,
         )
         self.consumer = self.txn.consumer = self.rebalance.consumer = self._consumer()
         self.consumer.subscribe(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -114,13 +114,15 @@ class RocksBackend:
     """One RocksDB per store per partition, raw bytes keys and values. `bulk` opens it for a
     restore (see the module docstring); `end_bulk` makes it a processing store."""
 
-    def __init__(self, path: Path, bulk: bool = False) -> None:
+    def __init__(self, path: Path, bulk: bool = False, compactions: bool = True) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         # range reads not yet run to their end: each holds a RocksDB iterator, which keeps the
         # database (and its LOCK) alive past close() until the reader is collected
         self._readers: weakref.WeakSet = weakref.WeakSet()
-        self._open(bulk)
+        self._open(bulk, compactions)
+        if not bulk:
+            self._compact_if_slowed()
 
     def _open(self, bulk: bool, compactions: bool = True) -> None:
         self.bulk, self.closed = bulk, False
@@ -140,8 +142,13 @@ class RocksBackend:
         if self.bulk:
             self.close()
             self._open(bulk=False, compactions=compactions)
-            if self.db.property_int_value("rocksdb.num-files-at-level0") >= _L0_SLOWDOWN:
-                self.db.compact_range(None, None)  # else RocksDB would slow every write down
+            self._compact_if_slowed()
+
+    def _compact_if_slowed(self) -> None:
+        """Compact now when a bulk load left as many level-0 files as make RocksDB slow every
+        write down."""
+        if self.db.property_int_value("rocksdb.num-files-at-level0") >= _L0_SLOWDOWN:
+            self.db.compact_range(None, None)
 
     def start_flush(self) -> None:
         """Begin flushing the memtable in the background (a restored store's changelog is read
@@ -224,8 +231,8 @@ class TransactionalStore:
     store's `commit`, which updates the cache (a restore fills the backend before its task,
     and so this store, exists); an abort leaves the backend, so the cache, as it was.
 
-    `local`: the prefix of keys kept in the backend only, never sent to the changelog (an
-    index a restore derives from the logged keys: the timers' `idx/`, timers.py)."""
+    `local`: tells the keys kept in the backend only, never sent to the changelog (an index a
+    restore derives from the logged keys, local_index.py)."""
 
     def __init__(
         self,
@@ -233,7 +240,7 @@ class TransactionalStore:
         backend: Backend,
         max_bytes: int | None = None,
         cached: bool = False,
-        local: bytes | None = None,
+        local: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.name = name
         self.local = local
@@ -319,9 +326,9 @@ class TransactionalStore:
         order its restore derives them in (timers.py)."""
         if self.local is None:
             return self.overlay
-        local = self.local
-        deletes = {k: v for k, v in self.overlay.items() if v is None and not k.startswith(local)}
-        return deletes | {k: v for k, v in self.overlay.items() if v is not None and not k.startswith(local)}
+        is_local = self.local
+        deletes = {k: v for k, v in self.overlay.items() if v is None and not is_local(k)}
+        return deletes | {k: v for k, v in self.overlay.items() if v is not None and not is_local(k)}
 
     def commit(self, checkpoint: int | None) -> None:
         if self.overlay or checkpoint is not None:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from processors.runtime import local_index
 from processors.runtime.api import Context, Processor, Record, Timer
 from processors.runtime.pending import PendingMetrics
 from processors.runtime.store import Backend, TransactionalStore
-from processors.runtime.timers import DUE, LEGACY_INDEX, LOCAL, TIMERS_STORE, index_key, timer_key
+from processors.runtime.timers import DUE, LEGACY_INDEX, TIMERS_STORE, index_key, timer_key
 from schemas.program import Program
 
 __all__ = ["TIMERS_STORE", "PartitionTask", "TaskContext", "TimerFailed"]
@@ -54,9 +55,10 @@ class PartitionTask:
         self.processor = processor
         self.partition = partition
         cached = processor.cached_stores
+        indexes = local_index.load(local_index.indexes_of(processor.local_indexes))
         self.stores = {
             name: TransactionalStore(name, b, max_record_bytes, cached=name in cached,
-                                     local=LOCAL if name == TIMERS_STORE else None)  # fmt: skip
+                                     local=indexes[name].is_local if name in indexes else None)  # fmt: skip
             for name, b in backends.items()
         }
         # the runner's (one per transaction, every task); its own when run alone

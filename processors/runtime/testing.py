@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from processors.runtime import local_index
 from processors.runtime.api import Processor, Record
 from processors.runtime.clock import ManualClock
 from processors.runtime.partitioner import partition_for
@@ -52,6 +53,7 @@ class TestDriver:
         partitions: int = 1,
         backend: Callable[[], Backend] = MemoryBackend,
         check_outputs: bool = True,
+        keep_changelogs: bool = False,
     ) -> None:
         self.processor = processor
         self.backend = backend  # one per store and partition
@@ -63,14 +65,18 @@ class TestDriver:
         self._batch: list[Emitted] = []
         self._offsets: dict[tuple[str, int], int] = {}
         self.pending = PendingMetrics()  # ctx.count: applied at each commit, as the runner does
+        # (store, partition) -> every changelog record committed, in order (`restarted`)
+        self.changelogs: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] | None = (
+            {} if keep_changelogs else None
+        )
         self.tasks = {p: self._task(p) for p in range(partitions)}
 
-    def _task(self, partition: int) -> PartitionTask:
+    def _task(self, partition: int, backends: dict[str, Backend] | None = None) -> PartitionTask:
         names = [*self.processor.stores, TIMERS_STORE]
         return PartitionTask(
             self.processor,
             partition,
-            {n: self.backend() for n in names},
+            backends or {n: self.backend() for n in names},
             self._emit,
             self.clock.now_ms,
             lambda: self.program,
@@ -89,7 +95,10 @@ class TestDriver:
         return partition_for(key.encode(), self.partitions)
 
     def _commit(self) -> list[Emitted]:
-        for task in self.tasks.values():
+        for partition, task in self.tasks.items():
+            if self.changelogs is not None:
+                for name, store in task.stores.items():
+                    self.changelogs.setdefault((name, partition), []).extend(store.changelog().items())
             task.commit({})
         self.pending.apply()
         out, self._batch = self._batch, []
@@ -129,6 +138,28 @@ class TestDriver:
         for task in self.tasks.values():
             task.on_config(program)
         return self._commit()
+
+    def restarted(self, processor: Processor) -> TestDriver:
+        """A driver for `processor` (a new instance: it starts as after a crash) on stores rebuilt
+        from this driver's changelogs (`keep_changelogs`) the way a restore writes them, local
+        indexes derived again, at the same time and program: what a cold restart finds."""
+        assert self.changelogs is not None, "keep_changelogs=True keeps what a restart reads"
+        driver = TestDriver(processor, self.program, self.clock.now_ms(), self.partitions,
+                            check_outputs=self.check_outputs, keep_changelogs=True)  # fmt: skip
+        indexes = local_index.load(local_index.indexes_of(processor.local_indexes))
+        names = [*processor.stores, TIMERS_STORE]
+        backends = {p: {n: MemoryBackend() for n in names} for p in range(self.partitions)}
+        for (name, partition), records in self.changelogs.items():
+            backend = backends[partition][name]
+            derive = indexes[name].derived if name in indexes else None
+            for key, value in records:
+                changes = {key: value}
+                if derive is not None and (local := derive(key, value)) is not None:
+                    changes[local[0]] = local[1]
+                backend.write(changes, None)
+            driver.changelogs[(name, partition)] = list(records)  # type: ignore[index]
+        driver.tasks = {p: driver._task(p, dict(backends[p])) for p in range(self.partitions)}
+        return driver
 
     def store(self, name: str, partition: int = 0) -> dict[str, Any]:
         return dict(self.tasks[partition].stores[name].range())

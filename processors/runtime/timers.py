@@ -35,6 +35,11 @@ def index_key(timer_id: str) -> str:
     return f"{INDEX}{timer_id}"
 
 
+def is_local(key: bytes) -> bool:
+    """The id index is local (local_index.py): never in the changelog."""
+    return key.startswith(LOCAL)
+
+
 def derived(key: bytes, value: bytes | None) -> tuple[bytes, bytes | None] | None:
     """The index record a restored changelog record implies: (key, at) for a timer written,
     (key, None) for one deleted, None for any other key."""

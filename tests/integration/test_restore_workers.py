@@ -176,3 +176,21 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return "\nState:\tZ" not in status
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_restore_derives_the_processors_local_index_in_workers_too(settings, tmp_path, workers):
+    """A processor's `local_indexes` reach its restore workers (by module name): each restored
+    record's index key is written beside it, in this process and in a worker alike."""
+    fill_changelog(settings, KEYS)
+    group = topic_name("counter", settings)
+    index = {"totals": "tests.integration.count_index"}
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=workers,
+                        parallel_min_records=0, local_indexes=index)  # fmt: skip
+    try:
+        restored = restore_all(restorer, paths_under(tmp_path))
+    finally:
+        restorer.close()
+    for p in range(3):
+        index = {f"#k{i}".encode(): str(i).encode() for i in range(p, KEYS, 3)}
+        assert restored[p] == expected(p) | index
