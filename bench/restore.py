@@ -42,7 +42,6 @@ from bench._child import check, stop
 from bench._common import cpu_seconds, exited_children_cpu, fresh_settings
 from bench.runtime import broker
 from plumbing.topic_admin import delete_topics, ensure_topics
-from processors.runtime import local_index
 from processors.runtime.changelog import changelog_topic, ensure_changelogs
 from processors.runtime.example import TOPICS
 from processors.runtime.partitioner import partition_for
@@ -73,19 +72,20 @@ def fill(settings: Settings, group: str, records: int) -> None:
 
 
 def loyalty_template(events: int) -> dict[str, list[tuple[bytes, bytes]]]:
-    """{store: [(key, value)]} the real loyalty processor keeps for one customer (TEMPLATE)
-    after `events` purchases a minute apart, the last one now; keys without the id belong to
-    the partition. Now, not bench.loyalty's fixed 2023 clock: a live customer's timers
-    (inactivity, expiry, tier) are in the future, while from 2023 every timer of every
-    customer was due at once and the first partitions restored fired millions of them on the
-    loop that was still restoring the others (what the figure measured was that storm)."""
+    """{store: [(key, value)]} the real loyalty processor's changelogs keep, once compacted, for
+    one customer (TEMPLATE) after `events` purchases a minute apart, the last one now (local
+    indexes are never logged); keys without the id belong to the partition. Now, not
+    bench.loyalty's fixed 2023 clock: a live customer's timers (inactivity, expiry, tier) are
+    in the future, while from 2023 every timer of every customer was due at once and the first
+    partitions restored fired millions of them on the loop that was still restoring the others
+    (what the figure measured was that storm)."""
     from processors.loyalty.processor import LoyaltyProcessor
     from processors.runtime.testing import TestDriver
     from schemas.topics import EVENTS_LOYALTY
 
     program = load_program(ROOT / "examples" / "program.yaml").model_copy(update={"version": 1})
     start = (int(time.time()) // 60 - events) * 60_000
-    driver = TestDriver(LoyaltyProcessor(partitions=1), program, now=start)
+    driver = TestDriver(LoyaltyProcessor(partitions=1), program, now=start, keep_changelogs=True)
     for n in range(events):
         at = start + n * 60_000
         driver.clock.advance(at - driver.clock.now_ms())
@@ -93,14 +93,10 @@ def loyalty_template(events: int) -> dict[str, list[tuple[bytes, bytes]]]:
         driver.send(EVENTS_LOYALTY, TEMPLATE, {"id": f"{TEMPLATE}-{n:06d}", "customer_id": TEMPLATE,
                                                "type": "PURCHASE", "issued_at": at, "received_at": at,
                                                "properties": props})  # fmt: skip
-    stores = [*driver.processor.stores, TIMERS_STORE]
-    indexes = local_index.load(local_index.indexes_of(LoyaltyProcessor.local_indexes))
-
-    def logged(store: str, key: bytes) -> bool:  # local indexes are never logged
-        return store not in indexes or not indexes[store].is_local(key)
-
-    return {s: [(k.encode(), orjson.dumps(v)) for k, v in driver.store(s).items() if logged(s, k.encode())]
-            for s in stores}  # fmt: skip
+    assert driver.changelogs is not None
+    compacted = {s: dict(records) for (s, _), records in driver.changelogs.items()}  # each key's last
+    return {s: sorted((k, v) for k, v in compacted.get(s, {}).items() if v is not None)
+            for s in [*driver.processor.stores, TIMERS_STORE]}  # fmt: skip
 
 
 def fill_loyalty(settings: Settings, group: str, customers: int, events: int) -> tuple[int, int]:

@@ -38,6 +38,15 @@ def indexes_of(declared: Mapping[str, str]) -> dict[str, str]:
     return {**RUNTIME_INDEXES, **declared}
 
 
+def restored(key: bytes, value: bytes | None, index: LocalIndex | None) -> dict[bytes, bytes | None]:
+    """The writes a restore makes for one changelog record (None: a delete): the record and the
+    index record it implies. The Restorer's loop does the same into a WriteBatch, inline."""
+    changes = {key: value}
+    if index is not None and (local := index.derived(key, value)) is not None:
+        changes[local[0]] = local[1]
+    return changes
+
+
 def load(indexes: Mapping[str, str]) -> dict[str, LocalIndex]:
     """Store -> the index module, imported."""
     modules: dict[str, ModuleType] = {store: importlib.import_module(name) for store, name in indexes.items()}

@@ -147,18 +147,14 @@ class TestDriver:
         driver = TestDriver(processor, self.program, self.clock.now_ms(), self.partitions,
                             check_outputs=self.check_outputs, keep_changelogs=True)  # fmt: skip
         indexes = local_index.load(local_index.indexes_of(processor.local_indexes))
-        names = [*processor.stores, TIMERS_STORE]
-        backends = {p: {n: MemoryBackend() for n in names} for p in range(self.partitions)}
         for (name, partition), records in self.changelogs.items():
-            backend = backends[partition][name]
-            derive = indexes[name].derived if name in indexes else None
+            backend = driver.tasks[partition].stores[name].backend
             for key, value in records:
-                changes = {key: value}
-                if derive is not None and (local := derive(key, value)) is not None:
-                    changes[local[0]] = local[1]
-                backend.write(changes, None)
+                backend.write(local_index.restored(key, value, indexes.get(name)), None)
             driver.changelogs[(name, partition)] = list(records)  # type: ignore[index]
-        driver.tasks = {p: driver._task(p, dict(backends[p])) for p in range(self.partitions)}
+        # tasks read their timers when made: made again on the filled stores
+        backends = {p: {n: s.backend for n, s in t.stores.items()} for p, t in driver.tasks.items()}
+        driver.tasks = {p: driver._task(p, backends[p]) for p in range(self.partitions)}
         return driver
 
     def store(self, name: str, partition: int = 0) -> dict[str, Any]:

@@ -8,10 +8,12 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from processors.runtime import timers
 from processors.runtime.api import Context, Processor, Record, Timer
+from processors.runtime.local_index import restored
 from processors.runtime.store import MemoryBackend
 from processors.runtime.task import PartitionTask
-from processors.runtime.timers import TIMERS_STORE, derived
+from processors.runtime.timers import TIMERS_STORE
 from schemas.program import Program
 
 IDS = ["a", "b", "c/x", "c"]  # "c/x": an id holding the separator
@@ -49,10 +51,7 @@ def restore(log: list[tuple[bytes, bytes | None]]) -> MemoryBackend:
     """A fresh store from changelog records, as the Restorer writes them."""
     backend = MemoryBackend()
     for key, value in log:
-        changes = {key: value}
-        if (local := derived(key, value)) is not None:
-            changes[local[0]] = local[1]
-        backend.write(changes, None)
+        backend.write(restored(key, value, timers), None)
     return backend
 
 
