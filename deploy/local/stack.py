@@ -304,14 +304,18 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def wait_healthy(stack: Stack, service: Service, port: int, timeout: float = 90.0) -> float:
-    """Poll /healthz until 200; fail early (with the log tail) if the process died."""
+def wait_healthy(stack: Stack, service: Service, port: int, pid: int, timeout: float = 90.0) -> float:
+    """Poll /healthz until 200; fail early (with the log tail) if process `pid` died.
+
+    The process is judged by the pid it was started with, not by `Stack.pid`'s command-line
+    check: a child just past fork can still show an empty /proc/<pid>/cmdline while the kernel
+    finishes its exec (ci40 reported a live receiver as exited that way)."""
     began = time.monotonic()
     log = stack.log_file(service.name)
     while time.monotonic() - began < timeout:
         if _healthy(port):
             return time.monotonic() - began
-        if not pid_alive(stack.pid(service.name)):
+        if not pid_alive(pid):
             raise RuntimeError(f"{service.name} exited; log tail:\n{_tail(log)}")
         time.sleep(0.2)
     raise TimeoutError(f"{service.name} not healthy on :{port}; log tail:\n{_tail(log)}")
@@ -357,11 +361,10 @@ def _start_services(stack: Stack, state: dict, env: dict[str, str], ports: dict)
         if running:
             _say(f"{service.name:<11} :{ports[service.name]} running (pid {pid})")
         else:
-            fresh.append(service)
+            fresh.append((service, pid))
     began = time.monotonic()
-    for service in fresh:
-        wait_healthy(stack, service, ports[service.name])
-        pid = stack.pid(service.name)
+    for service, pid in fresh:
+        wait_healthy(stack, service, ports[service.name], pid)
         seconds = time.monotonic() - began
         _say(f"{service.name:<11} :{ports[service.name]} healthy after {seconds:.1f}s (pid {pid})")
 
