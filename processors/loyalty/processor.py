@@ -53,7 +53,7 @@ class LoyaltyProcessor(Processor):
     ]
     stores = [CUSTOMERS, EVENTS, CODES, BUDGETS, LEDGER]
     cached_stores = frozenset({BUDGETS})  # a few keys per campaign, read by every purchase
-    local_indexes = {LEDGER: ledger.__name__}  # its lines' id keys are never logged
+    local_indexes = {LEDGER: ledger.__name__, EVENTS: retention.__name__}  # never logged
 
     def __init__(self, partitions: int | None = None) -> None:
         self.partitions = partitions or Settings.from_env().partitions
@@ -169,7 +169,7 @@ class LoyaltyProcessor(Processor):
         ctx.store(CUSTOMERS).put(customer_id, ledger.flush(out.state, ctx.store(LEDGER)))
         events, now = ctx.store(EVENTS), ctx.now()
         for event_id, rec in out.records.items():
-            events.put(event_id, rec)
+            events.put(event_id, retention.stored(rec))
             if rec.get("since") == now:  # first written by this call: index it for the sweep
                 events.put(retention.index_key(now, event_id), 1)
         if ctx.partition not in self.armed:

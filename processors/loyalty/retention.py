@@ -6,12 +6,22 @@ gets an index key `~since/<ms>/<event id>` in the same store (one small put per 
 by time); an hourly timer per partition deletes what is past the window, oldest first, with
 store deletes, so the changelog carries tombstones and compaction frees the keys. A record
 past the window but not yet swept already counts as gone (`expired`).
+
+The index is a local index of the store (processors/runtime/local_index.py): never logged, and
+derived again from each event record a restore writes (`derived`), so an event costs a cold
+start one changelog record, not two. A record is stored with `since` as its first field
+(`stored`), so a restore reads it off the JSON's start instead of parsing the whole record.
+A tombstone cannot say which index key its record had, so a restore may leave a stale one; and
+changelogs written before the index was local still carry index records. The sweep already
+treats both as stale: an index key whose record is gone, or has another `since`, is dropped.
 """
 
 from __future__ import annotations
 
 from itertools import islice
 from typing import Any
+
+import orjson
 
 from processors.runtime.api import Context, Store
 from schemas.program import Program
@@ -45,6 +55,39 @@ def index_key(at: int, event_id: str) -> str:
     return f"{SINCE}{at:015d}/{event_id}"
 
 
+def stored(record: dict[str, Any], at: int | None = None) -> dict[str, Any]:
+    """The record as the store keeps it: `since` (`at`, else the record's own) first."""
+    first = {"since": since(record) if at is None else at}  # a dict keeps a key where it first came
+    return first | {k: v for k, v in record.items() if k != "since"}
+
+
+_SINCE = SINCE.encode()
+_SINCE_FIELD = b'{"since":'
+
+
+def is_local(key: bytes) -> bool:
+    """The time index is local (local_index.py): never in the changelog."""
+    return key.startswith(_SINCE)
+
+
+def derived(key: bytes, value: bytes | None) -> tuple[bytes, bytes | None] | None:
+    """The index key a restored event record implies: (`~since/<ms>/<id>`, 1) for a record
+    written, None for a tombstone or an index record an older changelog logged."""
+    if value is None or key.startswith(_SINCE):
+        return None
+    return index_key(_since_of(value), key.decode()).encode(), b"1"
+
+
+def _since_of(value: bytes) -> int:
+    """A stored record's `since`, read off its JSON's start (a record is about 3 KB: a restore
+    reads one per event); a record written before `since` came first is parsed."""
+    end = value.find(b",", len(_SINCE_FIELD))
+    digits = value[len(_SINCE_FIELD) : end]
+    if value.startswith(_SINCE_FIELD) and end > 0 and digits.isdigit():
+        return int(digits)
+    return since(orjson.loads(value))
+
+
 def arm(ctx: Context) -> None:
     """(Re)schedule this partition's sweep for the next hour: the same time however often it
     is called, so restarts do not postpone it."""
@@ -66,7 +109,7 @@ def sweep(ctx: Context, events: Store) -> int:
         if record is None or since(record) != int(at):
             continue  # gone already, or re-created since (a repeat after the window)
         if record.get("status") == "PENDING":
-            events.put(event_id, {**record, "since": now})
+            events.put(event_id, stored(record, now))
             events.put(index_key(now, event_id), 1)
         else:
             events.delete(event_id)

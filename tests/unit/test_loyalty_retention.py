@@ -3,8 +3,15 @@ that a repeated id counts as new and a reversal is refused with the reason."""
 
 from __future__ import annotations
 
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processors.loyalty import retention
+from processors.loyalty.processor import LoyaltyProcessor
 from processors.loyalty.retention import SINCE
-from tests.unit.test_loyalty_engine import BASE, DAY, Shop, program, result
+from processors.runtime.testing import TestDriver
+from tests.unit.test_loyalty_engine import BASE, DAY, NOW, Shop, program, result
 
 PROGRAM = program(campaigns=[{**BASE, "formula": "100"}], retention={"events_days": 30})
 
@@ -62,3 +69,46 @@ def test_an_open_reservation_outlives_the_window() -> None:
 
 def test_the_default_window_is_120_days() -> None:
     assert program().retention.events_days == 120
+
+
+def test_the_index_is_never_logged_and_a_cold_restart_derives_it() -> None:
+    """The `~since/` keys are a local index: the changelog carries the records only, a restore
+    derives each record's index again, and the sweeps after the restart delete what the store
+    that wrote them deletes, with tombstones."""
+    live = Shop(PROGRAM)
+    live.driver = TestDriver(LoyaltyProcessor(partitions=1), PROGRAM, now=NOW, keep_changelogs=True)
+    live.send("ann", id="old", properties={"amount": 1})
+    live.driver.advance(31 * DAY)  # "old" is swept: its tombstone is logged, its index key is not
+    live.send("ann", id="new", properties={"amount": 1})
+    live.send("bob", id="bought", properties={"amount": 1})
+    live.send("bob", id="hold", fulfilled=False, reserve=60, redeem=[{"reward_id": "POINTS", "amount": 10}])
+    logged = live.driver.changelogs[("events", 0)]
+    assert (b"old", None) in logged and {b"new", b"hold"} <= {key for key, _ in logged}
+    assert not [key for key, _ in logged if key.startswith(SINCE.encode())], "the index is not logged"
+
+    restarted = Shop(PROGRAM)
+    restarted.driver = live.driver.restarted(LoyaltyProcessor(partitions=1))
+    restored = restarted.driver.store("events")
+    stale = retention.index_key(NOW, "old")  # a tombstone cannot say which index key it had
+    assert sorted(restored) == sorted([*keys(live), stale])
+    assert {k: v for k, v in restored.items() if k != stale} == live.driver.store("events")
+
+    for shop in (live, restarted):
+        shop.driver.advance(30 * DAY + 3_600_000)  # "new" is past the window, "hold" still open
+    assert keys(restarted) == keys(live) and "new" not in keys(live)
+    assert restarted.driver.store("events")["hold"]["status"] == "PENDING"  # kept, window restarted
+    assert (b"new", None) in restarted.driver.changelogs[("events", 0)], "swept with a tombstone"
+
+
+@given(event_id=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20),
+       at=st.integers(min_value=0, max_value=10**15 - 1))  # fmt: skip
+def test_the_index_key_a_restore_derives_is_the_one_the_processor_writes(event_id, at) -> None:
+    """`derived` reads `since` off the stored record's start: for any event id, and for a
+    record written before `since` came first (parsed), it gives the processor's index key."""
+    record = {"result": {"processed_at": at, "status": "RESOLVED"}, "status": "RESOLVED", "since": at}
+    expected = (retention.index_key(at, event_id).encode(), orjson.dumps(1))
+    for value in (retention.stored(record), {k: v for k, v in record.items() if k != "since"}, record):
+        assert retention.derived(event_id.encode(), orjson.dumps(value)) == expected
+    assert retention.derived(event_id.encode(), None) is None
+    assert retention.derived(expected[0], expected[1]) is None  # an index record an old changelog logged
+    assert retention.is_local(expected[0]) and not retention.is_local(event_id.encode())
