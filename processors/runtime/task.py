@@ -67,6 +67,7 @@ class PartitionTask:
         self.next_due = _NEVER
         self._due = 0  # due_count's last count, less the timers fired since
         self._due_counted = 0.0
+        self._cancels = 0  # timers cancelled so far (fire_due: has a handler cancelled one?)
         # written by a version before the local index: ids are also looked up under `i/`
         self._legacy_index = next(self.timers.range(LEGACY_INDEX, "i0"), None) is not None
         self.reload_timers()
@@ -93,6 +94,7 @@ class PartitionTask:
         if at is not None:
             self.timers.delete(timer_key(at, timer_id))
             self._forget(timer_id)
+            self._cancels += 1  # fire_due re-checks the due timers it listed before
 
     def timer(self, timer_id: str) -> Timer | None:
         at = self._at(timer_id)
@@ -147,7 +149,10 @@ class PartitionTask:
             due = list(islice(self.timers.range(DUE, timer_key(now + 1, "")), limit - fired))
             if not due:
                 break
+            cancels = self._cancels
             for key, t in due:
+                if self._cancels != cancels and (t := self.timers.get(key)) is None:
+                    continue  # a handler of this batch cancelled it, or moved it later
                 self.timers.delete(key)
                 self._forget(t["id"])
                 timer = _as_timer(t)

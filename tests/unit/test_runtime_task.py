@@ -75,6 +75,42 @@ def test_reusing_a_timer_id_replaces_the_timer_and_cancel_removes_it():
     assert driver.advance(1000) == []
 
 
+class Canceller(Processor):
+    """Timer "first" cancels "second" or moves it later; both were due at the same time."""
+
+    name = "c"
+    inputs = ["in"]
+    outputs = ["out"]
+
+    def process(self, ctx: Context, record: Record) -> None:
+        for timer_id in ("first", "second"):
+            ctx.schedule(ctx.now() + 100, record.key, record.value, timer_id=timer_id)
+
+    def on_timer(self, ctx: Context, timer: Timer) -> None:
+        ctx.emit("out", timer.key, {"id": timer.id, "at": timer.at})
+        if timer.id == "first" and timer.payload.get("then") == "cancel":
+            ctx.cancel("second")
+        elif timer.id == "first":
+            ctx.schedule(timer.at + 1_000, timer.key, {}, timer_id="second")
+
+
+def test_a_timer_cancelled_by_another_in_the_same_due_batch_does_not_fire():
+    driver = TestDriver(Canceller())
+    driver.send("in", "k", {"then": "cancel"})
+    assert [v["id"] for _, _, v in driver.advance(100)] == ["first"]
+    assert driver.advance(10_000) == []
+
+
+def test_a_timer_moved_later_by_another_in_the_same_due_batch_fires_once_when_due():
+    driver = TestDriver(Canceller())
+    start = driver.clock.now_ms()
+    driver.send("in", "k", {"then": "move"})
+    assert [v["id"] for _, _, v in driver.advance(100)] == ["first"]
+    assert driver.advance(999) == []
+    assert [(v["id"], v["at"]) for _, _, v in driver.advance(1)] == [("second", start + 1_100)]
+    assert driver.advance(10_000) == []
+
+
 def test_a_transaction_runs_longer_only_while_catching_up_on_a_backlog():
     from processors.runtime.runner import RuntimeOptions, commit_due
 
