@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,6 +205,14 @@ def restarts(settings: Settings, tmp: str, ready_log: str, loyalty: bool) -> lis
     return took
 
 
+def keep_logs(tmp: Path, into: Path | None) -> None:
+    """Copy the processor's log of each restart into `into` (--logs): where its time went."""
+    if into is not None:
+        into.mkdir(parents=True, exist_ok=True)
+        for log in tmp.glob("*.log"):
+            shutil.copy(log, into / log.name)
+
+
 def main_loyalty(args: argparse.Namespace) -> int:
     from processors.loyalty.processor import LoyaltyProcessor
 
@@ -226,7 +235,10 @@ def main_loyalty(args: argparse.Namespace) -> int:
               flush=True)  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-            took = restarts(settings, tmp, args.ready_log, loyalty=True)
+            try:
+                took = restarts(settings, tmp, args.ready_log, loyalty=True)
+            finally:
+                keep_logs(Path(tmp), args.logs)
     finally:
         if not args.keep:
             delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
@@ -242,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-per-customer", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="leave the filled topics for --reuse")
     parser.add_argument("--reuse", metavar="PREFIX", help="restore the changelogs a --keep run filled")
+    parser.add_argument("--logs", type=Path, metavar="DIR", help="keep each restart's processor log here")
     args = parser.parse_args(argv or [])
     if args.customers or args.reuse:
         with broker() as bootstrap:

@@ -10,7 +10,7 @@ past the window but not yet swept already counts as gone (`expired`).
 The index is a local index of the store (processors/runtime/local_index.py): never logged, and
 derived again from each event record a restore writes (`derived`), so an event costs a cold
 start one changelog record, not two. A record is stored with `since` as its first field
-(`stored`), so a restore reads it off the JSON's start instead of parsing the whole record.
+(records.packed), so a restore reads it off the JSON's start instead of parsing the record.
 A tombstone cannot say which index key its record had, so a restore may leave a stale one; and
 changelogs written before the index was local still carry index records. The sweep already
 treats both as stale: an index key whose record is gone, or has another `since`, is dropped.
@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from processors.loyalty.records import opened, packed, since
 from processors.runtime.api import Context, Store
 from schemas.program import Program
 
@@ -38,11 +39,6 @@ def window_ms(program: Program) -> int:
     return program.retention.events_days * DAY_MS
 
 
-def since(record: dict[str, Any]) -> int:
-    """When the record was first written (records older than retention: their first result)."""
-    return record.get("since") or record["result"]["processed_at"]
-
-
 def expired(record: dict[str, Any], now: int, program: Program) -> bool:
     return since(record) <= now - window_ms(program)
 
@@ -55,14 +51,9 @@ def index_key(at: int, event_id: str) -> str:
     return f"{SINCE}{at:015d}/{event_id}"
 
 
-def stored(record: dict[str, Any], at: int | None = None) -> dict[str, Any]:
-    """The record as the store keeps it: `since` (`at`, else the record's own) first."""
-    first = {"since": since(record) if at is None else at}  # a dict keeps a key where it first came
-    return first | {k: v for k, v in record.items() if k != "since"}
-
-
 _SINCE = SINCE.encode()
 _SINCE_FIELD = b'{"since":'
+_SINCE_AT = len(_SINCE_FIELD)
 
 
 def is_local(key: bytes) -> bool:
@@ -75,16 +66,16 @@ def derived(key: bytes, value: bytes | None) -> tuple[bytes, bytes | None] | Non
     written, None for a tombstone or an index record an older changelog logged."""
     if value is None or key.startswith(_SINCE):
         return None
-    return index_key(_since_of(value), key.decode()).encode(), b"1"
+    return b"%s%015d/%s" % (_SINCE, _since_of(value), key), b"1"  # index_key's, in bytes
 
 
 def _since_of(value: bytes) -> int:
-    """A stored record's `since`, read off its JSON's start (a record is about 3 KB: a restore
-    reads one per event); a record written before `since` came first is parsed."""
-    end = value.find(b",", len(_SINCE_FIELD))
-    digits = value[len(_SINCE_FIELD) : end]
-    if value.startswith(_SINCE_FIELD) and end > 0 and digits.isdigit():
-        return int(digits)
+    """A stored record's `since`, read off its JSON's start (a restore reads one per event);
+    a record written before `since` came first is parsed."""
+    if value.startswith(_SINCE_FIELD):
+        digits = value[_SINCE_AT : value.find(b",", _SINCE_AT)]
+        if digits.isdigit():
+            return int(digits)
     return since(orjson.loads(value))
 
 
@@ -109,7 +100,7 @@ def sweep(ctx: Context, events: Store) -> int:
         if record is None or since(record) != int(at):
             continue  # gone already, or re-created since (a repeat after the window)
         if record.get("status") == "PENDING":
-            events.put(event_id, stored(record, now))
+            events.put(event_id, packed(opened(record), now))
             events.put(index_key(now, event_id), 1)
         else:
             events.delete(event_id)
