@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rocksdict import WriteBatch
 
@@ -84,6 +84,12 @@ class _Reading:
     started: float
     restored: int = 0
     derive: Derive | None = None  # the local keys each record implies (local_index.py)
+
+
+def _not_indexed(reading: _Reading, msg: Message) -> None:
+    """Log a restored record whose local index raised (the restore goes on without it)."""
+    where = {"store": reading.store, "partition": msg.partition(), "offset": msg.offset()}
+    log.warning("changelog record not indexed", exc_info=True, extra=where)
 
 
 class Restorer:
@@ -309,11 +315,16 @@ class Restorer:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-            if derive is not None and (local := derive(key, value)) is not None:
-                if local[1] is None:
-                    batch.delete(local[0])
-                else:
-                    batch.put(local[0], local[1])
+            if derive is not None:
+                try:
+                    local = derive(key, value)
+                except Exception:  # a value its index cannot read: restored as it is, unindexed
+                    local = _not_indexed(reading, msg)
+                if local is not None:
+                    if local[1] is None:
+                        batch.delete(local[0])
+                    else:
+                        batch.put(local[0], local[1])
             last = msg
             count += 1
         if reading is not None and last is not None:

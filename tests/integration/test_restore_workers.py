@@ -11,9 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from plumbing import observability as m
-from processors.runtime.changelog import Restorer
+from processors.runtime.changelog import Restorer, changelog_topic
 from processors.runtime.restore_worker import RestoreWorker
 from processors.runtime.store import RocksBackend
 from processors.runtime.testing import wait_for
@@ -194,3 +195,28 @@ def test_a_restore_derives_the_processors_local_index_in_workers_too(settings, t
     for p in range(3):
         index = {f"#k{i}".encode(): str(i).encode() for i in range(p, KEYS, 3)}
         assert restored[p] == expected(p) | index
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_value_its_index_cannot_read_is_restored_unindexed_and_the_restore_goes_on(
+    settings, tmp_path, workers
+):
+    """A changelog value the local index cannot parse (written by hand, or by a bug) does not
+    stop the restore, in this process or a worker: the record is restored as it is, without
+    its index key, and every other record with theirs."""
+    fill_changelog(settings, KEYS)
+    group = topic_name("counter", settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer.produce(changelog_topic(group, "totals"), b"\xffnot json", b"bad", partition=0)
+    assert producer.flush(30) == 0
+    index = {"totals": "tests.integration.count_index"}
+    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=workers,
+                        parallel_min_records=0, local_indexes=index)  # fmt: skip
+    try:
+        restored = restore_all(restorer, paths_under(tmp_path))
+    finally:
+        restorer.close()
+    for p in range(3):
+        index = {f"#k{i}".encode(): str(i).encode() for i in range(p, KEYS, 3)}
+        bad = {b"bad": b"\xffnot json"} if p == 0 else {}
+        assert restored[p] == expected(p) | index | bad
