@@ -6,12 +6,14 @@ is written once per event, so its size is throughput), except what changed after
 result (a fulfilment's accumulations, redemptions, achievement progress and badges), which is
 stored beside it.
 
-The store keeps a record packed (`packed`): `since` first, so a restore reads it off the JSON's
-start to derive the retention index (retention.derived), `status` beside it for the sweep, and
-the rest (about 3 KB of JSON, most of it the first result) zstd-compressed, in base64. A record
-is written once per event and read back only for a duplicate or a command on it, while a cold
-start reads every one: packed, the state of 1,000,000 customers restores from 3.7 GB of
-changelog instead of 5.6 GB (docs/benchmarks.md). Records written before are read as they are.
+This module is also the `events` store's value codec (`dumps` / `loads`: Processor.store_codecs).
+A record is kept as its head, `{"since": <ms>, "status": ...}` in JSON, `since` first so a
+restore reads it off the value's start to derive the retention index (retention.derived), then
+a NUL byte (JSON never holds one) and the rest of the record (about 3 KB of JSON with the
+example program, most of it the first result) zstd-compressed. A record is written once per
+event and read back only for a duplicate or a command on it, while a cold start reads every
+one: packed, the state of 1,000,000 customers restores from 3.3 GB of changelog instead of
+5.6 GB (docs/benchmarks.md). Other values (the index's) and records written before are JSON.
 zstd, not the stdlib's zlib: zlib sets up its 256 KB state on every call (74 us per record in
 the processor against 24 us; the same size), and a zstd context is kept per thread.
 """
@@ -19,15 +21,13 @@ the processor against 24 us; the same size), and a zstd context is kept per thre
 from __future__ import annotations
 
 import threading
-from base64 import b64decode, b64encode
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 import zstandard
 
-PACKED = "z"  # the packed part's field
-_HEAD = ("since", "status")  # what stays outside it
+_HEAD = ("since", "status")  # what stays outside the compressed part
+_CUT = b"\x00"
 _CODECS = threading.local()  # a zstd context is not thread-safe: one per thread
 
 
@@ -42,27 +42,21 @@ def since(record: dict[str, Any]) -> int:
     return record.get("since") or record["result"]["processed_at"]
 
 
-def packed(record: dict[str, Any], at: int | None = None) -> dict[str, Any]:
-    """The record as the store keeps it; `at`: a new `since` (the sweep restarts a window)."""
-    head: dict[str, Any] = {"since": since(record) if at is None else at}
-    if "status" in record:
-        head["status"] = record["status"]
-    rest = orjson.dumps({k: v for k, v in record.items() if k not in _HEAD})
-    head[PACKED] = b64encode(_codecs()[0].compress(rest)).decode()
-    return head
+def dumps(value: Any) -> bytes:
+    """A value of the `events` store as bytes: an event record packed, anything else JSON."""
+    if not (isinstance(value, dict) and "result" in value):
+        return orjson.dumps(value)
+    head = {"since": since(value), **{k: value[k] for k in _HEAD[1:] if k in value}}
+    rest = orjson.dumps({k: v for k, v in value.items() if k not in _HEAD})
+    return orjson.dumps(head) + _CUT + _codecs()[0].compress(rest)
 
 
-def opened(stored: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A record as the store returned it, unpacked (one written before packing: as it is)."""
-    if stored is None or PACKED not in stored:
-        return stored
-    rest = orjson.loads(_codecs()[1].decompress(b64decode(stored[PACKED])))
-    return {**rest, **{k: stored[k] for k in _HEAD if k in stored}}
-
-
-def reader(get: Callable[[str], dict[str, Any] | None]) -> Callable[[str], dict[str, Any] | None]:
-    """The engine's lookup of event records over the store's `get`: records unpacked."""
-    return lambda event_id: opened(get(event_id))
+def loads(raw: bytes) -> Any:
+    """`dumps` undone; JSON (what the store held before packing) as it is."""
+    cut = raw.find(_CUT)
+    if cut < 0:
+        return orjson.loads(raw)
+    return {**orjson.loads(_codecs()[1].decompress(raw[cut + 1 :])), **orjson.loads(raw[:cut])}
 
 
 def applied(record: dict[str, Any]) -> dict[str, Any]:

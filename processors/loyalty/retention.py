@@ -9,8 +9,8 @@ past the window but not yet swept already counts as gone (`expired`).
 
 The index is a local index of the store (processors/runtime/local_index.py): never logged, and
 derived again from each event record a restore writes (`derived`), so an event costs a cold
-start one changelog record, not two. A record is stored with `since` as its first field
-(records.packed), so a restore reads it off the JSON's start instead of parsing the record.
+start one changelog record, not two. A record's bytes begin with its `since` (records.dumps),
+so a restore reads it off the value's start instead of parsing the record.
 A tombstone cannot say which index key its record had, so a restore may leave a stale one; and
 changelogs written before the index was local still carry index records. The sweep already
 treats both as stale: an index key whose record is gone, or has another `since`, is dropped.
@@ -18,12 +18,12 @@ treats both as stale: an index key whose record is gone, or has another `since`,
 
 from __future__ import annotations
 
+import re
 from itertools import islice
 from typing import Any
 
-import orjson
-
-from processors.loyalty.records import opened, packed, since
+from processors.loyalty import records
+from processors.loyalty.records import since
 from processors.runtime.api import Context, Store
 from schemas.program import Program
 
@@ -52,8 +52,7 @@ def index_key(at: int, event_id: str) -> str:
 
 
 _SINCE = SINCE.encode()
-_SINCE_FIELD = b'{"since":'
-_SINCE_AT = len(_SINCE_FIELD)
+_SINCE_FIRST = re.compile(rb'\{"since":(\d+)[,}]')
 
 
 def is_local(key: bytes) -> bool:
@@ -70,13 +69,11 @@ def derived(key: bytes, value: bytes | None) -> tuple[bytes, bytes | None] | Non
 
 
 def _since_of(value: bytes) -> int:
-    """A stored record's `since`, read off its JSON's start (a restore reads one per event);
+    """A stored record's `since`, read off its value's start (a restore reads one per event);
     a record written before `since` came first is parsed."""
-    if value.startswith(_SINCE_FIELD):
-        digits = value[_SINCE_AT : value.find(b",", _SINCE_AT)]
-        if digits.isdigit():
-            return int(digits)
-    return since(orjson.loads(value))
+    if (found := _SINCE_FIRST.match(value)) is not None:
+        return int(found[1])
+    return since(records.loads(value))
 
 
 def arm(ctx: Context) -> None:
@@ -100,7 +97,7 @@ def sweep(ctx: Context, events: Store) -> int:
         if record is None or since(record) != int(at):
             continue  # gone already, or re-created since (a repeat after the window)
         if record.get("status") == "PENDING":
-            events.put(event_id, packed(opened(record), now))
+            events.put(event_id, {**record, "since": now})
             events.put(index_key(now, event_id), 1)
         else:
             events.delete(event_id)

@@ -104,6 +104,9 @@ class Processor:
     # store -> the module of its local index (keys never logged, derived again at restore:
     # local_index.py); the runtime adds the timers' own
     local_indexes: ClassVar[dict[str, str]] = {}
+    # store -> how its values become bytes, when not plain JSON (store.ValueCodec: dumps and
+    # loads); only the processor's tasks decode values, so a restore never needs it
+    store_codecs: ClassVar[dict[str, Any]] = {}
     # inputs keyed by the id whose state a partition owns: a record on another partition than
     # murmur2(key) gives (a producer with another partitioner) is forwarded there first
     route_by_key: ClassVar[bool] = True

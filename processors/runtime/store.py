@@ -219,6 +219,14 @@ class RocksBackend:
 CACHED_KEYS = 10_000  # a cached store's committed values kept in memory, at most
 
 
+class ValueCodec(Protocol):
+    """How a store's values become bytes and back (a store's default: JSON)."""
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, raw: bytes) -> Any: ...
+
+
 class TransactionalStore:
     """The `Store` a handler sees: JSON values, read-your-writes, commit/abort with the txn.
 
@@ -232,7 +240,10 @@ class TransactionalStore:
     and so this store, exists); an abort leaves the backend, so the cache, as it was.
 
     `local`: tells the keys kept in the backend only, never sent to the changelog (an index a
-    restore derives from the logged keys, local_index.py)."""
+    restore derives from the logged keys, local_index.py).
+
+    `codec`: turns values into bytes and back (`dumps`, `loads`); JSON by default. The
+    changelog and a restore carry its bytes as they are."""
 
     def __init__(
         self,
@@ -241,9 +252,11 @@ class TransactionalStore:
         max_bytes: int | None = None,
         cached: bool = False,
         local: Callable[[bytes], bool] | None = None,
+        codec: ValueCodec | None = None,
     ) -> None:
         self.name = name
         self.local = local
+        self._dumps, self._loads = (codec.dumps, codec.loads) if codec else (orjson.dumps, orjson.loads)
         self.backend = backend
         self.max_bytes = max_bytes
         self.overlay: dict[bytes, bytes | None] = {}
@@ -258,7 +271,7 @@ class TransactionalStore:
         raw = self.overlay.get(k := key.encode(), _DELETED)
         if raw is _DELETED:
             raw = self._read(k)
-        return default if raw is None else orjson.loads(raw)
+        return default if raw is None else self._loads(raw)
 
     def _read(self, key: bytes) -> bytes | None:
         cache = self._cache
@@ -272,7 +285,7 @@ class TransactionalStore:
         return raw
 
     def put(self, key: str, value: Any) -> None:
-        raw, data = key.encode(), orjson.dumps(value)
+        raw, data = key.encode(), self._dumps(value)
         if self.max_bytes is not None and len(raw) + len(data) > self.max_bytes:
             raise RecordTooLarge(f"store {self.name!r} value of key {key!r}", len(raw) + len(data),
                                  self.max_bytes)  # fmt: skip
@@ -292,7 +305,7 @@ class TransactionalStore:
         one seek, not a copy of the range (the timers' `next(range(...))` at a task's start
         and after every firing used to read all of a partition's timers: seconds at 1M)."""
         for key, raw in self._merged(start, end):
-            yield key.decode(), orjson.loads(raw)
+            yield key.decode(), self._loads(raw)
 
     def count(self, start: str | None = None, end: str | None = None) -> int:
         """How many keys range(start, end) would give, without decoding their values."""

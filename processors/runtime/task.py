@@ -56,8 +56,9 @@ class PartitionTask:
         self.partition = partition
         cached = processor.cached_stores
         indexes = local_index.load(local_index.indexes_of(processor.local_indexes))
+        codecs = processor.store_codecs
         self.stores = {
-            name: TransactionalStore(name, b, max_record_bytes, cached=name in cached,
+            name: TransactionalStore(name, b, max_record_bytes, cached=name in cached, codec=codecs.get(name),
                                      local=indexes[name].is_local if name in indexes else None)  # fmt: skip
             for name, b in backends.items()
         }

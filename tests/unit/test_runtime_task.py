@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from processors.runtime.api import Context, Processor, Record, Timer
 from processors.runtime.example import INPUT, OUTPUT, CounterProcessor
 from processors.runtime.store import MemoryBackend, RocksBackend, TransactionalStore
@@ -190,3 +192,24 @@ class _CountingBackend(MemoryBackend):
         for item in super().items(start, end):
             self.read += 1
             yield item
+
+
+class Reversed:
+    """A value codec for the test: JSON, bytes reversed (so plain JSON cannot read them)."""
+
+    @staticmethod
+    def dumps(value):
+        return orjson.dumps(value)[::-1]
+
+    @staticmethod
+    def loads(raw):
+        return orjson.loads(raw[::-1])
+
+
+def test_a_store_codec_turns_values_into_bytes_and_back_and_the_changelog_carries_its_bytes():
+    store = TransactionalStore("s", MemoryBackend(), codec=Reversed())
+    store.put("a", {"n": 1})
+    assert store.changelog() == {b"a": b'}1:"n"{'} and store.get("a") == {"n": 1}
+    store.commit(1)
+    assert store.backend.get(b"a") == b'}1:"n"{'
+    assert store.get("a") == {"n": 1} and list(store.range()) == [("a", {"n": 1})]
