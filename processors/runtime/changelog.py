@@ -319,7 +319,8 @@ class Restorer:
                 try:
                     local = derive(key, value)
                 except Exception:  # a value its index cannot read: restored as it is, unindexed
-                    local = _not_indexed(reading, msg)
+                    _not_indexed(reading, msg)
+                    local = None
                 if local is not None:
                     if local[1] is None:
                         batch.delete(local[0])

@@ -184,17 +184,26 @@ def test_a_restore_derives_the_processors_local_index_in_workers_too(settings, t
     """A processor's `local_indexes` reach its restore workers (by module name): each restored
     record's index key is written beside it, in this process and in a worker alike."""
     fill_changelog(settings, KEYS)
+    restored = restore_with_count_index(settings, tmp_path, workers)
+    for p in range(3):
+        assert restored[p] == expected(p) | count_index(p)
+
+
+def restore_with_count_index(settings, tmp_path: Path, workers: int) -> dict[int, dict[bytes, bytes]]:
+    """The counter's changelog restored with the test's local index (count_index.py)."""
     group = topic_name("counter", settings)
     index = {"totals": "tests.integration.count_index"}
     restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=workers,
                         parallel_min_records=0, local_indexes=index)  # fmt: skip
     try:
-        restored = restore_all(restorer, paths_under(tmp_path))
+        return restore_all(restorer, paths_under(tmp_path))
     finally:
         restorer.close()
-    for p in range(3):
-        index = {f"#k{i}".encode(): str(i).encode() for i in range(p, KEYS, 3)}
-        assert restored[p] == expected(p) | index
+
+
+def count_index(partition: int) -> dict[bytes, bytes]:
+    """The index keys count_index.py derives for a partition's totals."""
+    return {f"#k{i}".encode(): str(i).encode() for i in range(partition, KEYS, 3)}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -205,18 +214,11 @@ def test_a_value_its_index_cannot_read_is_restored_unindexed_and_the_restore_goe
     stop the restore, in this process or a worker: the record is restored as it is, without
     its index key, and every other record with theirs."""
     fill_changelog(settings, KEYS)
-    group = topic_name("counter", settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    producer.produce(changelog_topic(group, "totals"), b"\xffnot json", b"bad", partition=0)
+    topic = changelog_topic(topic_name("counter", settings), "totals")
+    producer.produce(topic, b"\xffnot json", b"bad", partition=0)
     assert producer.flush(30) == 0
-    index = {"totals": "tests.integration.count_index"}
-    restorer = Restorer(settings.kafka_bootstrap_servers, group, "counter", workers=workers,
-                        parallel_min_records=0, local_indexes=index)  # fmt: skip
-    try:
-        restored = restore_all(restorer, paths_under(tmp_path))
-    finally:
-        restorer.close()
+    restored = restore_with_count_index(settings, tmp_path, workers)
     for p in range(3):
-        index = {f"#k{i}".encode(): str(i).encode() for i in range(p, KEYS, 3)}
         bad = {b"bad": b"\xffnot json"} if p == 0 else {}
-        assert restored[p] == expected(p) | index | bad
+        assert restored[p] == expected(p) | count_index(p) | bad
