@@ -170,14 +170,9 @@ def test_rollups_give_the_raw_figures(db: str, name: str, range_: str) -> None:
     with psycopg.connect(db, autocommit=True, row_factory=dict_row) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         rollups.refresh_all(conn, full=True)
-        edge = f"now() - interval '{rng.span.days} days' + interval '30 seconds'"
-        conn.execute(
-            "INSERT INTO events (id, customer_id, type, kind, path, status, issued_at) VALUES "
-            "('roll-new', 'c1', 'PURCHASE', 'EVENT', 'loyalty', 'RESOLVED', now()), "
-            f"('roll-edge', 'c2', 'REFERRAL', 'EVENT', 'loyalty', 'REJECTED', {edge})"
-        )
         try:
-            with conn.transaction():
+            with conn.transaction():  # one now() for the inserts and the pages
+                _insert_new_and_edge_rows(conn, rng.span.days)
                 assert "h0" in queries._params(conn, rng)  # the hours are read from the rollup
                 rolled = queries.PAGES[name](conn, rng)
                 conn.execute("DELETE FROM dashboard_rollup_state")
@@ -192,6 +187,20 @@ def test_rollups_give_the_raw_figures(db: str, name: str, range_: str) -> None:
         assert _without_times(rolled) == _without_times(raw)
     else:
         assert rolled["stats"][:4] != [] and rolled["panels"][1] == raw["panels"][1]
+
+
+def _insert_new_and_edge_rows(conn: psycopg.Connection, days: int) -> None:
+    """A row newer than the rebuild, and one inside the range's first, partial hour: halfway
+    between its start and the first whole hour, at most 30 s in (a fixed 30 s lands in a
+    rolled-up hour when the test runs in the last 30 s before an hour)."""
+    since = f"(now() - interval '{days} days')"
+    first_hour = f"(date_bin('1 hour', {since}, TIMESTAMPTZ '2000-01-01 00:00:00+00') + interval '1 hour')"
+    edge = f"{since} + least(interval '30 seconds', ({first_hour} - {since}) / 2)"
+    conn.execute(
+        "INSERT INTO events (id, customer_id, type, kind, path, status, issued_at) VALUES "
+        "('roll-new', 'c1', 'PURCHASE', 'EVENT', 'loyalty', 'RESOLVED', now()), "
+        f"('roll-edge', 'c2', 'REFERRAL', 'EVENT', 'loyalty', 'REJECTED', {edge})"
+    )
 
 
 class _Rollback(Exception):
