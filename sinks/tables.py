@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, case, column, or_, select, table
@@ -299,27 +300,69 @@ EVENTS_FROM_RESULT = Target(
 
 # An event and its result in one batch, for an id not yet in `events`: one INSERT of the row
 # the two upserts above would leave (events_from_event's insert, then events_from_result's
-# update of it) instead of an insert and an update of a row with seven indexes. The stage
-# holds both rows side by side (the result's columns prefixed r_), so every value of both is
-# still parsed, and an id that exists (a replay, a repeat, a concurrent writer) is left to the
-# two upserts (RETURNING tells which ids went in).
+# update of it) instead of an insert and an update of a row with seven indexes. The sink
+# first COPYs the merged rows (merged_row) straight into events in a savepoint: when every id
+# is new (live traffic, a backlog read in step) that is the whole insert, one COPY. When an id
+# exists (a replay, a repeat, a concurrent writer) the COPY fails, and the stage takes over:
+# it holds both rows side by side (the result's columns prefixed r_), MERGED_INSERT inserts
+# the new ids and the rest is left to the two upserts (RETURNING tells which ids went in).
+# A value neither path keeps (the event's status, a property set the result replaces) is not
+# sent by the COPY, so only the stage parses it.
 MERGED_STAGE = "_stage_events_merged"
 MERGED_STAGE_COLUMNS = EVENT_COLS + tuple(f"r_{c}" for c in RESULT_COLS)
 
 
-def _merged_value(stage, col: str) -> ColumnElement:
+# the merged row's columns, as MERGED_INSERT writes them
+MERGED_COLS = EVENT_COLS + tuple(c for c in RESULT_COLS if c not in EVENT_COLS)
+MERGED = "events_merged"  # the merged rows' name in a batch's prepared COPY data (writer.prepare)
+
+
+def _merged_source(col: str) -> tuple[str, str | None]:
+    """The stage column the merged row takes `col` from, and the one it falls back to when
+    that is NULL: the one rule behind both MERGED_INSERT and merged_row()."""
     if col in _KEEP_FROM_EVENT:
-        return func_coalesce(stage.c[f"r_{col}"], stage.c[col])
+        return f"r_{col}", col
     if col in _RESULT_SETS or col in TIME_COLS:
-        return stage.c[f"r_{col}"]
-    return stage.c[col]
+        return f"r_{col}", None
+    return col, None
+
+
+def _merged_value(stage, col: str) -> ColumnElement:
+    first, fallback = _merged_source(col)
+    return stage.c[first] if fallback is None else func_coalesce(stage.c[first], stage.c[fallback])
 
 
 def _merged_insert() -> str:
     stage = table(MERGED_STAGE, *[column(c) for c in MERGED_STAGE_COLUMNS])
-    cols = EVENT_COLS + tuple(c for c in RESULT_COLS if c not in EVENT_COLS)
-    stmt = insert(events).from_select(cols, select(*[_merged_value(stage, c) for c in cols]))
+    stmt = insert(events).from_select(MERGED_COLS, select(*[_merged_value(stage, c) for c in MERGED_COLS]))
     return compile_sql(stmt.on_conflict_do_nothing(index_elements=key_of(events)).returning(events.c.id))
+
+
+# The same rows as the sink COPYs them straight into events: the columns taken from the event
+# first, then those taken from the result, so a row is two getters' tuples end to end.
+_FROM_EVENT_COLS = tuple(c for c in MERGED_COLS if _merged_source(c)[0] == c)
+_FROM_RESULT_COLS = tuple(c for c in MERGED_COLS if _merged_source(c)[0] != c)
+MERGED_COPY_COLS = _FROM_EVENT_COLS + _FROM_RESULT_COLS
+MERGED_COPY_TYPES = type_names(events, MERGED_COPY_COLS)
+_from_event, _from_result = itemgetter(*_FROM_EVENT_COLS), itemgetter(*_FROM_RESULT_COLS)
+# (position in a merged row, the event's column) of each value the event gives when the result's is None
+_FALLBACKS = tuple(
+    (i, fb) for i, c in enumerate(MERGED_COPY_COLS) if (fb := _merged_source(c)[1]) is not None
+)
+_fallback_values = itemgetter(*[i for i, _ in _FALLBACKS])
+
+
+def merged_row(event: Row, result: Row) -> tuple:
+    """The events row MERGED_INSERT makes of an event's row and its result's, in
+    MERGED_COPY_COLS order: what the sink COPYs straight into events when every id is new."""
+    row = _from_event(event) + _from_result(result)
+    if None in _fallback_values(row):
+        values = list(row)
+        for i, col in _FALLBACKS:
+            if values[i] is None:
+                values[i] = event[col]
+        row = tuple(values)
+    return row
 
 
 MERGED_STAGE_DDL = (

@@ -27,6 +27,9 @@ from sinks.tables import (
     EVENT_COLS,
     EVENTS_FROM_EVENT,
     EVENTS_FROM_RESULT,
+    MERGED,
+    MERGED_COPY_COLS,
+    MERGED_COPY_TYPES,
     MERGED_INSERT,
     MERGED_STAGE,
     MERGED_STAGE_COLUMNS,
@@ -36,10 +39,12 @@ from sinks.tables import (
     RESULT_NOT_NULL,
     TARGETS,
     Target,
+    merged_row,
 )
 
 Offsets = dict[tuple[str, int], int]
 event_values, result_values = itemgetter(*EVENT_COLS), itemgetter(*RESULT_COLS)
+result_not_null = itemgetter(*RESULT_NOT_NULL)
 
 
 class Fenced(RuntimeError):
@@ -116,7 +121,7 @@ def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], c
                 encoded: Encoded | None = None) -> int:  # fmt: skip
     """`encoded`: the targets' COPY data made by prepare() (the rows of a whole bucket).
     Returns how many events rows the merged insert wrote."""
-    merged = _insert_merged_events(conn, rows, clear)
+    merged = _insert_merged_events(conn, rows, clear, encoded.get(MERGED) if encoded else None)
     for name, target in TARGETS.items():
         bucket = rows.get(name)
         if bucket:
@@ -133,19 +138,38 @@ def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], c
     return len(merged)
 
 
-def _insert_merged_events(conn: psycopg.Connection, rows: Rows, clear: bool) -> set[tuple]:
-    """Insert in one row each event whose result is in the same batch and whose id is new
-    (see MERGED_INSERT); returns the keys inserted, which the two upserts then skip."""
+def _merged_pairs(rows: Rows) -> list[tuple[dict, dict]]:
+    """Each event whose result is in the same batch (with the values the insert needs), and
+    that result."""
     events, results = rows.get(EVENTS_FROM_EVENT.name), rows.get(EVENTS_FROM_RESULT.name)
     if not events or not results:
-        return set()
-    both = [
-        event_values(row) + result_values(results[key])
+        return []
+    return [
+        (row, result)
         for key, row in events.items()
-        if key in results and all(results[key][c] is not None for c in RESULT_NOT_NULL)
+        if (result := results.get(key)) is not None and None not in result_not_null(result)
     ]
-    if not both:
+
+
+def prepare_merged(conn: psycopg.Connection, rows: Rows) -> tuple[list[tuple], bytes | None] | None:
+    """The merged events rows of `rows` (merged_row) and their binary COPY data; None if no
+    event has its result in the batch."""
+    merged = [merged_row(event, result) for event, result in _merged_pairs(rows)]
+    return (merged, encode_binary(conn, MERGED_COPY_TYPES, merged)) if merged else None
+
+
+def _insert_merged_events(conn: psycopg.Connection, rows: Rows, clear: bool,
+                          ready: tuple[list[tuple], bytes | None] | None = None) -> set[tuple]:  # fmt: skip
+    """Insert in one row each event whose result is in the same batch and whose id is new
+    (see MERGED_INSERT); returns the keys inserted, which the two upserts then skip.
+    `ready`: prepare_merged()'s rows and data if the reader made them."""
+    ready = ready or prepare_merged(conn, rows)
+    if ready is None:
         return set()
+    with conn.cursor() as cur:
+        if copy_new(cur, "events", MERGED_COPY_COLS, MERGED_COPY_TYPES, *ready):
+            return {(row[0],) for row in ready[0]}  # MERGED_COPY_COLS starts with the key, id
+    both = [event_values(event) + result_values(result) for event, result in _merged_pairs(rows)]
     with conn.cursor() as cur:
         cur.execute(MERGED_STAGE_DDL)
         copy_rows(cur, MERGED_STAGE, MERGED_STAGE_COLUMNS, MERGED_STAGE_TYPES, both)
@@ -227,9 +251,12 @@ def prepare(conn: psycopg.Connection, batch: Batch) -> None:
     """Make each target's COPY data now, in the sink's reader thread (`conn`: its connection,
     used for its adapters only, nothing is sent): the writer thread, whose COPYs and upserts
     are the critical path, then only talks to PostgreSQL. Events and results of one batch
-    are left to the writer: the merged insert decides which of their rows remain."""
+    are merged here (prepare_merged); the rest of their rows is left to the writer, since
+    which remain depends on the ids the merged insert finds new."""
     if EVENTS_FROM_EVENT.name in batch.rows and EVENTS_FROM_RESULT.name in batch.rows:
         skip = (EVENTS_FROM_EVENT.name, EVENTS_FROM_RESULT.name)
+        if (merged := prepare_merged(conn, batch.rows)) is not None:
+            batch.encoded[MERGED] = merged
     else:
         skip = ()
     for name, bucket in batch.rows.items():
@@ -256,13 +283,8 @@ def _write_target(conn: psycopg.Connection, target: Target, rows: list[dict], cl
     else:
         tuples, data = ready
     with conn.cursor() as cur:
-        if target.direct:
-            try:
-                with conn.transaction():
-                    copy_rows(cur, target.table, target.columns, target.stage_types, tuples, data)
-                return
-            except psycopg.errors.UniqueViolation:
-                pass  # rolled back to the savepoint: the upsert decides
+        if target.direct and copy_new(cur, target.table, target.columns, target.stage_types, tuples, data):
+            return
         cur.execute(target.stage_ddl())
         copy_rows(cur, target.stage, target.all_columns, target.stage_types, tuples, data)
         for sql in target.sql():
@@ -308,6 +330,18 @@ def encode_binary(conn: psycopg.Connection, types: tuple[str, ...], rows: list[t
         except (TypeError, ValueError, OverflowError, psycopg.DataError):
             return None
     return out.getvalue()
+
+
+def copy_new(cur: psycopg.Cursor, table: str, columns: tuple[str, ...], types: tuple[str, ...],
+             tuples: list[tuple], data: bytes | None) -> bool:  # fmt: skip
+    """COPY `tuples` straight into `table` in a savepoint: True when every key was new, False
+    when one exists (a unique violation, rolled back to the savepoint: the upsert decides)."""
+    try:
+        with cur.connection.transaction():
+            copy_rows(cur, table, columns, types, tuples, data)
+        return True
+    except psycopg.errors.UniqueViolation:
+        return False
 
 
 def copy_rows(cur: psycopg.Cursor, stage: str, columns: tuple[str, ...], types: tuple[str, ...],

@@ -93,10 +93,46 @@ def test_new_events_with_their_results_are_inserted_and_never_updated(two_dbs: t
         for topic, value in ((t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, samples.result(ev, 1.0, n + 1.0))):
             recs.append((topic, codec.decode(codec.encode(schema_for(topic), value), schema_for(topic))))
     with psycopg.connect(together) as conn:
+        conn.execute("SELECT 1")  # a transaction open before write_batch, so it nests and rolls back
         batch = Batch()
         for offset, (topic, value) in enumerate(recs, start=1000):
             batch.add(value, Source(topic, 0, offset), topic)
-        assert not write_batch(conn, batch, {}).rejects
+        written = write_batch(conn, batch, {})
+        assert not written.rejects and written.merged == 20
         sql = "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'events'"
         assert conn.execute(sql).fetchone() == (20, 0)  # the transaction is still open
+        # every id was new: one COPY straight into events, the merged stage never made
+        assert not _has_merged_stage(conn)
         conn.rollback()
+
+
+def _has_merged_stage(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('pg_temp._stage_events_merged')").fetchone()[0] is not None
+
+
+def test_an_existing_id_sends_the_pairs_through_the_stage(database_url: str) -> None:
+    """One id of the batch is in events already: the straight COPY fails on it and is rolled
+    back, and the stage's merged insert still inserts the new ids in one row each."""
+    with scratch_database(database_url, "sink") as together, scratch_database(database_url, "sink") as apart:
+        _existing_id_through_the_stage(together, apart)
+
+
+def _existing_id_through_the_stage(together: str, apart: str) -> None:
+    codec = default_codec()
+    recs = []
+    for n in range(5):
+        ev = samples.event("mixed", n)
+        for topic, value in ((t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, samples.result(ev, 1.0, n + 1.0))):
+            recs.append((topic, codec.decode(codec.encode(schema_for(topic), value), schema_for(topic))))
+    for url in (together, apart):
+        write(url, recs[:2], per_batch=2, offset=5000)  # the first pair, alone
+    with psycopg.connect(together) as conn:
+        batch = Batch()
+        for offset, (topic, value) in enumerate(recs, start=6000):
+            batch.add(value, Source(topic, 0, offset), topic)
+        written = write_batch(conn, batch, {})
+        assert not written.rejects and written.merged == 4
+        assert _has_merged_stage(conn)
+        conn.commit()
+    write(apart, recs, per_batch=1, offset=7000)
+    assert dump(together) == dump(apart)
