@@ -47,6 +47,24 @@ def records() -> list[tuple[str, dict]]:
     return [(topic, codec.decode(codec.encode(schema_for(topic), v), schema_for(topic))) for topic, v in out]
 
 
+def pairs(customer: str, n: int) -> list[tuple[str, dict]]:
+    """`n` events of `customer`, each followed by its result, as the sink decodes them."""
+    codec = default_codec()
+    recs = []
+    for i in range(n):
+        ev = samples.event(customer, i)
+        for topic, value in ((t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, samples.result(ev, 1.0, i + 1.0))):
+            recs.append((topic, codec.decode(codec.encode(schema_for(topic), value), schema_for(topic))))
+    return recs
+
+
+def one_batch(recs: list[tuple[str, dict]], offset: int) -> Batch:
+    batch = Batch()
+    for i, (topic, value) in enumerate(recs, start=offset):
+        batch.add(value, Source(topic, 0, i), topic)
+    return batch
+
+
 def write(url: str, recs: list[tuple[str, dict]], per_batch: int, offset: int) -> int:
     with psycopg.connect(url) as conn:
         for i in range(0, len(recs), per_batch):
@@ -86,18 +104,9 @@ def test_new_events_with_their_results_are_inserted_and_never_updated(two_dbs: t
     """The merged insert really runs: no events row is written twice (it used to fail on the
     value tuples, and the batch fell back to isolating records one by one, same rows)."""
     together, _ = two_dbs
-    codec = default_codec()
-    recs = []
-    for n in range(20):
-        ev = samples.event("newcomer", n)
-        for topic, value in ((t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, samples.result(ev, 1.0, n + 1.0))):
-            recs.append((topic, codec.decode(codec.encode(schema_for(topic), value), schema_for(topic))))
     with psycopg.connect(together) as conn:
         conn.execute("SELECT 1")  # a transaction open before write_batch, so it nests and rolls back
-        batch = Batch()
-        for offset, (topic, value) in enumerate(recs, start=1000):
-            batch.add(value, Source(topic, 0, offset), topic)
-        written = write_batch(conn, batch, {})
+        written = write_batch(conn, one_batch(pairs("newcomer", 20), offset=1000), {})
         assert not written.rejects and written.merged == 20
         sql = "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'events'"
         assert conn.execute(sql).fetchone() == (20, 0)  # the transaction is still open
@@ -118,19 +127,11 @@ def test_an_existing_id_sends_the_pairs_through_the_stage(database_url: str) -> 
 
 
 def _existing_id_through_the_stage(together: str, apart: str) -> None:
-    codec = default_codec()
-    recs = []
-    for n in range(5):
-        ev = samples.event("mixed", n)
-        for topic, value in ((t.EVENTS_LOYALTY, ev), (t.LOYALTY_RESULTS, samples.result(ev, 1.0, n + 1.0))):
-            recs.append((topic, codec.decode(codec.encode(schema_for(topic), value), schema_for(topic))))
+    recs = pairs("mixed", 5)
     for url in (together, apart):
         write(url, recs[:2], per_batch=2, offset=5000)  # the first pair, alone
     with psycopg.connect(together) as conn:
-        batch = Batch()
-        for offset, (topic, value) in enumerate(recs, start=6000):
-            batch.add(value, Source(topic, 0, offset), topic)
-        written = write_batch(conn, batch, {})
+        written = write_batch(conn, one_batch(recs, offset=6000), {})
         assert not written.rejects and written.merged == 4
         assert _has_merged_stage(conn)
         conn.commit()
