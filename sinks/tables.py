@@ -306,8 +306,8 @@ EVENTS_FROM_RESULT = Target(
 # exists (a replay, a repeat, a concurrent writer) the COPY fails, and the stage takes over:
 # it holds both rows side by side (the result's columns prefixed r_), MERGED_INSERT inserts
 # the new ids and the rest is left to the two upserts (RETURNING tells which ids went in).
-# A value neither path keeps (the event's status, a property set the result replaces) is not
-# sent by the COPY, so only the stage parses it.
+# A value the merged row does not keep (the event's status, properties the result replaces)
+# is not sent by the COPY, so only the stage path parses it.
 MERGED_STAGE = "_stage_events_merged"
 MERGED_STAGE_COLUMNS = EVENT_COLS + tuple(f"r_{c}" for c in RESULT_COLS)
 

@@ -139,8 +139,8 @@ def _write_rows(conn: psycopg.Connection, rows: Rows, written: dict[str, int], c
 
 
 def _merged_pairs(rows: Rows) -> list[tuple[dict, dict]]:
-    """Each event whose result is in the same batch (with the values the insert needs), and
-    that result."""
+    """Each event whose result is in the same batch and carries every NOT NULL value the
+    merged row needs, with that result."""
     events, results = rows.get(EVENTS_FROM_EVENT.name), rows.get(EVENTS_FROM_RESULT.name)
     if not events or not results:
         return []
