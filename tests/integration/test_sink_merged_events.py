@@ -137,3 +137,28 @@ def _existing_id_through_the_stage(together: str, apart: str) -> None:
         conn.commit()
     write(apart, recs, per_batch=1, offset=7000)
     assert dump(together) == dump(apart)
+
+
+def test_a_value_postgres_refuses_in_a_merged_pair_quarantines_that_record_alone(database_url: str) -> None:
+    """The straight COPY of the merged rows fails on a result's NUL (a data error, not an id
+    that exists): the batch is isolated, that result alone is quarantined and every other row,
+    its event's included, is written as one record per batch writes it."""
+    codec = default_codec()
+    recs = pairs("nul-pair", 4)
+    bad = codec.decode(codec.encode(schema_for(t.LOYALTY_RESULTS), {**recs[3][1], "reason": "a\x00b"}),
+                       schema_for(t.LOYALTY_RESULTS))  # fmt: skip
+    recs[3] = (t.LOYALTY_RESULTS, bad)  # the second pair's result
+    with scratch_database(database_url, "sink") as together, scratch_database(database_url, "sink") as apart:
+        with psycopg.connect(together) as conn:
+            written = write_batch(conn, one_batch(recs, offset=0), {})
+            assert [(r.table, r.offset) for r in written.rejects] == [("events", 3)]
+            conn.commit()
+        with psycopg.connect(apart) as conn:
+            for offset, (topic, value) in enumerate(recs):
+                rejects = write_batch(conn, one_batch([(topic, value)], offset=offset), {}).rejects
+                assert [r.table for r in rejects] == (["events"] if offset == 3 else [])
+                conn.commit()
+                conn.execute("DELETE FROM sink_offsets")
+                conn.commit()
+        assert dump(together) == dump(apart)
+        assert query(together, "SELECT count(*) FROM events WHERE customer_id = 'nul-pair'") == [(4,)]
